@@ -1,0 +1,83 @@
+"""Wiring: config → store → runner → scheduler, plus reload and what the web front asks of them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from exporter.collector import ExporterCollector, ReportCollector
+from exporter.config import Config, ConfigError
+from exporter.exposition import Exposition
+from exporter.runner import Runner
+from exporter.scheduler import ReportScheduler
+from exporter.store import Snapshot, Store
+
+log = logging.getLogger(__name__)
+
+ConfigLoader = Callable[[], Config]
+
+
+class Exporter:
+    def __init__(self, config: Config, load_config: ConfigLoader | None = None) -> None:
+        self.config = config
+        self._load_config = load_config
+        self.stop = threading.Event()
+        self.store = Store(config.reports, config.storage_path)
+        self.runner = Runner(config, self.store, self.stop)
+        self.scheduler = ReportScheduler(self.runner.run)
+        self.meta = ExporterCollector()
+        self.reports = ReportCollector(self.store, lambda: self.config.reports)
+        self.exposition = Exposition(self.store, self.reports, self.meta)
+        self._reload_lock = threading.Lock()
+
+    def start(self) -> None:
+        self.scheduler.start(self.config.reports)
+
+    def run_once(self) -> bool:
+        """Run every report once, in order; True when all succeeded."""
+        return all([self.runner.run(report.name) for report in self.config.reports])
+
+    def shutdown(self) -> None:
+        """Interrupt any run or backoff at once and write the state."""
+        self.stop.set()
+        self.scheduler.shutdown()
+        self.store.save()
+
+    def reload(self) -> str | None:
+        """Apply a new config from the loader; returns None, or why it was refused (the old one stays)."""
+        with self._reload_lock:
+            if self._load_config is None:
+                error = "no config file to reload (demo mode)"
+            else:
+                try:
+                    config = self._load_config()
+                except ConfigError as exc:
+                    error = str(exc)
+                else:
+                    fresh = self.store.reconfigure(config.reports)
+                    self.runner.reconfigure(config)
+                    self.config = config
+                    self.scheduler.schedule(config.reports, fresh)
+                    self.meta.reload_successful = True
+                    self.meta.reload_success_time = time.time()
+                    log.info("configuration reloaded", extra={"reports": len(config.reports), "restarted": fresh})
+                    return None
+            self.meta.reload_successful = False
+            log.error("configuration reload refused; keeping the old one", extra={"error": error})
+            return error
+
+    def not_ready(self) -> str | None:
+        """None once every report has data to serve; else which have none yet."""
+        snapshot: Snapshot = self.store.snapshot
+        waiting = [
+            report.name
+            for report in self.config.reports
+            if (state := snapshot.get(report.name)) is None or state.data is None
+        ]
+        return f"no data yet for report(s): {', '.join(waiting)}" if waiting else None
+
+    def next_runs(self) -> dict[str, dt.datetime | None]:
+        return self.scheduler.next_runs()

@@ -1,0 +1,161 @@
+"""Command line: flags in the Go exporters' style, wiring, signals."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import queue
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from types import FrameType
+
+from exporter import __version__, logs
+from exporter.config import Config, ConfigError, NCentralSettings, ReportSettings, load_config
+
+log = logging.getLogger("exporter")
+
+DEMO_INTERVAL = 60.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ncentral-patch-exporter",
+        description="Prometheus exporter for N-able N-central patch-comparison reports.",
+    )
+    parser.add_argument("--config.file", dest="config_file", default="config.yaml", metavar="PATH",
+                        help="YAML configuration file (default: %(default)s)")
+    parser.add_argument("--web.listen-address", dest="listen_address", default=":10120", metavar="[HOST]:PORT",
+                        help="address to serve metrics on (default: %(default)s)")
+    parser.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", metavar="PATH",
+                        help="path of the metrics (default: %(default)s)")
+    parser.add_argument("--web.config.file", dest="web_config_file", metavar="PATH",
+                        help="exporter-toolkit web configuration: TLS and basic auth")
+    parser.add_argument("--storage.path", dest="storage_path", metavar="PATH",
+                        help="state file keeping the last results across restarts (overrides storage.path)")
+    parser.add_argument("--log.level", dest="log_level", default="info", choices=logs.LEVELS)
+    parser.add_argument("--log.format", dest="log_format", default="text", choices=logs.FORMATS)
+    parser.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+    parser.add_argument("--once", action="store_true",
+                        help="run every report once, print the metrics to stdout, exit 0 if all succeeded")
+    parser.add_argument("--demo", action="store_true",
+                        help="run against a built-in N-central simulator on loopback")
+    parser.add_argument("--version", action="version", version=f"ncentral-patch-exporter {__version__}")
+    return parser
+
+
+def demo_config(url: str, token: str) -> Config:
+    return Config(
+        ncentral=NCentralSettings(url=url, token=token, request_timeout=10.0, retry_backoff=0.5),
+        reports=(ReportSettings(name="all", interval=DEMO_INTERVAL, poll_interval=0.5, poll_max_interval=2.0,
+                                timeout=60.0),),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.setup(args.log_level, args.log_format)
+    if not args.telemetry_path.startswith("/") or args.telemetry_path.startswith("/-/") or args.telemetry_path == "/":
+        return _bad("--web.telemetry-path: must start with / and not be / or under /-/")
+
+    simulator = None
+    try:
+        if args.demo:
+            from exporter.simulator import Simulator
+
+            simulator = Simulator(generation_time=1.0).start()
+            config = demo_config(simulator.url, simulator.jwt)
+        else:
+            config = load_config(args.config_file)
+        if args.storage_path:
+            config = replace(config, storage_path=args.storage_path)
+        if args.check_config:
+            print(f"{args.config_file}: OK ({len(config.reports)} report(s): "
+                  f"{', '.join(r.name for r in config.reports)})")
+            return 0
+        if args.once:
+            return _once(config)
+        from exporter.web import parse_listen_address
+        from exporter.webconfig import WebConfig, load_web_config
+
+        address = parse_listen_address(args.listen_address)
+        web_config = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
+    except (ConfigError, ValueError) as exc:
+        return _bad(str(exc))
+    try:
+        return _serve(args, config, address, web_config)
+    finally:
+        if simulator is not None:
+            simulator.stop()
+
+
+def _bad(message: str) -> int:
+    print(f"ncentral-patch-exporter: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _once(config: Config) -> int:
+    from exporter.app import Exporter
+
+    exporter = Exporter(config)
+    ok = exporter.run_once()
+    sys.stdout.buffer.write(exporter.exposition.render_reports())
+    sys.stdout.flush()
+    exporter.shutdown()
+    exporter.runner.close()
+    return 0 if ok else 1
+
+
+def _serve(
+    args: argparse.Namespace,
+    config: Config,
+    address: tuple[str, int],
+    web_config: object,
+) -> int:
+    from exporter.app import Exporter
+    from exporter.web import WebServer
+    from exporter.webconfig import WebConfig
+
+    assert isinstance(web_config, WebConfig)
+    exporter = Exporter(config, None if args.demo else lambda: load_config(args.config_file))
+    try:
+        server = WebServer(exporter, address, args.telemetry_path, web_config)
+    except OSError as exc:
+        return _bad(f"--web.listen-address: cannot listen on {args.listen_address}: {exc.strerror}")
+
+    events: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        events.put("reload" if signum == signal.SIGHUP else "stop")
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+
+    server.start()
+    host, port = server.address
+    log.info(
+        "listening",
+        extra={"address": f"[{host}]:{port}" if ":" in host else f"{host}:{port}", "tls": web_config.tls is not None,
+               "version": __version__, "reports": len(config.reports), "demo": args.demo},
+    )
+    exporter.start()
+    while True:
+        try:
+            event = events.get(timeout=1.0)
+        except queue.Empty:
+            continue
+        if event == "reload":
+            exporter.reload()
+            continue
+        break
+    log.info("shutting down")
+    exporter.shutdown()
+    server.shutdown()
+    log.info("stopped")
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # A run blocked inside an HTTP call to N-central must not hold the exit: the state is already written.
+    os._exit(0)

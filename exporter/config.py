@@ -1,0 +1,318 @@
+"""Load and validate the YAML configuration into frozen settings.
+
+Every problem is reported as one `ConfigError` line naming the file or key, so the command can print it
+and exit 2 without a traceback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TOKEN_ENV = "NCENTRAL_API_TOKEN"  # noqa: S105 - the name of the variable, not a secret
+
+# The vendor page's allowed filter values, in the vendor's spelling.
+INSTALL_STATUSES = (
+    "Installed", "Not Installed", "Aborted", "Failed", "In Progress", "Installed With Errors",
+)
+PATCH_APPROVALS = ("Approved for Install", "No Approval", "Not Approved", "Declined", "Approved for Removal")
+PATCH_CATEGORIES = (
+    "Applications", "Critical Updates", "Security Updates", "Definition Updates", "Drivers", "Feature Packs",
+    "Service Packs", "Third Party", "Tools", "Update Rollups", "Updates", "Upgrades",
+)
+
+_REPORT_NAME = re.compile(r"^[a-z0-9_-]+$")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SIZE = re.compile(r"^(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?$")
+_SIZE_UNITS = {None: 1, "B": 1, "KB": 10**3, "KiB": 2**10, "MB": 10**6, "MiB": 2**20, "GB": 10**9, "GiB": 2**30}
+_ROLLING = re.compile(r"^(\d+)d$")
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded as one line for the operator."""
+
+
+@dataclass(frozen=True)
+class NCentralSettings:
+    url: str
+    token: str = field(repr=False)
+    verify_tls: bool = True
+    ca_bundle: str | None = None
+    request_timeout: float = 30.0
+    max_response_size: int = 50 * 2**20
+    retries: int = 4
+    retry_backoff: float = 2.0
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    name: str
+    interval: float = 3600.0
+    start_date: str = "90d"
+    install_statuses: tuple[str, ...] | None = None
+    patch_approvals: tuple[str, ...] | None = None
+    patch_categories: tuple[str, ...] | None = None
+    timeout: float = 1800.0
+    poll_interval: float = 2.0
+    poll_max_interval: float = 30.0
+    max_data_age: float = 0.0
+
+    def request_body(self, today: dt.date) -> dict[str, Any]:
+        """The submit payload; filters not configured are left out so N-central uses all values."""
+        body: dict[str, Any] = {"startDate": resolve_start_date(self.start_date, today)}
+        for key, values in (
+            ("installStatuses", self.install_statuses),
+            ("patchApprovals", self.patch_approvals),
+            ("patchCategories", self.patch_categories),
+        ):
+            if values is not None:
+                body[key] = list(values)
+        return body
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies what the report asks N-central for; a stored result is only valid for the same one."""
+        spec = [self.start_date, self.install_statuses, self.patch_approvals, self.patch_categories]
+        return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]
+
+    def filters_text(self) -> dict[str, str]:
+        """Human-readable filters for the landing page."""
+        def show(values: tuple[str, ...] | None) -> str:
+            return ", ".join(values) if values is not None else "all"
+
+        return {
+            "start date": self.start_date,
+            "install statuses": show(self.install_statuses),
+            "patch approvals": show(self.patch_approvals),
+            "patch categories": show(self.patch_categories),
+        }
+
+
+@dataclass(frozen=True)
+class Config:
+    ncentral: NCentralSettings
+    reports: tuple[ReportSettings, ...]
+    storage_path: str | None = None
+
+
+def resolve_start_date(spec: str, today: dt.date) -> str:
+    rolling = _ROLLING.match(spec)
+    if rolling:
+        return (today - dt.timedelta(days=int(rolling.group(1)))).isoformat()
+    return spec
+
+
+def parse_duration(value: object, key: str) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: invalid duration {value!r} (use 500ms, 30s, 5m, 1h, 1d or seconds)")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value).strip())
+        if not match:
+            raise ConfigError(f"{key}: invalid duration {value!r} (use 500ms, 30s, 5m, 1h, 1d or seconds)")
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds < 0:
+        raise ConfigError(f"{key}: duration must not be negative, got {value!r}")
+    return seconds
+
+
+def _positive_duration(value: object, key: str) -> float:
+    seconds = parse_duration(value, key)
+    if seconds <= 0:
+        raise ConfigError(f"{key}: duration must be greater than zero, got {value!r}")
+    return seconds
+
+
+def _size(value: object, key: str) -> int:
+    match = _SIZE.match(str(value).strip()) if not isinstance(value, bool) else None
+    if not match or int(match.group(1)) <= 0:
+        raise ConfigError(f"{key}: invalid size {value!r} (use bytes or e.g. 512KiB, 50MiB)")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+
+
+def _mapping(value: object, key: str, allowed: set[str]) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key}: must be a mapping, got {type(value).__name__}")
+    unknown = sorted(str(k) for k in value if k not in allowed)
+    if unknown:
+        prefix = f"{key}." if key else ""
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown key (known: {', '.join(sorted(allowed))})")
+    return value
+
+
+def _string(value: object, key: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{key}: must be a non-empty string")
+    return value.strip()
+
+
+def _bool(value: object, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: must be true or false, got {value!r}")
+    return value
+
+
+def _choices(value: object, key: str, allowed: tuple[str, ...]) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{key}: must be a non-empty list (leave the key out to mean all)")
+    by_lower = {choice.lower(): choice for choice in allowed}
+    chosen: list[str] = []
+    for item in value:
+        canonical = by_lower.get(str(item).strip().lower())
+        if canonical is None:
+            raise ConfigError(f"{key}: unknown value {item!r} (allowed: {', '.join(allowed)})")
+        if canonical not in chosen:
+            chosen.append(canonical)
+    return tuple(chosen)
+
+
+def _start_date(value: object, key: str) -> str:
+    if isinstance(value, dt.datetime):
+        value = value.date()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    text = str(value).strip()
+    if _ROLLING.match(text):
+        return text
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise ConfigError(
+            f"{key}: invalid start date {value!r} (use YYYY-MM-DD or a rolling window like 90d)"
+        ) from None
+
+
+def _token(raw: Mapping[str, Any], env: Mapping[str, str]) -> str:
+    from_env = env.get(TOKEN_ENV, "").strip()
+    if from_env:
+        return from_env
+    if "api_token" in raw and "api_token_file" in raw:
+        raise ConfigError("ncentral.api_token: set either api_token or api_token_file, not both")
+    if "api_token" in raw:
+        return _string(raw["api_token"], "ncentral.api_token")
+    if "api_token_file" in raw:
+        path = _string(raw["api_token_file"], "ncentral.api_token_file")
+        try:
+            token = Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            raise ConfigError(f"ncentral.api_token_file: cannot read {path}: {reason}") from None
+        if not token:
+            raise ConfigError(f"ncentral.api_token_file: {path} is empty")
+        return token
+    raise ConfigError(f"ncentral.api_token: no token (set api_token, api_token_file or {TOKEN_ENV})")
+
+
+def _ncentral(value: object, env: Mapping[str, str]) -> NCentralSettings:
+    raw = _mapping(value, "ncentral", {
+        "url", "api_token", "api_token_file", "verify_tls", "ca_bundle", "request_timeout",
+        "max_response_size", "retries", "retry_backoff",
+    })
+    if "url" not in raw:
+        raise ConfigError("ncentral.url: required")
+    url = _string(raw["url"], "ncentral.url").rstrip("/")
+    if not re.match(r"^https?://[^/\s]+", url):
+        raise ConfigError(f"ncentral.url: must start with http:// or https:// and name a host, got {url!r}")
+    retries = raw.get("retries", 4)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ConfigError(f"ncentral.retries: must be a whole number >= 0, got {retries!r}")
+    ca_bundle = raw.get("ca_bundle")
+    if ca_bundle is not None:
+        ca_bundle = _string(ca_bundle, "ncentral.ca_bundle")
+        if not Path(ca_bundle).is_file():
+            raise ConfigError(f"ncentral.ca_bundle: no such file {ca_bundle}")
+    return NCentralSettings(
+        url=url,
+        token=_token(raw, env),
+        verify_tls=_bool(raw.get("verify_tls", True), "ncentral.verify_tls"),
+        ca_bundle=ca_bundle,
+        request_timeout=_positive_duration(raw.get("request_timeout", "30s"), "ncentral.request_timeout"),
+        max_response_size=_size(raw.get("max_response_size", "50MiB"), "ncentral.max_response_size"),
+        retries=retries,
+        retry_backoff=parse_duration(raw.get("retry_backoff", "2s"), "ncentral.retry_backoff"),
+    )
+
+
+def _report(value: object, key: str) -> ReportSettings:
+    raw = _mapping(value, key, {
+        "name", "interval", "start_date", "install_statuses", "patch_approvals", "patch_categories",
+        "timeout", "poll_interval", "poll_max_interval", "max_data_age",
+    })
+    if "name" not in raw:
+        raise ConfigError(f"{key}.name: required")
+    name = raw["name"]
+    if not isinstance(name, str) or not _REPORT_NAME.match(name):
+        raise ConfigError(f"{key}.name: must match [a-z0-9_-]+, got {name!r}")
+    poll_interval = _positive_duration(raw.get("poll_interval", "2s"), f"{key}.poll_interval")
+    poll_max = _positive_duration(raw.get("poll_max_interval", "30s"), f"{key}.poll_max_interval")
+    if poll_max < poll_interval:
+        raise ConfigError(f"{key}.poll_max_interval: must not be shorter than poll_interval")
+    return ReportSettings(
+        name=name,
+        interval=_positive_duration(raw.get("interval", "1h"), f"{key}.interval"),
+        start_date=_start_date(raw.get("start_date", "90d"), f"{key}.start_date"),
+        install_statuses=_choices(raw.get("install_statuses"), f"{key}.install_statuses", INSTALL_STATUSES),
+        patch_approvals=_choices(raw.get("patch_approvals"), f"{key}.patch_approvals", PATCH_APPROVALS),
+        patch_categories=_choices(raw.get("patch_categories"), f"{key}.patch_categories", PATCH_CATEGORIES),
+        timeout=_positive_duration(raw.get("timeout", "30m"), f"{key}.timeout"),
+        poll_interval=poll_interval,
+        poll_max_interval=poll_max,
+        max_data_age=parse_duration(raw.get("max_data_age", 0), f"{key}.max_data_age"),
+    )
+
+
+def parse_config(data: object, env: Mapping[str, str]) -> Config:
+    raw = _mapping(data if data is not None else {}, "", {"ncentral", "reports", "storage"})
+    if "ncentral" not in raw:
+        raise ConfigError("ncentral: required")
+    ncentral = _ncentral(raw["ncentral"], env)
+    reports_raw = raw.get("reports")
+    if reports_raw is None:
+        reports: tuple[ReportSettings, ...] = (ReportSettings(name="all"),)
+    elif not isinstance(reports_raw, list) or not reports_raw:
+        raise ConfigError("reports: must be a non-empty list")
+    else:
+        reports = tuple(_report(item, f"reports[{index}]") for index, item in enumerate(reports_raw))
+    seen: set[str] = set()
+    for index, report in enumerate(reports):
+        if report.name in seen:
+            raise ConfigError(f"reports[{index}].name: duplicate report name {report.name!r}")
+        seen.add(report.name)
+    storage = _mapping(raw.get("storage") or {}, "storage", {"path"})
+    storage_path = _string(storage["path"], "storage.path") if "path" in storage else None
+    return Config(ncentral=ncentral, reports=reports, storage_path=storage_path)
+
+
+def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate `path`; raises ConfigError with one line naming the file or key."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(f"{path}: cannot read config file: {reason}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    try:
+        return parse_config(data, os.environ if env is None else env)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

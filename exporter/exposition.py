@@ -1,0 +1,84 @@
+"""The /metrics body: report metrics rendered once per change, the small live part per scrape.
+
+Report data changes once per run, so its text (and gzip form) is rendered when the store's snapshot
+changes and served as bytes. Gzip members concatenate into one valid gzip stream, so the live part is
+compressed on its own and put in front of the cached member.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from dataclasses import dataclass
+
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+
+from exporter.collector import ExporterCollector, ReportCollector, families
+from exporter.store import Store
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class _Rendered:
+    key: tuple[int, frozenset[str]]
+    text: bytes
+    gzipped: bytes
+
+
+class _SnapshotCollector:
+    """A one-off collector over a fixed snapshot, so the cache renders exactly what it keys on."""
+
+    def __init__(self, metrics: list[object]) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> list[object]:
+        return self._metrics
+
+
+class Exposition:
+    def __init__(self, store: Store, reports: ReportCollector, exporter: ExporterCollector) -> None:
+        self._store = store
+        self._reports = reports
+        self.live = CollectorRegistry(auto_describe=False)
+        ProcessCollector(registry=self.live)
+        PlatformCollector(registry=self.live)
+        GCCollector(registry=self.live)
+        self.live.register(exporter)
+        self._cached: _Rendered | None = None
+        self._lock = threading.Lock()
+
+    def _report_part(self) -> _Rendered:
+        version, snapshot = self._store.version, self._store.snapshot
+        key = (version, self._reports.expired(snapshot))
+        cached = self._cached
+        if cached is not None and cached.key == key:
+            return cached
+        with self._lock:
+            cached = self._cached
+            if cached is not None and cached.key == key:
+                return cached
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(_SnapshotCollector(families(snapshot, key[1])))  # type: ignore[arg-type]
+            text = generate_latest(registry)
+            self._cached = _Rendered(key, text, gzip.compress(text, compresslevel=6, mtime=0))
+            return self._cached
+
+    def render(self, *, gzipped: bool = False) -> bytes:
+        reports = self._report_part()
+        live = generate_latest(self.live)
+        if gzipped:
+            return gzip.compress(live, compresslevel=1, mtime=0) + reports.gzipped
+        return live + reports.text
+
+    def render_reports(self) -> bytes:
+        """Only the report metrics: what `--once` prints for the textfile collector."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self._reports)
+        return generate_latest(registry)

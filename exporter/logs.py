@@ -1,0 +1,86 @@
+"""Logging set-up: logfmt-style text or one JSON object per line, with secrets scrubbed at the handler."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+LEVELS = ("debug", "info", "warning", "error")
+FORMATS = ("text", "json")
+
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+# Attributes every LogRecord has; anything else was passed with `extra=` and is a structured field.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+
+
+def register_secret(secret: str) -> None:
+    """Never let this string reach a log line, whichever logger (ours, urllib3's, …) emits it."""
+    if len(secret) >= 8:
+        with _secrets_lock:
+            _secrets.add(secret)
+
+
+def scrub(text: str) -> str:
+    with _secrets_lock:
+        secrets = list(_secrets)
+    for secret in secrets:
+        text = text.replace(secret, "<redacted>")
+    return text
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {key: value for key, value in vars(record).items() if key not in _STANDARD}
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _logfmt(value: object) -> str:
+    text = str(value)
+    if text and not any(c in text for c in ' "=\\\n'):
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        parts = {
+            "time": _timestamp(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            **_fields(record),
+        }
+        if record.exc_info:
+            parts["error"] = self.formatException(record.exc_info)
+        return scrub(" ".join(f"{key}={_logfmt(value)}" for key, value in parts.items()))
+
+
+class JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": _timestamp(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            **_fields(record),
+        }
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return scrub(json.dumps(entry, ensure_ascii=False, default=str))
+
+
+def setup(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # APScheduler's per-run chatter ("Running job …") duplicates our own run lines.
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))

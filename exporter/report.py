@@ -1,0 +1,166 @@
+"""N-central report JSON → typed results. All validation of upstream data lives here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from exporter.errors import InvalidResponse, ReportFailed
+from exporter.labels import snake_case
+
+# Always exported per device class, 0 when the report leaves the key out (as the API's example does).
+KNOWN_APPROVAL_STATUSES = (
+    "approved_for_install", "no_approval", "not_approved", "declined", "approved_for_removal",
+)
+IN_PROGRESS = "IN_PROGRESS"
+COMPLETED = "COMPLETED"
+FAILED_STATUSES = ("FAILED", "ABORTED")
+_STATUSES = (IN_PROGRESS, COMPLETED, *FAILED_STATUSES)
+
+
+class ApprovalCount(NamedTuple):
+    device_class: str
+    approval_status: str
+    count: int  # type: ignore[assignment]  # shadows tuple.count; the vendor's word for it
+
+
+class InstallCount(NamedTuple):
+    approval_status: str
+    install_status: str
+    patch_type: str
+    count: int  # type: ignore[assignment]  # shadows tuple.count; the vendor's word for it
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """The counts of one COMPLETED report, with label values already normalised."""
+
+    approvals: tuple[ApprovalCount, ...]
+    installs: tuple[InstallCount, ...] = ()
+
+    @property
+    def device_classes(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(row.device_class for row in self.approvals))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"approvals": [list(row) for row in self.approvals], "installs": [list(row) for row in self.installs]}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> ReportData:
+        """Read what `to_json` wrote (the state file); raises ValueError/TypeError/KeyError if it is not that."""
+        approvals = tuple(ApprovalCount(str(d), str(a), _count(c, "state")) for d, a, c in raw["approvals"])
+        installs = tuple(
+            InstallCount(str(a), str(i), str(p), _count(c, "state")) for a, i, p, c in raw["installs"]
+        )
+        return cls(approvals=approvals, installs=installs)
+
+
+@dataclass(frozen=True)
+class PollResult:
+    report_id: int
+    status: str
+    data: ReportData | None
+
+
+def _count(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidResponse(f"{where}: count is not an integer: {_short(value)}")
+    if value < 0:
+        raise InvalidResponse(f"{where}: count is negative: {value}")
+    return value
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _object(value: object, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InvalidResponse(f"{where}: expected an object, got {type(value).__name__}")
+    return value
+
+
+def _list(value: object, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidResponse(f"{where}: expected a list, got {type(value).__name__}")
+    return value
+
+
+def _name(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidResponse(f"{where}: expected a non-empty string, got {_short(value)}")
+    return value
+
+
+def _summed(rows: Iterable[tuple[tuple[str, ...], int]]) -> dict[tuple[str, ...], int]:
+    # Two spellings of one status (or a repeated device class) must not become duplicate series.
+    totals: dict[tuple[str, ...], int] = {}
+    for labels, count in rows:
+        totals[labels] = totals.get(labels, 0) + count
+    return totals
+
+
+def report_id_of(body: Mapping[str, Any]) -> int:
+    """The `reportId` of a submit answer; a 200 carrying an error message instead fails here."""
+    report_id = body.get("reportId")
+    if isinstance(report_id, bool) or not isinstance(report_id, int):
+        message = body.get("message")
+        detail = f" (message: {_short(message)})" if message is not None else ""
+        raise InvalidResponse(f"submit answer has no integer reportId{detail}")
+    return report_id
+
+
+def parse_poll(body: Mapping[str, Any], report_id: int) -> PollResult:
+    status = body.get("reportStatus")
+    if status not in _STATUSES:
+        message = body.get("message")
+        detail = f" (message: {_short(message)})" if message is not None else ""
+        raise InvalidResponse(f"unknown reportStatus {_short(status)}{detail}", report_id=report_id)
+    if status in FAILED_STATUSES:
+        raise ReportFailed(f"N-central reports the report {status}: {_short(body.get('message'))}",
+                           report_id=report_id)
+    if status == IN_PROGRESS:
+        return PollResult(report_id, IN_PROGRESS, None)
+    try:
+        data = parse_data(body.get("data"))
+    except InvalidResponse as exc:
+        exc.report_id = report_id
+        raise
+    return PollResult(report_id, COMPLETED, data)
+
+
+def parse_data(raw: object) -> ReportData:
+    data = _object(raw, "data")
+    if "deviceClassSummaries" not in data:
+        raise InvalidResponse("data: deviceClassSummaries is missing")
+    approvals: list[tuple[tuple[str, ...], int]] = []
+    for index, item in enumerate(_list(data["deviceClassSummaries"], "data.deviceClassSummaries")):
+        where = f"data.deviceClassSummaries[{index}]"
+        summary = _object(item, where)
+        device_class = _name(summary.get("deviceClass"), f"{where}.deviceClass")
+        counts = _object(summary.get("approvalStatusCounts") or {}, f"{where}.approvalStatusCounts")
+        approvals.extend(((device_class, status), 0) for status in KNOWN_APPROVAL_STATUSES)
+        for key, value in counts.items():
+            approvals.append(((device_class, snake_case(str(key))), _count(value, f"{where}.{key}")))
+    installs: list[tuple[tuple[str, ...], int]] = []
+    for index, item in enumerate(_list(data.get("patchSummaryList"), "data.patchSummaryList")):
+        where = f"data.patchSummaryList[{index}]"
+        summary = _object(item, where)
+        approval = snake_case(_name(summary.get("approvalStatus"), f"{where}.approvalStatus"))
+        for s_index, status_item in enumerate(_list(summary.get("patchInstallStatusCounts"), where)):
+            s_where = f"{where}.patchInstallStatusCounts[{s_index}]"
+            status_counts = _object(status_item, s_where)
+            install = snake_case(_name(status_counts.get("patchInstallStatus"), f"{s_where}.patchInstallStatus"))
+            for t_index, type_item in enumerate(_list(status_counts.get("patchTypeSummaries"), s_where)):
+                t_where = f"{s_where}.patchTypeSummaries[{t_index}]"
+                type_counts = _object(type_item, t_where)
+                patch_type = snake_case(_name(type_counts.get("patchType"), f"{t_where}.patchType"))
+                installs.append(((approval, install, patch_type), _count(type_counts.get("count"), t_where)))
+    return ReportData(
+        approvals=tuple(ApprovalCount(d, a, c) for (d, a), c in _summed(approvals).items()),
+        installs=tuple(InstallCount(a, i, p, c) for (a, i, p), c in _summed(installs).items()),
+    )

@@ -1,0 +1,160 @@
+"""One run of one report: submit (or resume), poll with backoff until COMPLETED, record the outcome."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from exporter.client import NCentralClient, interruptible_sleep
+from exporter.config import Config, NCentralSettings, ReportSettings
+from exporter.errors import ReportTimeout, Stopped, UpstreamError
+from exporter.report import COMPLETED, ReportData
+from exporter.store import InFlight, ReportState, Store
+
+log = logging.getLogger(__name__)
+
+# After these the report may still be generating at N-central: the next run polls its id again.
+_RESUMABLE = frozenset({"connection", "rate_limited", "http"})
+
+ClientFactory = Callable[[NCentralSettings, threading.Event], NCentralClient]
+
+
+def default_client(settings: NCentralSettings, stop: threading.Event) -> NCentralClient:
+    return NCentralClient(settings, sleep=interruptible_sleep(stop))
+
+
+class Runner:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        stop: threading.Event,
+        *,
+        client_factory: ClientFactory = default_client,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._stop = stop
+        self._client_factory = client_factory
+        self._wall = wall
+        self._monotonic = monotonic
+        self._sleep = interruptible_sleep(stop)
+        self._lock = threading.Lock()
+        self._config = config
+        self._client = client_factory(config.ncentral, stop)
+
+    def reconfigure(self, config: Config) -> None:
+        with self._lock:
+            if config.ncentral != self._config.ncentral:
+                self._client.close()
+                self._client = self._client_factory(config.ncentral, self._stop)
+            self._config = config
+
+    def close(self) -> None:
+        self._client.close()
+
+    def run(self, name: str) -> bool:
+        """Run report `name` once; True on success. Never raises for N-central's faults."""
+        with self._lock:
+            settings = next((r for r in self._config.reports if r.name == name), None)
+            client = self._client
+        if settings is None or self._stop.is_set():
+            return False
+        started = self._monotonic()
+        report_id: int | None = None
+        try:
+            report_id, submitted_at, deadline = self._submit_or_resume(settings, client)
+            data = self._poll_until_done(settings, client, report_id, deadline)
+        except Stopped:
+            log.info("report run interrupted by shutdown", extra={"report": name, "report_id": report_id})
+            return False
+        except UpstreamError as exc:
+            self._record_failure(settings, exc, report_id, self._monotonic() - started)
+            return False
+        self._record_success(settings, data, report_id, self._wall() - submitted_at)
+        return True
+
+    def _submit_or_resume(self, settings: ReportSettings, client: NCentralClient) -> tuple[int, float, float]:
+        now_wall, now = self._wall(), self._monotonic()
+        in_flight = self._store.snapshot[settings.name].in_flight
+        if in_flight is not None:
+            age = now_wall - in_flight.submitted_at
+            if 0 <= age < settings.timeout:
+                log.info(
+                    "resuming the report still in flight",
+                    extra={"report": settings.name, "report_id": in_flight.report_id, "age_seconds": round(age, 1)},
+                )
+                return in_flight.report_id, in_flight.submitted_at, now + settings.timeout - age
+        deadline = now + settings.timeout
+        body = settings.request_body(dt.datetime.fromtimestamp(now_wall, dt.UTC).date())
+        report_id = client.submit(body, deadline)
+        submitted_at = self._wall()
+        log.debug("report submitted", extra={"report": settings.name, "report_id": report_id})
+        self._store.update(settings.name, lambda s: replace(s, in_flight=InFlight(report_id, submitted_at)))
+        return report_id, submitted_at, deadline
+
+    def _poll_until_done(
+        self, settings: ReportSettings, client: NCentralClient, report_id: int, deadline: float
+    ) -> ReportData:
+        delay = settings.poll_interval
+        while True:
+            remaining = deadline - self._monotonic()
+            if remaining <= 0:
+                raise ReportTimeout(
+                    f"report still IN_PROGRESS after the {settings.timeout:g}s timeout", report_id=report_id
+                )
+            self._sleep(min(delay, remaining))
+            result = client.poll(report_id, deadline)
+            if result.status == COMPLETED and result.data is not None:
+                return result.data
+            delay = min(delay * 2, settings.poll_max_interval)
+
+    def _record_success(
+        self, settings: ReportSettings, data: ReportData, report_id: int, duration: float
+    ) -> None:
+        now = self._wall()
+
+        def change(state: ReportState) -> ReportState:
+            return replace(
+                state, data=data, last_success_time=now, last_duration=duration, last_run_success=True,
+                last_run_time=now, last_reason=None, last_error=None, runs_total=state.runs_total + 1,
+                in_flight=None,
+            )
+
+        self._store.update(settings.name, change)
+        log.info(
+            "report run succeeded",
+            extra={
+                "report": settings.name, "result": "success", "duration_seconds": round(duration, 3),
+                "report_id": report_id, "device_classes": len(data.device_classes),
+            },
+        )
+
+    def _record_failure(
+        self, settings: ReportSettings, exc: UpstreamError, report_id: int | None, duration: float
+    ) -> None:
+        now = self._wall()
+        report_id = exc.report_id if exc.report_id is not None else report_id
+
+        def change(state: ReportState) -> ReportState:
+            return replace(
+                state, last_run_success=False, last_run_time=now, last_reason=exc.reason,
+                last_error=exc.message, runs_total=state.runs_total + 1, failures=state.with_failure(exc.reason),
+                in_flight=state.in_flight if exc.reason in _RESUMABLE else None,
+            )
+
+        self._store.update(settings.name, change)
+        log.warning(
+            "report run failed",
+            extra={
+                "report": settings.name, "result": "failure", "reason": exc.reason,
+                "status": exc.status if exc.status is not None else "none",
+                "report_id": report_id if report_id is not None else "none",
+                "duration_seconds": round(duration, 3), "error": exc.message,
+            },
+        )

@@ -1,0 +1,564 @@
+"""An N-central stand-in over real HTTP on loopback: the `--demo` backend and the tests' only fake.
+
+It implements authenticate, refresh, validate, health, submit and poll as N-central documents them
+(tokens that expire, reports IN_PROGRESS for `generation_time`, then COMPLETED), and produces faults on
+demand: error statuses, 429 with or without Retry-After, HTML pages, garbage, truncated or oversized
+bodies, wrong types, connection resets, slow answers, and FAILED/ABORTED/never-ending reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import secrets
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from exporter.config import INSTALL_STATUSES, PATCH_APPROVALS, PATCH_CATEGORIES
+
+DEMO_JWT = "demo-jwt-eyJhbGciOiJIUzI1NiJ9.ZGVtbw.c2lnbmF0dXJl"
+FIRST_REPORT_ID = 575523
+
+# The vendor page's example numbers, one more device class, and an install breakdown.
+DEFAULT_DATA: dict[str, Any] = {
+    "deviceClassSummaries": [
+        {
+            "deviceClass": "Laptops - Windows",
+            "approvalStatusCounts": {
+                "declined": 2004, "notApproved": 7, "approvedForRemoval": 7, "noApproval": 150,
+                "approvedForInstall": 6424,
+            },
+        },
+        {
+            "deviceClass": "Workstations - Windows",
+            "approvalStatusCounts": {
+                "declined": 414, "notApproved": 12, "approvedForRemoval": 1, "noApproval": 53,
+                "approvedForInstall": 2975,
+            },
+        },
+        {
+            "deviceClass": "Servers - Windows",
+            "approvalStatusCounts": {"declined": 96, "noApproval": 31, "approvedForInstall": 1210},
+        },
+    ],
+    "patchSummaryList": [
+        {
+            "approvalStatus": "Approved for Install",
+            "patchInstallStatusCounts": [
+                {
+                    "patchInstallStatus": "Installed",
+                    "patchTypeSummaries": [
+                        {"patchType": "securityUpdates", "count": 5120},
+                        {"patchType": "criticalUpdates", "count": 1830},
+                        {"patchType": "definationUpdates", "count": 2950},
+                    ],
+                },
+                {
+                    "patchInstallStatus": "Failed",
+                    "patchTypeSummaries": [
+                        {"patchType": "securityUpdates", "count": 23},
+                        {"patchType": "criticalUpdates", "count": 4},
+                    ],
+                },
+                {
+                    "patchInstallStatus": "Installed With Errors",
+                    "patchTypeSummaries": [{"patchType": "securityUpdates", "count": 6}],
+                },
+                {
+                    "patchInstallStatus": "Aborted",
+                    "patchTypeSummaries": [{"patchType": "definationUpdates", "count": 2}],
+                },
+                {
+                    "patchInstallStatus": "Not Installed",
+                    "patchTypeSummaries": [{"patchType": "securityUpdates", "count": 412}],
+                },
+            ],
+        },
+    ],
+}
+
+ENDPOINTS = ("authenticate", "refresh", "validate", "health", "submit", "poll")
+# What each fault answers; see `_answer_fault`.
+FAULTS = (
+    "400", "401", "403", "404", "429", "500", "502", "503", "html", "garbage", "truncated", "error_body",
+    "wrong_types", "negative", "not_integer", "no_report_id", "huge", "reset", "slow",
+)
+OUTCOMES = ("COMPLETED", "FAILED", "ABORTED", "IN_PROGRESS")
+
+
+@dataclass
+class Fault:
+    kind: str
+    endpoint: str  # one of ENDPOINTS, or "any"
+    remaining: int | None  # None: until cleared
+    retry_after: str | None = None
+    delay: float = 5.0
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    endpoint: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class _Report:
+    created: float
+    outcome: str
+    data: dict[str, Any]
+    generation_time: float
+
+
+@dataclass
+class _State:
+    data: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(DEFAULT_DATA))
+    outcome: str = "COMPLETED"
+    generation_time: float = 0.0
+    access_tokens: dict[str, float] = field(default_factory=dict)
+    refresh_tokens: dict[str, float] = field(default_factory=dict)
+    reports: dict[int, _Report] = field(default_factory=dict)
+    next_report_id: int = FIRST_REPORT_ID
+    faults: list[Fault] = field(default_factory=list)
+    requests: list[RecordedRequest] = field(default_factory=list)
+
+
+class Simulator:
+    """Start with `start()` (or as a context manager); `url` is its base URL."""
+
+    def __init__(
+        self,
+        *,
+        jwt: str = DEMO_JWT,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        generation_time: float = 0.0,
+        access_expiry: int = 3600,
+        refresh_expiry: int = 90000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.jwt = jwt
+        self.access_expiry = access_expiry
+        self.refresh_expiry = refresh_expiry
+        self._host = host
+        self._port = port
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state = _State(generation_time=generation_time)
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._connections: set[socket.socket] = set()
+
+    # --- lifecycle ---
+
+    def start(self) -> Simulator:
+        simulator = self
+
+        class Handler(_Handler):
+            sim = simulator
+
+        self._stopping.clear()
+        self._server = ThreadingHTTPServer((self._host, self._port), Handler)
+        self._server.daemon_threads = True
+        self._port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="ncentral-simulator", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening; `start()` again listens on the same port (connections are refused meanwhile)."""
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        # Keep-alive connections outlive the listener; cut them so clients really see the server gone.
+        with self._lock:
+            connections, self._connections = self._connections, set()
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    # --- knobs ---
+
+    def set_data(self, data: dict[str, Any]) -> None:
+        """The `data` of reports submitted from now on."""
+        with self._lock:
+            self._state.data = copy.deepcopy(data)
+
+    def set_outcome(self, outcome: str) -> None:
+        """How reports submitted from now on end; IN_PROGRESS means never."""
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {OUTCOMES}")
+        with self._lock:
+            self._state.outcome = outcome
+
+    def set_generation_time(self, seconds: float) -> None:
+        with self._lock:
+            self._state.generation_time = seconds
+
+    def add_fault(
+        self,
+        kind: str,
+        *,
+        endpoint: str = "any",
+        count: int | None = 1,
+        retry_after: str | None = None,
+        delay: float = 5.0,
+    ) -> None:
+        """Answer the next `count` requests to `endpoint` with `kind` (see FAULTS)."""
+        if kind not in FAULTS:
+            raise ValueError(f"fault must be one of {FAULTS}")
+        if endpoint != "any" and endpoint not in ENDPOINTS:
+            raise ValueError(f"endpoint must be 'any' or one of {ENDPOINTS}")
+        with self._lock:
+            self._state.faults.append(Fault(kind, endpoint, count, retry_after, delay))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._state.faults.clear()
+
+    def revoke_tokens(self) -> None:
+        """Invalidate every access and refresh token, as a server restart would."""
+        with self._lock:
+            self._state.access_tokens.clear()
+            self._state.refresh_tokens.clear()
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._state.requests)
+
+    def count(self, endpoint: str) -> int:
+        with self._lock:
+            return sum(1 for request in self._state.requests if request.endpoint == endpoint)
+
+    # --- request handling (called from handler threads) ---
+
+    def _record(self, request: RecordedRequest) -> Fault | None:
+        with self._lock:
+            self._state.requests.append(request)
+            for fault in self._state.faults:
+                if fault.endpoint in ("any", request.endpoint):
+                    if fault.remaining is not None:
+                        fault.remaining -= 1
+                        if fault.remaining <= 0:
+                            self._state.faults.remove(fault)
+                    return fault
+        return None
+
+    def _issue_tokens(self) -> dict[str, Any]:
+        now = self._clock()
+        access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        with self._lock:
+            self._state.access_tokens[access] = now + self.access_expiry
+            self._state.refresh_tokens[refresh] = now + self.refresh_expiry
+        return {
+            "tokens": {
+                "access": {"token": access, "type": "Bearer", "expirySeconds": self.access_expiry},
+                "refresh": {"token": refresh, "type": "Body", "expirySeconds": self.refresh_expiry},
+            },
+            "refresh": "/api/auth/refresh",
+            "validate": "/api/auth/validate",
+        }
+
+    def _access_valid(self, header: str) -> bool:
+        token = header.removeprefix("Bearer ").strip()
+        with self._lock:
+            expiry = self._state.access_tokens.get(token)
+        return expiry is not None and self._clock() < expiry
+
+    def _use_refresh(self, token: str) -> bool:
+        with self._lock:
+            expiry = self._state.refresh_tokens.pop(token, None)
+        return expiry is not None and self._clock() < expiry
+
+    def _create_report(self) -> int:
+        with self._lock:
+            report_id = self._state.next_report_id
+            self._state.next_report_id += 1
+            self._state.reports[report_id] = _Report(
+                self._clock(), self._state.outcome, copy.deepcopy(self._state.data), self._state.generation_time
+            )
+        return report_id
+
+    def _report_status(self, report_id: int) -> dict[str, Any] | None:
+        with self._lock:
+            report = self._state.reports.get(report_id)
+        if report is None:
+            return None
+        done = report.outcome != "IN_PROGRESS" and self._clock() - report.created >= report.generation_time
+        status = report.outcome if done else "IN_PROGRESS"
+        messages = {
+            "IN_PROGRESS": "Patch comparison report is being generated in the background.",
+            "COMPLETED": "Patch comparison report generated successfully.",
+            "FAILED": "Patch comparison report generation failed.",
+            "ABORTED": "Patch comparison report generation was aborted.",
+        }
+        return {
+            "reportId": report_id,
+            "reportStatus": status,
+            "message": messages[status],
+            "data": report.data if status == "COMPLETED" else None,
+        }
+
+
+def _error(status: int, kind: str, text: str) -> dict[str, Any]:
+    return {"status": status, "message": f"[ID={secrets.token_hex(4)}] {kind}: {text}"}
+
+
+_ERROR_KINDS = {
+    400: "BAD_REQUEST: BadRequestException",
+    401: "UNAUTHORIZED: UnauthorizedException",
+    403: "FORBIDDEN: AccessDeniedException",
+    404: "NOT_FOUND: ResourceNotFoundException",
+    429: "TOO_MANY_REQUESTS: RateLimitException",
+    500: "INTERNAL_SERVER_ERROR: ApiServiceRuntimeException",
+    502: "BAD_GATEWAY: upstream error",
+    503: "SERVICE_UNAVAILABLE: ServiceUnavailableException",
+}
+
+_LOGIN_PAGE = (
+    b"<!DOCTYPE html><html><head><title>N-central - Login</title></head>"
+    b"<body><form action=\"/login\"><input name=\"user\"></form></body></html>"
+)
+
+
+def _validate_submit(body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return "request body must be a JSON object"
+    start = body.get("startDate")
+    if not isinstance(start, str) or len(start) < 10:
+        return "startDate is required (YYYY-MM-DD)"
+    for key, allowed in (
+        ("installStatuses", INSTALL_STATUSES), ("patchApprovals", PATCH_APPROVALS),
+        ("patchCategories", PATCH_CATEGORIES),
+    ):
+        if key in body:
+            values = body[key]
+            if not isinstance(values, list) or any(value not in allowed for value in values):
+                return f"{key} has a value N-central does not know"
+    return None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    sim: Simulator
+    protocol_version = "HTTP/1.1"
+    server_version = "N-central-simulator"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the tests read `Simulator.requests` instead."""
+
+    def setup(self) -> None:
+        super().setup()
+        with self.sim._lock:
+            self.sim._connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.sim._lock:
+            self.sim._connections.discard(self.connection)
+        super().finish()
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def _endpoint(self, method: str) -> str:
+        path = self.path.split("?", 1)[0]
+        routes = {
+            ("POST", "/api/auth/authenticate"): "authenticate",
+            ("POST", "/api/auth/refresh"): "refresh",
+            ("GET", "/api/auth/validate"): "validate",
+            ("GET", "/api/health"): "health",
+            ("POST", "/api/report/patch-comparison"): "submit",
+        }
+        if (method, path) in routes:
+            return routes[(method, path)]
+        if method == "GET" and path.startswith("/api/report/"):
+            return "poll"
+        return "unknown"
+
+    def _handle(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        endpoint = self._endpoint(method)
+        request = RecordedRequest(method, self.path, endpoint, dict(self.headers.items()), body)
+        fault = self.sim._record(request)
+        if fault is not None:
+            self._answer_fault(fault)
+            return
+        handlers = {
+            "authenticate": self._authenticate,
+            "refresh": self._refresh,
+            "validate": self._validate,
+            "health": self._health,
+            "submit": self._submit,
+            "poll": self._poll,
+        }
+        handler = handlers.get(endpoint)
+        if handler is None:
+            self._json(404, _error(404, _ERROR_KINDS[404], f"no endpoint {method} {self.path}"))
+            return
+        handler(body)
+
+    # --- normal answers ---
+
+    def _authorized(self) -> bool:
+        if self.sim._access_valid(self.headers.get("Authorization", "")):
+            return True
+        self._json(401, _error(401, _ERROR_KINDS[401], "Invalid or expired access token"))
+        return False
+
+    def _authenticate(self, _body: bytes) -> None:
+        if self.headers.get("Authorization", "") != f"Bearer {self.sim.jwt}":
+            self._json(401, _error(401, _ERROR_KINDS[401], "Invalid JWT"))
+            return
+        self._json(200, self.sim._issue_tokens())
+
+    def _refresh(self, body: bytes) -> None:
+        if not self.sim._use_refresh(body.decode("utf-8", "replace").strip()):
+            self._json(401, _error(401, _ERROR_KINDS[401], "Invalid or expired refresh token"))
+            return
+        self._json(200, self.sim._issue_tokens())
+
+    def _validate(self, _body: bytes) -> None:
+        if self._authorized():
+            self._json(200, {"message": "The token is valid."})
+
+    def _health(self, _body: bytes) -> None:
+        self._json(200, {"currentTime": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())})
+
+    def _submit(self, body: bytes) -> None:
+        if not self._authorized():
+            return
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = None
+        problem = _validate_submit(payload)
+        if problem is not None:
+            self._json(400, _error(400, _ERROR_KINDS[400], problem))
+            return
+        report_id = self.sim._create_report()
+        self._json(200, {
+            "reportId": report_id, "reportStatus": "IN_PROGRESS",
+            "message": "Patch comparison report is being generated in the background.", "data": None,
+        })
+
+    def _poll(self, _body: bytes) -> None:
+        if not self._authorized():
+            return
+        tail = self.path.split("?", 1)[0].removeprefix("/api/report/")
+        status = self.sim._report_status(int(tail)) if tail.isdigit() else None
+        if status is None:
+            self._json(404, _error(404, _ERROR_KINDS[404], f"Report {tail} not found"))
+            return
+        self._json(200, status)
+
+    # --- faults ---
+
+    def _answer_fault(self, fault: Fault) -> None:
+        kind = fault.kind
+        if kind.isdigit():
+            status = int(kind)
+            headers = {"Retry-After": fault.retry_after} if status == 429 and fault.retry_after else {}
+            self._json(status, _error(status, _ERROR_KINDS[status], "simulated fault"), headers)
+        elif kind == "html":
+            self._send(200, _LOGIN_PAGE, "text/html; charset=utf-8")
+        elif kind == "garbage":
+            self._send(200, b"\x00\x9c garbage }{ not json", "application/json")
+        elif kind == "truncated":
+            self._send(200, b'{"reportId": 575523, "reportStatus": "COMPL', "application/json")
+        elif kind == "error_body":
+            self._json(200, _error(500, _ERROR_KINDS[500], "Unexpected error"))
+        elif kind in ("wrong_types", "negative", "not_integer", "no_report_id"):
+            self._json(200, self._malformed(kind))
+        elif kind == "huge":
+            self._send(200, b'{"padding": "' + b"x" * (4 * 2**20) + b'"}', "application/json")
+        elif kind == "reset":
+            # SO_LINGER with a zero timeout makes close() send a TCP reset.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+        elif kind == "slow":
+            self.sim._stopping.wait(fault.delay)
+            self.close_connection = True
+
+    def _malformed(self, kind: str) -> dict[str, Any]:
+        counts: dict[str, Any] = {"noApproval": 10, "approvedForInstall": 5}
+        if kind == "wrong_types":
+            return {"reportId": "575523", "reportStatus": "COMPLETED", "data": {"deviceClassSummaries": "many"}}
+        if kind == "negative":
+            counts["declined"] = -4
+        if kind == "not_integer":
+            counts["declined"] = 2.5
+        if kind == "no_report_id":
+            return {"reportStatus": "IN_PROGRESS", "message": "Report queued"}
+        summary = {"deviceClass": "Laptops - Windows", "approvalStatusCounts": counts}
+        return {
+            "reportId": FIRST_REPORT_ID, "reportStatus": "COMPLETED", "message": "ok",
+            "data": {"deviceClassSummaries": [summary]},
+        }
+
+    # --- output ---
+
+    def _json(self, status: int, document: object, headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(document).encode(), "application/json", headers)
+
+    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="N-central patch reports API simulator (loopback only).")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--jwt", default=DEMO_JWT)
+    parser.add_argument("--generation-time", type=float, default=2.0)
+    args = parser.parse_args()
+    simulator = Simulator(jwt=args.jwt, port=args.port, generation_time=args.generation_time).start()
+    print(f"N-central simulator on {simulator.url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        simulator.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""`--web.config.file` in the exporter-toolkit format: TLS, client certificates and basic auth."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ssl
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import yaml
+
+from exporter.config import ConfigError
+
+_CLIENT_AUTH = {
+    "NoClientCert": ssl.CERT_NONE,
+    "RequestClientCert": ssl.CERT_OPTIONAL,
+    "RequireAnyClientCert": ssl.CERT_REQUIRED,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+_TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+_TLS_KEYS = {
+    "cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version",
+    "cipher_suites", "curve_preferences", "prefer_server_cipher_suites", "client_allowed_sans",
+}
+# bcrypt of a random password: unknown users cost the same time as known ones.
+_DUMMY_HASH = bcrypt.hashpw(b"no such user", bcrypt.gensalt(rounds=10))
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    tls: ssl.SSLContext | None = None
+    users: dict[str, bytes] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class BasicAuth:
+    """Checks `Authorization: Basic …` against bcrypt hashes in constant time; caches verified pairs."""
+
+    def __init__(self, users: dict[str, bytes]) -> None:
+        self._users = users
+        self._verified: set[bytes] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._users)
+
+    def check(self, header: str | None) -> bool:
+        if not self._users:
+            return True
+        if not header or not header.startswith("Basic "):
+            return False
+        try:
+            user, _, password = base64.b64decode(header[6:], validate=True).decode("utf-8").partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        known = next((name for name in self._users if hmac.compare_digest(name.encode(), user.encode())), None)
+        hashed = self._users.get(known, _DUMMY_HASH) if known is not None else _DUMMY_HASH
+        # Keyed by the hash too, so changing a user's hash in a reload invalidates the cache entry.
+        key = hashlib.sha256(b"\0".join([user.encode(), password.encode(), hashed])).digest()
+        with self._lock:
+            cached = key in self._verified
+        if cached:
+            return known is not None
+        ok = bcrypt.checkpw(password.encode(), hashed) and known is not None
+        if ok:
+            with self._lock:
+                self._verified.add(key)
+        return ok
+
+
+def _mapping(value: object, key: str, allowed: set[str]) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: must be a mapping")
+    unknown = sorted(str(k) for k in value if k not in allowed)
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}: unknown key")
+    return value
+
+
+def _file(base: Path, value: object, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}: must be a file path")
+    path = base / value
+    if not path.is_file():
+        raise ConfigError(f"{key}: no such file {path}")
+    return str(path)
+
+
+def _tls(raw: dict[str, Any], base: Path) -> ssl.SSLContext | None:
+    if not raw:
+        return None
+    if "cert_file" not in raw or "key_file" not in raw:
+        raise ConfigError("tls_server_config: cert_file and key_file are both required")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(
+            _file(base, raw["cert_file"], "tls_server_config.cert_file"),
+            _file(base, raw["key_file"], "tls_server_config.key_file"),
+        )
+    except ssl.SSLError as exc:
+        raise ConfigError(f"tls_server_config: cannot load certificate and key: {exc.reason}") from None
+    for key, attribute in (("min_version", "minimum_version"), ("max_version", "maximum_version")):
+        if key in raw:
+            if raw[key] not in _TLS_VERSIONS:
+                raise ConfigError(f"tls_server_config.{key}: unknown TLS version {raw[key]!r}")
+            setattr(context, attribute, _TLS_VERSIONS[raw[key]])
+    auth_type = raw.get("client_auth_type", "NoClientCert")
+    if auth_type not in _CLIENT_AUTH:
+        raise ConfigError(f"tls_server_config.client_auth_type: unknown value {auth_type!r}")
+    if "client_ca_file" in raw:
+        context.load_verify_locations(_file(base, raw["client_ca_file"], "tls_server_config.client_ca_file"))
+    elif auth_type in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert"):
+        raise ConfigError(f"tls_server_config.client_ca_file: required with client_auth_type {auth_type}")
+    context.verify_mode = _CLIENT_AUTH[auth_type]
+    return context
+
+
+def load_web_config(path: str) -> WebConfig:
+    """Read the file; relative paths in it are relative to the file, as in exporter-toolkit."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read web config file: {exc.strerror}") from None
+    except yaml.YAMLError:
+        raise ConfigError(f"{path}: web config file is not valid YAML") from None
+    try:
+        top = _mapping(raw, "web config", {"tls_server_config", "http_server_config", "basic_auth_users"})
+        base = Path(path).parent
+        tls = _tls(_mapping(top.get("tls_server_config"), "tls_server_config", _TLS_KEYS), base)
+        http = _mapping(top.get("http_server_config"), "http_server_config", {"http2", "headers"})
+        headers = {str(k): str(v) for k, v in (http.get("headers") or {}).items()}
+        users: dict[str, bytes] = {}
+        for user, hashed in (top.get("basic_auth_users") or {}).items():
+            if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+                raise ConfigError(f"basic_auth_users.{user}: must be a bcrypt hash")
+            users[str(user)] = hashed.encode()
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return WebConfig(tls=tls, users=users, headers=headers)

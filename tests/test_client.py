@@ -1,0 +1,200 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from exporter.client import USER_AGENT, NCentralClient
+from exporter.config import NCentralSettings
+from exporter.errors import AuthFailed, ConnectionFailed, HTTPError, InvalidResponse, RateLimited
+from exporter.report import COMPLETED, IN_PROGRESS
+from exporter.simulator import Simulator
+
+
+class FakeClock:
+    """Monotonic time that moves only when the code under test sleeps (or the test advances it)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def client_for(sim: Simulator, clock: FakeClock | None = None, **overrides: object) -> NCentralClient:
+    settings = {"url": sim.url, "token": sim.jwt, "request_timeout": 2.0, "retry_backoff": 0.01, **overrides}
+    if clock is None:
+        return NCentralClient(NCentralSettings(**settings))  # type: ignore[arg-type]
+    return NCentralClient(
+        NCentralSettings(**settings), sleep=clock.sleep, monotonic=clock.monotonic  # type: ignore[arg-type]
+    )
+
+
+def deadline(seconds: float = 10.0) -> float:
+    return time.monotonic() + seconds
+
+
+def test_authenticates_submits_and_polls(sim: Simulator) -> None:
+    client = client_for(sim)
+    report_id = client.submit({"startDate": "2025-08-01"}, deadline())
+    result = client.poll(report_id, deadline())
+    assert result.status == COMPLETED
+    assert result.data is not None
+    auth = sim.requests[0]
+    assert (auth.endpoint, auth.headers["Authorization"]) == ("authenticate", f"Bearer {sim.jwt}")
+    access = sim.requests[1].headers["Authorization"]
+    assert access.startswith("Bearer ")
+    assert access != f"Bearer {sim.jwt}"
+    assert all(r.headers["User-Agent"] == USER_AGENT for r in sim.requests)
+    assert sim.count("authenticate") == 1  # the access token is reused
+
+
+def test_in_progress_until_generated(sim: Simulator) -> None:
+    sim.set_generation_time(30)
+    client = client_for(sim)
+    report_id = client.submit({"startDate": "2025-08-01"}, deadline())
+    assert client.poll(report_id, deadline()).status == IN_PROGRESS
+
+
+def test_refreshes_the_access_token_before_it_expires() -> None:
+    # 100 s access tokens: refreshed at 80 % of their life, so no call ever meets an expired token.
+    clock = FakeClock()
+    with Simulator(jwt="refresh-jwt-0123456789", access_expiry=100, clock=clock.monotonic) as sim:
+        client = client_for(sim, clock)
+        report_id = client.submit({"startDate": "2025-08-01"}, clock.now + 1000)
+        clock.now += 79
+        client.poll(report_id, clock.now + 1000)
+        assert [r.endpoint for r in sim.requests] == ["authenticate", "submit", "poll"]
+        clock.now += 2
+        client.poll(report_id, clock.now + 1000)
+        endpoints = [r.endpoint for r in sim.requests]
+        assert endpoints == ["authenticate", "submit", "poll", "refresh", "poll"]
+        refresh = sim.requests[3]
+        assert refresh.headers["Content-Type"] == "text/plain"
+        assert "Authorization" not in refresh.headers
+        assert refresh.body.decode()  # the refresh token itself is the body
+
+
+def test_failed_refresh_falls_back_to_authenticate() -> None:
+    clock = FakeClock()
+    with Simulator(jwt="refresh-jwt-0123456789", access_expiry=100, clock=clock.monotonic) as sim:
+        client = client_for(sim, clock)
+        report_id = client.submit({"startDate": "2025-08-01"}, clock.now + 1000)
+        sim.add_fault("401", endpoint="refresh")
+        clock.now += 81
+        assert client.poll(report_id, clock.now + 1000).status == COMPLETED
+        assert [r.endpoint for r in sim.requests] == ["authenticate", "submit", "refresh", "authenticate", "poll"]
+
+
+def test_401_authenticates_again_once_and_retries(sim: Simulator) -> None:
+    client = client_for(sim)
+    report_id = client.submit({"startDate": "2025-08-01"}, deadline())
+    sim.revoke_tokens()
+    assert client.poll(report_id, deadline()).status == COMPLETED
+    assert [r.endpoint for r in sim.requests] == ["authenticate", "submit", "poll", "authenticate", "poll"]
+
+
+def test_401_after_fresh_authentication_is_an_auth_failure(sim: Simulator) -> None:
+    client = client_for(sim)
+    sim.add_fault("401", endpoint="submit", count=2)
+    with pytest.raises(AuthFailed):
+        client.submit({"startDate": "2025-08-01"}, deadline())
+    assert [r.endpoint for r in sim.requests] == ["authenticate", "submit", "authenticate", "submit"]
+
+
+def test_bad_jwt_is_an_auth_failure_without_retries(sim: Simulator) -> None:
+    client = NCentralClient(NCentralSettings(url=sim.url, token="wrong-jwt-0123456789", retry_backoff=0.01))
+    with pytest.raises(AuthFailed, match="invalid or expired"):
+        client.submit({"startDate": "2025-08-01"}, deadline())
+    assert sim.count("authenticate") == 1
+
+
+def test_429_honours_retry_after(sim: Simulator) -> None:
+    clock = FakeClock()
+    client = client_for(sim, clock)
+    sim.add_fault("429", endpoint="submit", retry_after="7")
+    client.submit({"startDate": "2025-08-01"}, clock.now + 60)
+    assert clock.sleeps == [7.0]
+    assert sim.count("submit") == 2
+
+
+def test_429_without_retry_after_backs_off_like_n_able_recommends(sim: Simulator) -> None:
+    clock = FakeClock()
+    client = client_for(sim, clock, retry_backoff=2.0, retries=5)
+    sim.add_fault("429", endpoint="submit", count=5)
+    client.submit({"startDate": "2025-08-01"}, clock.now + 600)
+    assert clock.sleeps == [2.0, 5.0, 10.0, 20.0, 40.0]
+
+
+def test_429_gives_up_after_the_retries(sim: Simulator) -> None:
+    client = client_for(sim, retries=2)
+    sim.add_fault("429", endpoint="submit", count=None)
+    with pytest.raises(RateLimited):
+        client.submit({"startDate": "2025-08-01"}, deadline())
+    assert sim.count("submit") == 3
+
+
+def test_submit_is_not_retried_after_a_500(sim: Simulator) -> None:
+    # The report may have been created: a second POST could start a second report.
+    client = client_for(sim)
+    sim.add_fault("500", endpoint="submit")
+    with pytest.raises(HTTPError):
+        client.submit({"startDate": "2025-08-01"}, deadline())
+    assert sim.count("submit") == 1
+
+
+def test_submit_is_retried_after_a_503(sim: Simulator) -> None:
+    client = client_for(sim)
+    sim.add_fault("503", endpoint="submit")
+    client.submit({"startDate": "2025-08-01"}, deadline())
+    assert sim.count("submit") == 2
+
+
+def test_poll_is_retried_after_5xx(sim: Simulator) -> None:
+    client = client_for(sim)
+    report_id = client.submit({"startDate": "2025-08-01"}, deadline())
+    sim.add_fault("500", endpoint="poll", count=2)
+    assert client.poll(report_id, deadline()).status == COMPLETED
+    assert sim.count("poll") == 3
+
+
+def test_connection_refused_is_a_connection_failure() -> None:
+    with Simulator() as sim:
+        url = sim.url
+    client = NCentralClient(NCentralSettings(url=url, token="jwt-0123456789", retries=1, retry_backoff=0.01))
+    with pytest.raises(ConnectionFailed, match="refused"):
+        client.submit({"startDate": "2025-08-01"}, deadline())
+
+
+def test_body_over_the_cap_is_invalid(sim: Simulator) -> None:
+    client = client_for(sim, max_response_size=1024)
+    report_id = client.submit({"startDate": "2025-08-01"}, deadline())
+    sim.add_fault("huge", endpoint="poll")
+    with pytest.raises(InvalidResponse, match="cap"):
+        client.poll(report_id, deadline())
+
+
+def test_error_body_excerpt_is_short_and_has_no_secret(sim: Simulator) -> None:
+    client = client_for(sim)
+    sim.add_fault("html", endpoint="submit")
+    with pytest.raises(InvalidResponse) as error:
+        client.submit({"startDate": "2025-08-01"}, deadline())
+    assert "not JSON (text/html" in error.value.message
+    assert "N-central - Login" in error.value.message
+    assert len(error.value.message) < 400
+    assert sim.jwt not in str(error.value)
+
+
+def test_retries_stop_at_the_deadline(sim: Simulator) -> None:
+    clock = FakeClock()
+    client = client_for(sim, clock, retries=10, retry_backoff=1.0)
+    sim.add_fault("503", endpoint="submit", count=None)
+    with pytest.raises(HTTPError):
+        client.submit({"startDate": "2025-08-01"}, clock.now + 15.0)
+    assert clock.sleeps == [1.0, 2.5, 5.0]  # the next, 10 s, would end past the deadline
+    assert sim.count("submit") == 4

@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import run_command
+
+from exporter.config import ConfigError, ReportSettings, load_config, parse_config, parse_duration
+
+MINIMAL = "ncentral:\n  url: https://nc.example.com\n  api_token: jwt-from-file\n"
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_minimal_config_gets_every_default(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL), env={})
+    assert config.ncentral.url == "https://nc.example.com"
+    assert config.ncentral.verify_tls is True
+    assert config.ncentral.request_timeout == 30
+    assert config.ncentral.max_response_size == 50 * 2**20
+    assert config.reports == (ReportSettings(name="all"),)
+    report = config.reports[0]
+    assert (report.interval, report.start_date, report.timeout) == (3600, "90d", 1800)
+    assert (report.poll_interval, report.poll_max_interval) == (2, 30)
+    assert config.storage_path is None
+
+
+def test_full_config_is_read(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("jwt-in-file\n", encoding="utf-8")
+    text = f"""
+ncentral:
+  url: https://nc.example.com/
+  api_token_file: {token_file}
+  verify_tls: false
+  request_timeout: 500ms
+  max_response_size: 1MiB
+  retries: 2
+  retry_backoff: 1s
+storage:
+  path: {tmp_path}/state.json
+reports:
+  - name: servers-security
+    interval: 2h
+    start_date: 2025-08-01
+    install_statuses: [installed, Failed]
+    patch_approvals: [Approved for Install]
+    patch_categories: [Security Updates, Critical Updates]
+    timeout: 5m
+    poll_interval: 1
+    poll_max_interval: 1d
+    max_data_age: 6h
+"""
+    config = load_config(write(tmp_path, text), env={})
+    assert config.ncentral.url == "https://nc.example.com"
+    assert config.ncentral.token == "jwt-in-file"
+    assert config.ncentral.request_timeout == 0.5
+    assert config.ncentral.max_response_size == 2**20
+    assert config.storage_path == f"{tmp_path}/state.json"
+    report = config.reports[0]
+    assert report.install_statuses == ("Installed", "Failed")  # normalised to the vendor's spelling
+    assert report.start_date == "2025-08-01"
+    assert (report.interval, report.timeout, report.poll_max_interval, report.max_data_age) == (
+        7200, 300, 86400, 21600
+    )
+    assert report.request_body(dt.date(2026, 1, 1)) == {
+        "startDate": "2025-08-01",
+        "installStatuses": ["Installed", "Failed"],
+        "patchApprovals": ["Approved for Install"],
+        "patchCategories": ["Security Updates", "Critical Updates"],
+    }
+
+
+def test_rolling_start_date_and_left_out_filters() -> None:
+    report = ReportSettings(name="all", start_date="30d")
+    assert report.request_body(dt.date(2026, 3, 1)) == {"startDate": "2026-01-30"}
+
+
+def test_token_from_environment_wins(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL), env={"NCENTRAL_API_TOKEN": "jwt-from-env"})
+    assert config.ncentral.token == "jwt-from-env"
+
+
+def test_token_is_not_in_repr(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL), env={})
+    assert "jwt-from-file" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("500ms", 0.5), ("30s", 30), ("5m", 300), ("1h", 3600), ("1d", 86400), (45, 45), ("1.5s", 1.5)],
+)
+def test_durations(value: object, seconds: float) -> None:
+    assert parse_duration(value, "key") == seconds
+
+
+def test_fingerprint_changes_with_filters_only() -> None:
+    base = ReportSettings(name="all")
+    assert base.fingerprint == ReportSettings(name="all", interval=60).fingerprint
+    assert base.fingerprint != ReportSettings(name="all", patch_approvals=("Declined",)).fingerprint
+    assert base.fingerprint != ReportSettings(name="all", start_date="30d").fingerprint
+
+
+BAD_CONFIGS: list[tuple[str, str, str]] = [
+    ("missing-file", "", "config file not found"),
+    ("not-yaml", "ncentral: [unclosed\n", "not valid YAML"),
+    ("top-unknown", MINIMAL + "extra: 1\n", "extra: unknown key"),
+    ("ncentral-unknown", MINIMAL + "  colour: blue\n", "ncentral.colour: unknown key"),
+    ("no-url", "ncentral:\n  api_token: x\n", "ncentral.url: required"),
+    ("bad-url", "ncentral:\n  url: nc.example.com\n  api_token: x\n", "ncentral.url"),
+    ("no-token", "ncentral:\n  url: https://nc.example.com\n", "ncentral.api_token: no token"),
+    ("token-file-missing", "ncentral:\n  url: https://a.b\n  api_token_file: /nonexistent/token\n",
+     "ncentral.api_token_file: cannot read /nonexistent/token"),
+    ("bad-duration", MINIMAL + "reports:\n  - name: all\n    interval: soon\n",
+     "reports[0].interval: invalid duration 'soon'"),
+    ("zero-interval", MINIMAL + "reports:\n  - name: all\n    interval: 0s\n", "reports[0].interval"),
+    ("bad-filter", MINIMAL + "reports:\n  - name: all\n    patch_approvals: [Maybe]\n",
+     "reports[0].patch_approvals: unknown value 'Maybe'"),
+    ("report-unknown", MINIMAL + "reports:\n  - name: all\n    colour: red\n", "reports[0].colour: unknown key"),
+    ("bad-name", MINIMAL + "reports:\n  - name: All Patches\n", "reports[0].name"),
+    ("no-name", MINIMAL + "reports:\n  - interval: 1h\n", "reports[0].name: required"),
+    ("duplicate-name", MINIMAL + "reports:\n  - name: a\n  - name: a\n", "reports[1].name: duplicate"),
+    ("bad-date", MINIMAL + "reports:\n  - name: a\n    start_date: yesterday\n", "reports[0].start_date"),
+    ("verify-not-bool", MINIMAL + "  verify_tls: maybe\n", "ncentral.verify_tls"),
+    ("bad-size", MINIMAL + "  max_response_size: lots\n", "ncentral.max_response_size"),
+]
+
+
+@pytest.mark.parametrize(("case", "text", "expected"), BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
+def test_bad_config_is_one_clear_line(tmp_path: Path, case: str, text: str, expected: str) -> None:
+    path = str(tmp_path / "absent.yaml") if case == "missing-file" else write(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path, env={})
+    message = str(error.value)
+    assert expected in message
+    assert "\n" not in message
+    assert message.startswith(path)
+
+
+@pytest.mark.parametrize("case", ["missing-file", "not-yaml", "no-token", "bad-filter", "token-file-missing"])
+def test_bad_config_exits_2_without_traceback(tmp_path: Path, case: str) -> None:
+    _, text, expected = next(c for c in BAD_CONFIGS if c[0] == case)
+    path = str(tmp_path / "absent.yaml") if case == "missing-file" else write(tmp_path, text)
+    for args in (
+        ["--config.file", path, "--check-config"],
+        ["--config.file", path, "--web.listen-address=127.0.0.1:0"],
+    ):
+        result = run_command(*args)
+        assert result.returncode == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert expected in lines[0]
+        assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_check_config_ok(tmp_path: Path) -> None:
+    result = run_command("--config.file", write(tmp_path, MINIMAL), "--check-config")
+    assert result.returncode == 0
+    assert result.stdout.strip().endswith("OK (1 report(s): all)")
+
+
+def test_parse_config_requires_ncentral() -> None:
+    with pytest.raises(ConfigError, match="ncentral: required"):
+        parse_config({}, env={})
+
+
+def test_no_reports_key_means_one_default_report() -> None:
+    data: dict[str, Any] = {"ncentral": {"url": "https://a.b", "api_token": "x"}}
+    assert [r.name for r in parse_config(data, env={}).reports] == ["all"]

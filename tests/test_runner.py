@@ -1,0 +1,323 @@
+"""Every N-central fault, run through the real runner, store and exposition against the simulator."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from helpers import Samples, parse_samples, sample, select
+
+from exporter.app import Exporter
+from exporter.config import Config, NCentralSettings, ReportSettings
+from exporter.errors import REASONS
+from exporter.simulator import DEFAULT_DATA, Simulator
+
+
+def make_config(sim: Simulator, **report: object) -> Config:
+    settings = ReportSettings(name="all", poll_interval=0.01, poll_max_interval=0.05, timeout=5.0)
+    return Config(
+        ncentral=NCentralSettings(url=sim.url, token=sim.jwt, request_timeout=1.0, retries=2, retry_backoff=0.01),
+        reports=(replace(settings, **report),),  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def exporter(sim: Simulator) -> Iterator[Exporter]:
+    app = Exporter(make_config(sim))
+    yield app
+    app.shutdown()
+    app.runner.close()
+
+
+def scrape(app: Exporter) -> Samples:
+    return parse_samples(app.exposition.render().decode())
+
+
+def approvals(samples: Samples) -> dict[frozenset[tuple[str, str]], float]:
+    return select(samples, "ncentral_patch_approvals")
+
+
+def with_jwt(jwt: str) -> Callable[[Simulator], None]:
+    def set_jwt(sim: Simulator) -> None:
+        sim.jwt = jwt
+        sim.revoke_tokens()
+
+    return set_jwt
+
+
+def html_on_authenticate(sim: Simulator) -> None:
+    sim.revoke_tokens()
+    sim.add_fault("html", endpoint="authenticate", count=None)
+
+
+FAULTS: dict[str, tuple[Callable[[Simulator], None], str]] = {
+    "reset": (lambda s: s.add_fault("reset", endpoint="poll", count=None), "connection"),
+    "read-timeout": (lambda s: s.add_fault("slow", endpoint="poll", count=None, delay=3), "connection"),
+    "refused": (lambda s: s.stop(), "connection"),
+    "429": (lambda s: s.add_fault("429", endpoint="poll", count=None), "rate_limited"),
+    "429-submit": (lambda s: s.add_fault("429", endpoint="submit", count=None, retry_after="0"), "rate_limited"),
+    "500-submit": (lambda s: s.add_fault("500", endpoint="submit", count=None), "http"),
+    "502-poll": (lambda s: s.add_fault("502", endpoint="poll", count=None), "http"),
+    "400": (lambda s: s.add_fault("400", endpoint="submit", count=None), "http"),
+    "bad-jwt": (with_jwt("a-jwt-the-exporter-does-not-have"), "auth"),
+    "401-always": (lambda s: s.add_fault("401", endpoint="poll", count=None), "auth"),
+    "403": (lambda s: s.add_fault("403", endpoint="submit", count=None), "forbidden"),
+    "404": (lambda s: s.add_fault("404", endpoint="submit", count=None), "not_supported"),
+    "failed": (lambda s: s.set_outcome("FAILED"), "report_failed"),
+    "aborted": (lambda s: s.set_outcome("ABORTED"), "report_failed"),
+    "never-completes": (lambda s: s.set_outcome("IN_PROGRESS"), "timeout"),
+    "html": (lambda s: s.add_fault("html", endpoint="poll", count=None), "invalid_response"),
+    "garbage": (lambda s: s.add_fault("garbage", endpoint="poll", count=None), "invalid_response"),
+    "truncated": (lambda s: s.add_fault("truncated", endpoint="poll", count=None), "invalid_response"),
+    "error-body": (lambda s: s.add_fault("error_body", endpoint="poll", count=None), "invalid_response"),
+    "wrong-types": (lambda s: s.add_fault("wrong_types", endpoint="poll", count=None), "invalid_response"),
+    "negative": (lambda s: s.add_fault("negative", endpoint="poll", count=None), "invalid_response"),
+    "not-integer": (lambda s: s.add_fault("not_integer", endpoint="poll", count=None), "invalid_response"),
+    "no-report-id": (lambda s: s.add_fault("no_report_id", endpoint="submit", count=None), "invalid_response"),
+    "huge": (lambda s: s.add_fault("huge", endpoint="poll", count=None), "invalid_response"),
+    "auth-html": (html_on_authenticate, "invalid_response"),
+}
+
+
+def heal(sim: Simulator, jwt: str) -> None:
+    sim.clear_faults()
+    sim.set_outcome("COMPLETED")
+    sim.jwt = jwt
+    if not sim_listening(sim):
+        sim.start()
+
+
+def sim_listening(sim: Simulator) -> bool:
+    return sim._server is not None
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_fault_keeps_data_counts_reason_and_recovers(
+    sim: Simulator, fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    inject, reason = FAULTS[fault]
+    app = Exporter(make_config(sim, timeout=0.5 if fault == "never-completes" else 5.0))
+    app.runner.reconfigure(
+        replace(app.config, ncentral=replace(app.config.ncentral, request_timeout=0.3))
+    ) if fault == "read-timeout" else None
+    jwt = sim.jwt
+    try:
+        assert app.runner.run("all") is True
+        good = scrape(app)
+        good_data = approvals(good)
+        assert len(good_data) == 15
+
+        inject(sim)
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            assert app.runner.run("all") is False
+        failed = scrape(app)
+        assert sample(failed, "ncentral_patch_report_last_run_success", report="all") == 0
+        assert sample(failed, "ncentral_patch_report_runs_total", report="all") == 2
+        for known in REASONS:
+            expected = 1 if known == reason else 0
+            assert sample(failed, "ncentral_patch_report_failures_total", report="all", reason=known) == expected
+        assert approvals(failed) == good_data  # the last good data stays
+        assert sample(failed, "ncentral_patch_report_last_success_timestamp_seconds", report="all") == sample(
+            good, "ncentral_patch_report_last_success_timestamp_seconds", report="all"
+        )
+        outcome_lines = [r for r in caplog.records if r.getMessage() == "report run failed"]
+        assert len(outcome_lines) == 1
+        assert outcome_lines[0].__dict__["reason"] == reason
+
+        heal(sim, jwt)
+        assert app.runner.run("all") is True
+        recovered = scrape(app)
+        assert sample(recovered, "ncentral_patch_report_last_run_success", report="all") == 1
+        assert sample(recovered, "ncentral_patch_report_runs_total", report="all") == 3
+    finally:
+        heal(sim, jwt)
+        app.shutdown()
+        app.runner.close()
+
+
+def test_values_equal_the_report_and_missing_keys_are_zero(sim: Simulator, exporter: Exporter) -> None:
+    tricky = 'Servers "Core" \\ Ünïcødé \u2013 東京'
+    sim.set_data({
+        "deviceClassSummaries": [
+            {"deviceClass": tricky, "approvalStatusCounts": {"noApproval": 10, "approvedForInstall": 5}},
+            {"deviceClass": "Laptops - Windows", "approvalStatusCounts": {"declined": 3, "newStatusKey": 4}},
+        ],
+        "futureField": {"ignored": True},
+    })
+    assert exporter.runner.run("all")
+    data = approvals(scrape(exporter))
+    assert data == {
+        frozenset({("report", "all"), ("device_class", tricky), ("approval_status", status)}): value
+        for status, value in {
+            "no_approval": 10, "approved_for_install": 5, "declined": 0, "not_approved": 0, "approved_for_removal": 0,
+        }.items()
+    } | {
+        frozenset({("report", "all"), ("device_class", "Laptops - Windows"), ("approval_status", status)}): value
+        for status, value in {
+            "no_approval": 0, "approved_for_install": 0, "declined": 3, "not_approved": 0, "approved_for_removal": 0,
+            "new_status_key": 4,
+        }.items()
+    }
+
+
+def test_installs_are_exported_with_normalised_labels(sim: Simulator, exporter: Exporter) -> None:
+    assert exporter.runner.run("all")
+    samples = scrape(exporter)
+    assert sample(
+        samples, "ncentral_patch_installs", report="all", approval_status="approved_for_install",
+        install_status="installed_with_errors", patch_type="security_updates",
+    ) == 6
+    assert sample(
+        samples, "ncentral_patch_installs", report="all", approval_status="approved_for_install",
+        install_status="aborted", patch_type="definition_updates",
+    ) == 2
+
+
+def test_a_device_class_dropped_by_the_next_report_disappears(sim: Simulator, exporter: Exporter) -> None:
+    assert exporter.runner.run("all")
+    assert any(("device_class", "Servers - Windows") in key for key in approvals(scrape(exporter)))
+    data = json.loads(json.dumps(DEFAULT_DATA))
+    data["deviceClassSummaries"] = data["deviceClassSummaries"][:2]
+    sim.set_data(data)
+    assert exporter.runner.run("all")
+    classes = {dict(key)["device_class"] for key in approvals(scrape(exporter))}
+    assert classes == {"Laptops - Windows", "Workstations - Windows"}
+
+
+def test_before_the_first_run_only_outcome_metrics(exporter: Exporter) -> None:
+    samples = scrape(exporter)
+    assert approvals(samples) == {}
+    assert sample(samples, "ncentral_patch_report_last_run_success", report="all") == 0
+    assert sample(samples, "ncentral_patch_report_runs_total", report="all") == 0
+    assert all(
+        sample(samples, "ncentral_patch_report_failures_total", report="all", reason=r) == 0 for r in REASONS
+    )
+    assert exporter.not_ready() is not None
+
+
+def test_submitted_payload_matches_the_config(sim: Simulator) -> None:
+    app = Exporter(make_config(
+        sim, start_date="2025-08-01", install_statuses=("Installed", "Failed"),
+        patch_categories=("Security Updates",),
+    ))
+    try:
+        assert app.runner.run("all")
+    finally:
+        app.shutdown()
+    submit = next(r for r in sim.requests if r.endpoint == "submit")
+    assert submit.headers["Content-Type"] == "application/json"
+    assert submit.json() == {
+        "startDate": "2025-08-01", "installStatuses": ["Installed", "Failed"], "patchCategories": ["Security Updates"],
+    }
+
+
+def test_max_data_age_drops_old_data(sim: Simulator) -> None:
+    now = [1_000_000.0]
+    app = Exporter(make_config(sim, max_data_age=60.0))
+    app.reports._wall = lambda: now[0]
+    app.runner._wall = lambda: now[0]
+    try:
+        assert app.runner.run("all")
+        assert approvals(scrape(app))
+        now[0] += 61
+        samples = scrape(app)
+        assert approvals(samples) == {}
+        assert sample(samples, "ncentral_patch_report_last_success_timestamp_seconds", report="all") == 1_000_000.0
+    finally:
+        app.shutdown()
+
+
+def test_polling_is_polite_for_a_five_minute_report() -> None:
+    """A 300 s report: at most 15 polls, and COMPLETED seen within 10 % of the generation time."""
+    clock = [0.0]
+    sleeps: list[float] = []
+
+    def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock[0] += seconds
+
+    with Simulator(jwt="polite-jwt-0123456789", generation_time=300.0, clock=lambda: clock[0]) as sim:
+        app = Exporter(make_config(sim, poll_interval=2.0, poll_max_interval=30.0, timeout=1800.0))
+        app.runner._sleep = fake_sleep
+        app.runner._monotonic = lambda: clock[0]
+        try:
+            assert app.runner.run("all")
+        finally:
+            app.shutdown()
+        assert sleeps[:6] == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+        assert sim.count("poll") <= 15
+        assert 300.0 <= clock[0] <= 330.0
+
+
+def test_a_report_that_never_completes_times_out_within_its_timeout(sim: Simulator) -> None:
+    clock = [0.0]
+
+    def fake_sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    sim.set_outcome("IN_PROGRESS")
+    app = Exporter(make_config(sim, poll_interval=2.0, poll_max_interval=30.0, timeout=600.0))
+    app.runner._sleep = fake_sleep
+    app.runner._monotonic = lambda: clock[0]
+    try:
+        assert not app.runner.run("all")
+        assert app.store.snapshot["all"].last_reason == "timeout"
+    finally:
+        app.shutdown()
+    assert clock[0] == pytest.approx(600.0)
+
+
+def test_state_file_serves_old_data_and_resumes_in_flight(sim: Simulator, tmp_path: Path) -> None:
+    config = replace(make_config(sim), storage_path=str(tmp_path / "state.json"))
+    first = Exporter(config)
+    assert first.runner.run("all")
+    good = approvals(scrape(first))
+    first.shutdown()
+
+    second = Exporter(config)
+    assert approvals(scrape(second)) == good
+    assert second.not_ready() is None
+    second.shutdown()
+
+    stored = json.loads((tmp_path / "state.json").read_text())
+    report = stored["reports"]["all"]
+    report["in_flight"] = {"report_id": 575523, "submitted_at": report["last_success_time"]}
+    (tmp_path / "state.json").write_text(json.dumps(stored))
+    third = Exporter(config)
+    submits = sim.count("submit")
+    assert third.runner.run("all")
+    assert sim.count("submit") == submits
+    assert sim.requests[-1].path == "/api/report/575523"
+    third.shutdown()
+
+
+def test_changed_filters_invalidate_the_stored_result(sim: Simulator, tmp_path: Path) -> None:
+    config = replace(make_config(sim), storage_path=str(tmp_path / "state.json"))
+    first = Exporter(config)
+    assert first.runner.run("all")
+    first.shutdown()
+    changed = replace(config, reports=(replace(config.reports[0], patch_approvals=("Declined",)),))
+    second = Exporter(changed)
+    assert approvals(scrape(second)) == {}
+    second.shutdown()
+
+
+CORRUPT_STATES = ["{not json", '{"version": 1, "reports": {"all": {"fingerprint": 3, "data": 5}}}', "", "[]"]
+
+
+@pytest.mark.parametrize("content", CORRUPT_STATES)
+def test_corrupt_state_file_is_ignored(
+    sim: Simulator, tmp_path: Path, content: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "state.json"
+    path.write_text(content)
+    app = Exporter(replace(make_config(sim), storage_path=str(path)))
+    assert any(r.getMessage() == "ignoring unreadable state file" for r in caplog.records)
+    assert app.runner.run("all")
+    app.shutdown()
+    assert json.loads(path.read_text())["reports"]["all"]["data"] is not None
