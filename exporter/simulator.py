@@ -134,6 +134,7 @@ class _State:
     next_report_id: int = FIRST_REPORT_ID
     faults: list[Fault] = field(default_factory=list)
     requests: list[RecordedRequest] = field(default_factory=list)
+    issued_tokens: list[str] = field(default_factory=list)
 
 
 class Simulator:
@@ -254,6 +255,18 @@ class Simulator:
             self._state.access_tokens.clear()
             self._state.refresh_tokens.clear()
 
+    def finish_reports(self) -> None:
+        """Let every report already submitted complete at its next poll."""
+        with self._lock:
+            for report in self._state.reports.values():
+                report.generation_time = 0.0
+
+    @property
+    def issued_tokens(self) -> list[str]:
+        """Every access and refresh token handed out: secrets that must never leak."""
+        with self._lock:
+            return list(self._state.issued_tokens)
+
     @property
     def requests(self) -> list[RecordedRequest]:
         with self._lock:
@@ -282,6 +295,7 @@ class Simulator:
         access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
         with self._lock:
             self._state.access_tokens[access] = now + self.access_expiry
+            self._state.issued_tokens += [access, refresh]
             self._state.refresh_tokens[refresh] = now + self.refresh_expiry
         return {
             "tokens": {

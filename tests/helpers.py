@@ -33,7 +33,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(cond: Callable[[], T], timeout: float = 10.0, interval: float = 0.05) -> T:
+def wait_for(cond: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.05) -> T:
     """Poll `cond` until it returns something truthy; fail the test with a clear message at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
@@ -118,7 +118,8 @@ class ExporterProcess:
         return parse_samples(response.text)
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def signal(self, signum: signal.Signals) -> None:

@@ -1,0 +1,300 @@
+"""The Grafana dashboard and provisioning files, and every dashboard query run through a real Prometheus.
+
+No Grafana runs here. The dashboard JSON is checked for what file provisioning and the variables need, and
+each panel query is run the way Grafana would send it (template variables interpolated with "All"
+selected) through the Prometheus HTTP API, with Prometheus scraping the exporter in --demo mode.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from helpers import PROMETHEUS_DIR, REPO, PrometheusServer, ReadyExporter, wait_for
+
+DASHBOARDS = REPO / "grafana" / "dashboards"
+DASHBOARD = DASHBOARDS / "ncentral-patch-overview.json"
+PROVISIONING = REPO / "grafana" / "provisioning"
+DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}
+FILTER_VARIABLES = ("job", "instance", "report", "device_class")
+
+# Which filters a query on each metric must select on (every metric is filtered by job and instance).
+REPORT_METRICS = {
+    "ncentral_patch_approvals", "ncentral_patch_installs", "ncentral_patch_report_last_run_success",
+    "ncentral_patch_report_last_success_timestamp_seconds", "ncentral_patch_report_last_duration_seconds",
+    "ncentral_patch_report_runs_total", "ncentral_patch_report_failures_total",
+}
+DEVICE_CLASS_METRICS = {"ncentral_patch_approvals"}
+# A metric name in a PromQL expression and, if present, its label matchers.
+SELECTOR = re.compile(r"\b(ncentral_[a-z_]+|up)\b(\s*\{[^}]*\})?")
+# Grafana escapes these characters in a multi-value / "All" variable for a Prometheus regex matcher.
+REGEX_SPECIAL = re.compile(r"[$^*{}\[\]'+?.()|]")
+# Stand-ins for Grafana's interval variables; Prometheus here scrapes every second.
+INTERVAL_VARIABLES = {
+    "$__rate_interval": "5s", "$__interval": "2s", "$__range": "1h", "${__range}": "1h",
+    "$__range_s": "3600", "$__range_ms": "3600000",
+}
+
+
+def load_dashboard(path: Path = DASHBOARD) -> dict[str, Any]:
+    dashboard: dict[str, Any] = json.loads(path.read_text())
+    return dashboard
+
+
+def panels_of(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """All panels, also those inside collapsed rows, except the rows themselves."""
+    panels: list[dict[str, Any]] = []
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            panels.extend(panel.get("panels", []))
+        else:
+            panels.append(panel)
+    return panels
+
+
+def variables_of(dashboard: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {variable["name"]: variable for variable in dashboard["templating"]["list"]}
+
+
+def variable_query(variable: dict[str, Any]) -> str:
+    query = variable["query"]
+    return str(query["query"] if isinstance(query, dict) else query)
+
+
+def selectors(expr: str) -> list[tuple[str, str]]:
+    return [(match.group(1), match.group(2) or "") for match in SELECTOR.finditer(expr)]
+
+
+def all_dashboards() -> list[Path]:
+    return sorted(DASHBOARDS.glob("*.json"))
+
+
+# --- static checks -----------------------------------------------------------------------------------
+
+
+def test_there_is_a_dashboard() -> None:
+    assert DASHBOARD in all_dashboards()
+
+
+@pytest.mark.parametrize("path", all_dashboards(), ids=lambda path: path.name)
+def test_dashboard_is_provisionable(path: Path) -> None:
+    text = path.read_text()
+    dashboard = load_dashboard(path)
+    assert dashboard["uid"] == "ncentral-patch-overview"
+    assert 0 < len(dashboard["uid"]) <= 40
+    assert dashboard.get("id") is None
+    assert dashboard["title"]
+    # __inputs / ${DS_...} only work through the import dialog and break file provisioning.
+    assert "__inputs" not in dashboard
+    assert "__requires" not in dashboard
+    assert "${DS_" not in text
+    assert "$DS_" not in text
+
+
+@pytest.mark.parametrize("path", all_dashboards(), ids=lambda path: path.name)
+def test_dashboard_variables(path: Path) -> None:
+    variables = variables_of(load_dashboard(path))
+    datasource = variables["datasource"]
+    assert datasource["type"] == "datasource"
+    assert datasource["query"] == "prometheus"
+    assert list(variables) == ["datasource", *FILTER_VARIABLES]
+    for name in FILTER_VARIABLES:
+        variable = variables[name]
+        assert variable["type"] == "query", name
+        assert variable["datasource"] == DATASOURCE_REF, name
+        assert variable["multi"] is True, name
+        assert variable["includeAll"] is True, name
+        assert variable["refresh"] in (1, 2), name  # on load / on time range change
+        assert variable_query(variable).startswith("label_values("), name
+    # Each variable narrows by the ones before it.
+    for index, name in enumerate(FILTER_VARIABLES):
+        query = variable_query(variables[name])
+        for earlier in FILTER_VARIABLES[1:index]:
+            assert f'{earlier}=~"${earlier}"' in query, (name, query)
+        if index > 0:
+            assert 'job=~"$job"' in query, (name, query)
+
+
+@pytest.mark.parametrize("path", all_dashboards(), ids=lambda path: path.name)
+def test_every_panel_uses_the_datasource_variable(path: Path) -> None:
+    panels = panels_of(load_dashboard(path))
+    assert len(panels) >= 10
+    for panel in panels:
+        assert panel["datasource"] == DATASOURCE_REF, panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"] == DATASOURCE_REF, panel["title"]
+
+
+@pytest.mark.parametrize("path", all_dashboards(), ids=lambda path: path.name)
+def test_every_query_selects_on_the_variables(path: Path) -> None:
+    for panel in panels_of(load_dashboard(path)):
+        for target in panel["targets"]:
+            expr = target["expr"]
+            found = selectors(expr)
+            assert found, (panel["title"], expr)
+            for metric, matchers in found:
+                where = (panel["title"], metric, expr)
+                assert matchers, f"metric without label matchers: {where}"
+                assert 'job=~"$job"' in matchers, where
+                assert 'instance=~"$instance"' in matchers, where
+                if metric in REPORT_METRICS:
+                    assert 'report=~"$report"' in matchers, where
+                if metric in DEVICE_CLASS_METRICS:
+                    assert 'device_class=~"$device_class"' in matchers, where
+
+
+@pytest.mark.parametrize("path", all_dashboards(), ids=lambda path: path.name)
+def test_every_panel_is_described_and_has_units(path: Path) -> None:
+    dashboard = load_dashboard(path)
+    for panel in panels_of(dashboard):
+        assert len(panel.get("description", "")) >= 20, panel["title"]
+        assert panel["fieldConfig"]["defaults"].get("unit"), panel["title"]
+    panels = panels_of(dashboard)
+    ratios = [panel for panel in panels if panel["fieldConfig"]["defaults"]["unit"] == "percentunit"]
+    assert ratios, "the share approved for install is shown as a percentage"
+    for panel in ratios:
+        assert panel["fieldConfig"]["defaults"].get("min", 0) == 0, panel["title"]
+
+
+@pytest.mark.parametrize("path", all_dashboards(), ids=lambda path: path.name)
+def test_panel_layout(path: Path) -> None:
+    dashboard = load_dashboard(path)
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    cells: dict[tuple[int, int], str] = {}
+    for panel in dashboard["panels"]:
+        pos = panel["gridPos"]
+        assert pos["x"] >= 0, panel["title"]
+        assert 0 < pos["w"] <= 24 - pos["x"], panel["title"]
+        for x in range(pos["x"], pos["x"] + pos["w"]):
+            for y in range(pos["y"], pos["y"] + pos["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = panel["title"]
+
+
+def test_dashboard_covers_the_metrics() -> None:
+    """Totals per approval status, the backlog, install outcomes and exporter health are all shown."""
+    exprs = "\n".join(target["expr"] for panel in panels_of(load_dashboard()) for target in panel["targets"])
+    for status in ("approved_for_install", "no_approval", "not_approved", "declined", "approved_for_removal"):
+        assert f'approval_status="{status}"' in exprs, status
+    for status in ("failed", "installed_with_errors", "aborted"):
+        assert status in exprs, status
+    for metric in (
+        "ncentral_patch_report_last_run_success", "ncentral_patch_report_last_success_timestamp_seconds",
+        "ncentral_patch_report_last_duration_seconds", "ncentral_patch_report_failures_total",
+    ):
+        assert metric in exprs, metric
+    assert "time() - ncentral_patch_report_last_success_timestamp_seconds" in exprs
+    assert "sum by (patch_type" in exprs
+
+
+def test_datasource_provisioning() -> None:
+    config = yaml.safe_load((PROVISIONING / "datasources" / "prometheus.yml").read_text())
+    assert config["apiVersion"] == 1
+    (datasource,) = config["datasources"]
+    assert datasource["type"] == "prometheus"
+    assert datasource["access"] == "proxy"
+    assert datasource["url"] == "http://prometheus:9090"
+    assert datasource["isDefault"] is True
+
+
+def test_dashboard_provisioning() -> None:
+    config = yaml.safe_load((PROVISIONING / "dashboards" / "dashboards.yml").read_text())
+    assert config["apiVersion"] == 1
+    (provider,) = config["providers"]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+# --- every panel query against a real Prometheus -----------------------------------------------------
+
+
+def grafana_regex(values: list[str]) -> str:
+    """A multi-value variable as Grafana's Prometheus data source interpolates it into `=~"..."`."""
+    escaped = [REGEX_SPECIAL.sub(lambda m: "\\\\" + m.group(0), value.replace("\\", "\\\\\\\\"))
+               for value in values]
+    return escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
+
+
+def interpolate(expr: str, values: dict[str, list[str]]) -> str:
+    for name in sorted(INTERVAL_VARIABLES, key=len, reverse=True):  # $__range_s before $__range
+        expr = expr.replace(name, INTERVAL_VARIABLES[name])
+    # Longest names first, so $instance is not taken for $in...; ${name} as well as $name.
+    for name in sorted(values, key=len, reverse=True):
+        regex = grafana_regex(values[name])
+        expr = expr.replace("${" + name + "}", regex).replace("$" + name, regex)
+    assert "$" not in expr, f"uninterpolated variable in {expr}"
+    return expr
+
+
+def label_values(prometheus: PrometheusServer, query: str, start: float) -> list[str]:
+    """A `label_values(selector, label)` variable query, sent as Grafana sends it."""
+    match = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", query.strip(), re.DOTALL)
+    assert match, query
+    selector, label = match.groups()
+    values = prometheus.api(f"label/{label}/values", **{"match[]": selector, "start": f"{start:.3f}"})
+    return sorted(values)
+
+
+@pytest.fixture
+def demo_prometheus(tmp_path: Path) -> Iterator[tuple[PrometheusServer, str, float]]:
+    """Prometheus (with the shipped rules) scraping the exporter in --demo mode, with a few scrapes in."""
+    started = time.time()
+    exporter = ReadyExporter(tmp_path, "--demo")
+    # Prometheus first: its target discovery takes a few seconds, which the exporter's start-up overlaps.
+    rules = [PROMETHEUS_DIR / "alerts.yml"]
+    with PrometheusServer(tmp_path, exporter.address, rules) as prometheus, exporter:
+        # At least three samples of the report data, so delta() and increase() have something to work on.
+        wait_for(lambda: prometheus.query("count_over_time(ncentral_patch_report_last_run_success[1m]) >= 3"),
+                 timeout=20)
+        yield prometheus, exporter.address, started
+
+
+def test_every_dashboard_query_returns_data(demo_prometheus: tuple[PrometheusServer, str, float]) -> None:
+    prometheus, exporter, started = demo_prometheus
+    dashboard = load_dashboard()
+    variables = variables_of(dashboard)
+
+    # The variables, in dashboard order, each with "All" selected.
+    values: dict[str, list[str]] = {}
+    for name in FILTER_VARIABLES:
+        query = interpolate(variable_query(variables[name]), values)
+        values[name] = label_values(prometheus, query, started)
+        assert values[name], f"variable {name} ({query}) has no values"
+    assert values["job"] == ["ncentral-patch-exporter"]
+    assert values["instance"] == [exporter]
+    assert values["report"] == ["all"]
+    assert {"Laptops - Windows", "Workstations - Windows"} <= set(values["device_class"])
+
+    end = time.time()
+    checked = 0
+    for panel in panels_of(dashboard):
+        for target in panel["targets"]:
+            expr = interpolate(target["expr"], values)
+            where = f"panel {panel['title']!r}, query {expr}"
+            if target.get("instant"):
+                result = prometheus.query(expr, time=f"{end:.3f}")
+            else:
+                result = prometheus.query(expr, start=f"{started:.3f}", end=f"{end:.3f}", step="1")
+            assert result, f"no data: {where}"
+            checked += 1
+    assert checked >= 20
+
+    # Spot checks against the demo data (the vendor's example numbers).
+    per_class = {
+        (row["metric"]["device_class"], row["metric"]["approval_status"]): float(row["value"][1])
+        for row in prometheus.query(interpolate(
+            "sum by (device_class, approval_status) (ncentral_patch_approvals"
+            '{job=~"$job", instance=~"$instance", report=~"$report", device_class=~"$device_class"})',
+            values))
+    }
+    assert per_class[("Laptops - Windows", "no_approval")] == 150
+    assert per_class[("Laptops - Windows", "approved_for_install")] == 6424
+    assert per_class[("Workstations - Windows", "declined")] == 414

@@ -1,0 +1,88 @@
+"""One truth: what the exporter emits and accepts is what README and config.example.yaml describe."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+from helpers import REPO, parse_samples
+
+from exporter.app import Exporter
+from exporter.cli import build_parser
+from exporter.config import Config, NCentralSettings, ReportSettings, load_config
+from exporter.simulator import Simulator
+
+README = (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def emitted_metric_names(sim: Simulator) -> set[str]:
+    config = Config(
+        ncentral=NCentralSettings(url=sim.url, token=sim.jwt, retries=0),
+        reports=(ReportSettings(name="all", poll_interval=0.01),),
+    )
+    app = Exporter(config)
+    try:
+        assert app.runner.run("all")
+        sim.add_fault("403", endpoint="submit")
+        assert not app.runner.run("all")  # failure metrics too
+        text = app.exposition.render().decode()
+    finally:
+        app.shutdown()
+    return {name for name, _ in parse_samples(text)}
+
+
+def documented(name: str) -> bool:
+    if f"`{name}`" in README:
+        return True
+    return any(name.startswith(prefix) for prefix in re.findall(r"`([a-z]+_)\*`", README))
+
+
+def test_every_emitted_metric_is_in_the_readme(sim: Simulator) -> None:
+    names = emitted_metric_names(sim)
+    assert "ncentral_patch_installs" in names
+    assert "process_resident_memory_bytes" in names
+    missing = sorted(name for name in names if not documented(name))
+    assert missing == []
+
+
+def test_every_flag_is_in_the_readme() -> None:
+    actions = build_parser()._actions
+    flags = {option for action in actions for option in action.option_strings if option.startswith("--")}
+    flags.discard("--help")
+    assert sorted(flag for flag in flags if f"`{flag}" not in README) == []
+
+
+def _keys(node: object, prefix: str = "") -> set[str]:
+    if isinstance(node, dict):
+        return {k for key, value in node.items() for k in {f"{prefix}{key}", *_keys(value, f"{prefix}{key}.")}}
+    if isinstance(node, list) and node and isinstance(node[0], dict):
+        return _keys(node[0], prefix.rstrip(".") + "[].")
+    return set()
+
+
+def _uncommented(text: str) -> str:
+    return "\n".join(re.sub(r"^(\s*)# ?(?=[a-z_]+:)", r"\1", line) for line in text.splitlines())
+
+
+def test_every_config_key_is_documented_in_the_example_and_readme(tmp_path: Path) -> None:
+    example = (REPO / "config.example.yaml").read_text(encoding="utf-8")
+    assert load_config(str(REPO / "config.example.yaml"), env={"NCENTRAL_API_TOKEN": "x"})
+    keys = _keys(yaml.safe_load(_uncommented(example)))
+    expected = {
+        "ncentral", "ncentral.url", "ncentral.api_token", "ncentral.api_token_file", "ncentral.verify_tls",
+        "ncentral.ca_bundle", "ncentral.request_timeout", "ncentral.max_response_size", "ncentral.retries",
+        "ncentral.retry_backoff", "storage", "storage.path", "reports", *(
+            f"reports[].{key}" for key in ReportSettings.__dataclass_fields__ if key != "name"
+        ), "reports[].name",
+    }
+    assert expected <= keys, expected - keys
+    for key in expected - {"ncentral", "storage", "reports"}:
+        assert f"`{key}`" in README, key
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    command = ".venv/bin/python -m pytest"
+    assert f"\n{command}\n" in README
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert ci.rstrip().splitlines()[-1] == command

@@ -1,0 +1,267 @@
+"""The web front of the real command: landing page, readiness, TLS and basic auth, reload."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import ipaddress
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+import bcrypt
+import pytest
+import requests
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from helpers import ExporterProcess, parse_samples, sample, select, test_config, wait_for, write_yaml
+
+from exporter.simulator import Simulator
+
+SCRIPT_CLASS = "<script>alert(1)</script>"
+
+
+def data_with_classes(*names: str) -> dict[str, object]:
+    return {
+        "deviceClassSummaries": [
+            {"deviceClass": name, "approvalStatusCounts": {"noApproval": 10 * (i + 1), "approvedForInstall": 5}}
+            for i, name in enumerate(names)
+        ]
+    }
+
+
+def test_landing_page_shows_reports_and_escapes_device_classes(sim: Simulator, tmp_path: Path) -> None:
+    sim.set_data(data_with_classes(SCRIPT_CLASS, "Laptops & Desktops"))
+    config = write_yaml(tmp_path / "config.yaml", test_config(sim, patch_approvals=["No Approval"]))
+    exporter = ExporterProcess(tmp_path, "--config.file", str(config))
+    try:
+        exporter.wait_healthy()
+        wait_for(lambda: exporter.get("/-/ready").status_code == 200)
+        page = exporter.get("/")
+        assert page.headers["Content-Type"].startswith("text/html")
+        html = page.text
+        assert SCRIPT_CLASS not in html
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+        assert "Laptops &amp; Desktops" in html
+        assert 'href="/metrics"' in html and 'href="/-/healthy"' in html and 'href="/-/ready"' in html
+        assert "No Approval" in html  # the report's filter
+        assert "success" in html and "next run" in html
+        assert html.count('<g class="bar"') == 2
+        assert "<script" not in html.replace("&lt;script", "")  # no JavaScript at all
+        assert sim.jwt not in html
+    finally:
+        exporter.stop()
+
+
+def test_ready_flips_from_503_to_200(sim: Simulator, tmp_path: Path) -> None:
+    sim.set_generation_time(3600)
+    config = write_yaml(tmp_path / "config.yaml", test_config(sim))
+    exporter = ExporterProcess(tmp_path, "--config.file", str(config))
+    try:
+        exporter.wait_healthy()
+        wait_for(lambda: sim.count("poll") >= 1)
+        not_ready = exporter.get("/-/ready")
+        assert not_ready.status_code == 503
+        assert "no data yet for report(s): all" in not_ready.text
+        sim.finish_reports()
+        wait_for(lambda: exporter.get("/-/ready").status_code == 200)
+    finally:
+        exporter.stop()
+
+
+def test_metrics_gzip_decodes_to_the_plain_body(tmp_path: Path) -> None:
+    exporter = ExporterProcess(tmp_path, "--demo")
+    try:
+        exporter.wait_healthy()
+        wait_for(lambda: exporter.get("/-/ready").status_code == 200)
+        raw = requests.get(f"{exporter.url}/metrics", headers={"Accept-Encoding": "gzip"}, timeout=5, stream=True)
+        assert raw.headers["Content-Encoding"] == "gzip"
+        body = gzip.decompress(raw.raw.read())
+        plain = exporter.get("/metrics", headers={"Accept-Encoding": "identity"})
+        assert "Content-Encoding" not in plain.headers
+        strip = re.compile(r"^(process|python)_.*$", re.MULTILINE)  # live values change between two scrapes
+        assert strip.sub("", body.decode()) == strip.sub("", plain.text)
+    finally:
+        exporter.stop()
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+def test_tls_and_basic_auth(tmp_path: Path) -> None:
+    cert, key = make_certificate(tmp_path)
+    web_config = tmp_path / "web.yml"
+    hashed = bcrypt.hashpw(b"s3cret-pass", bcrypt.gensalt(rounds=4)).decode()
+    web_config.write_text(yaml.safe_dump({
+        "tls_server_config": {"cert_file": cert.name, "key_file": key.name},
+        "basic_auth_users": {"prometheus": hashed},
+    }))
+    check = subprocess.run(["promtool", "check", "web-config", str(web_config)], capture_output=True, text=True,
+                           check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    exporter = ExporterProcess(tmp_path, "--demo", "--web.config.file", str(web_config))
+    base = f"https://127.0.0.1:{exporter.port}"
+    try:
+        def healthy() -> bool:
+            assert exporter.process.poll() is None, exporter.log()
+            try:
+                return requests.get(f"{base}/-/healthy", verify=str(cert), timeout=2).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_for(healthy)
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{exporter.port}/-/healthy", timeout=2)
+        for path in ("/metrics", "/", "/-/ready"):
+            assert requests.get(f"{base}{path}", verify=str(cert), timeout=5).status_code == 401
+            wrong = requests.get(f"{base}{path}", verify=str(cert), timeout=5, auth=("prometheus", "wrong"))
+            assert wrong.status_code == 401
+            assert wrong.headers["WWW-Authenticate"].startswith("Basic")
+            stranger = requests.get(f"{base}{path}", verify=str(cert), timeout=5, auth=("mallory", "s3cret-pass"))
+            assert stranger.status_code == 401
+        good = requests.get(f"{base}/metrics", verify=str(cert), timeout=5, auth=("prometheus", "s3cret-pass"))
+        assert good.status_code == 200
+        assert "ncentral_patch_exporter_build_info" in good.text
+        post = requests.post(f"{base}/-/reload", verify=str(cert), timeout=5)
+        assert post.status_code == 401
+    finally:
+        exporter.stop()
+
+
+def test_bad_web_config_exits_2(tmp_path: Path) -> None:
+    web_config = tmp_path / "web.yml"
+    web_config.write_text("basic_auth_users:\n  prometheus: plain-text-password\n")
+    exporter = ExporterProcess(tmp_path, "--demo", "--web.config.file", str(web_config))
+    assert exporter.process.wait(timeout=15) == 2
+    output = exporter.log().strip()
+    assert len(output.splitlines()) == 1
+    assert "basic_auth_users.prometheus: must be a bcrypt hash" in output
+
+
+def reload_metrics(exporter: ExporterProcess) -> tuple[float | None, float | None]:
+    samples = exporter.scrape()
+    return (
+        sample(samples, "ncentral_patch_exporter_config_last_reload_successful"),
+        sample(samples, "ncentral_patch_exporter_config_last_reload_success_timestamp_seconds"),
+    )
+
+
+@pytest.mark.parametrize("trigger", ["http", "sighup"])
+def test_reload_good_and_bad_config(sim: Simulator, tmp_path: Path, trigger: str) -> None:
+    path = tmp_path / "config.yaml"
+    write_yaml(path, test_config(sim))
+    exporter = ExporterProcess(tmp_path, "--config.file", str(path))
+
+    def reload() -> requests.Response | None:
+        if trigger == "http":
+            return requests.post(f"{exporter.url}/-/reload", timeout=10)
+        exporter.signal(signal.SIGHUP)
+        return None
+
+    try:
+        exporter.wait_healthy()
+        wait_for(lambda: exporter.get("/-/ready").status_code == 200)
+        ok, first_time = reload_metrics(exporter)
+        assert ok == 1
+
+        # A good config: a second report appears, the first one keeps its data (same filters).
+        document = test_config(sim)
+        security = {**document["reports"][0], "name": "security", "patch_categories": ["Security Updates"]}
+        document["reports"].append(security)
+        write_yaml(path, document)
+        answer = reload()
+        if answer is not None:
+            assert answer.status_code == 200
+        wait_for(lambda: reload_metrics(exporter)[1] != first_time)
+        wait_for(lambda: sample(exporter.scrape(), "ncentral_patch_report_runs_total", report="security") == 1)
+        assert sample(exporter.scrape(), "ncentral_patch_report_runs_total", report="all") == 1
+        assert reload_metrics(exporter)[0] == 1
+
+        # A bad config is refused and the old one kept.
+        path.write_text("ncentral: {url: nowhere}\n")
+        answer = reload()
+        if answer is not None:
+            assert answer.status_code == 400
+            assert "ncentral.url" in answer.text
+        wait_for(lambda: reload_metrics(exporter)[0] == 0)
+        assert exporter.process.poll() is None
+        samples = exporter.scrape()
+        assert select(samples, "ncentral_patch_approvals", report="security")
+        assert "configuration reload refused" in exporter.log()
+    finally:
+        assert exporter.stop() == 0
+
+
+def test_reload_with_changed_filters_starts_the_report_afresh(sim: Simulator, tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    write_yaml(path, test_config(sim))
+    exporter = ExporterProcess(tmp_path, "--config.file", str(path))
+    try:
+        exporter.wait_healthy()
+        wait_for(lambda: exporter.get("/-/ready").status_code == 200)
+        sim.set_generation_time(3600)
+        write_yaml(path, test_config(sim, patch_approvals=["Declined"]))
+        assert requests.post(f"{exporter.url}/-/reload", timeout=10).status_code == 200
+        samples = parse_samples(exporter.get("/metrics").text)
+        assert select(samples, "ncentral_patch_approvals") == {}  # the old result answered other filters
+        assert exporter.get("/-/ready").status_code == 503
+        wait_for(lambda: sim.count("submit") == 2)
+        assert next(r for r in reversed(sim.requests) if r.endpoint == "submit").json()["patchApprovals"] == [
+            "Declined"
+        ]
+    finally:
+        exporter.stop()
+
+
+def test_landing_page_chart_renders_in_headless_chromium(sim: Simulator, tmp_path: Path) -> None:
+    classes = ["Laptops - Windows", "Servers - Windows", SCRIPT_CLASS]
+    sim.set_data(data_with_classes(*classes))
+    config = write_yaml(tmp_path / "config.yaml", test_config(sim))
+    exporter = ExporterProcess(tmp_path, "--config.file", str(config))
+    try:
+        exporter.wait_healthy()
+        wait_for(lambda: exporter.get("/-/ready").status_code == 200)
+        screenshot = tmp_path / "landing.png"
+        common = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  f"--user-data-dir={tmp_path / 'chromium'}"]
+        shot = subprocess.run([*common, f"--screenshot={screenshot}", "--window-size=1200,900", exporter.url + "/"],
+                              capture_output=True, text=True, timeout=90, check=False)
+        assert screenshot.exists() and screenshot.stat().st_size > 1000, shot.stderr[-2000:]
+        dom = subprocess.run([*common, "--dump-dom", exporter.url + "/"], capture_output=True, text=True, timeout=90,
+                             check=False).stdout
+        # The browser parsed the page into one bar group per device class, with drawn rectangles,
+        # and the device class named like a script stayed text.
+        bars = re.findall(r'<g class="bar"[^>]*>(.*?)</g>', dom, re.DOTALL)
+        assert len(bars) == len(classes)
+        assert all("<rect" in bar for bar in bars)
+        assert "alert(1)" in dom and SCRIPT_CLASS not in dom
+    finally:
+        exporter.stop()
