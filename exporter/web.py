@@ -31,10 +31,15 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(
-        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], tls: ssl.SSLContext | None
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        tls: ssl.SSLContext | None,
+        allowed_sans: tuple[str, ...] = (),
     ) -> None:
         host, port = address
         self.tls = tls
+        self.allowed_sans = allowed_sans
         if not host:
             # Like Go's ":PORT": every address, IPv6 and IPv4 where the host has both.
             self.address_family = socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET
@@ -57,7 +62,16 @@ class _Server(ThreadingHTTPServer):
             except (OSError, ssl.SSLError) as exc:
                 log.debug("TLS handshake failed", extra={"client": client_address[0], "error": str(exc)})
                 return
+            if self.allowed_sans and not self._san_allowed(request):
+                log.info("client certificate SAN not allowed", extra={"client": client_address[0]})
+                request.close()
+                return
         super().finish_request(request, client_address)
+
+    def _san_allowed(self, connection: ssl.SSLSocket) -> bool:
+        sans: Any = (connection.getpeercert() or {}).get("subjectAltName", ())
+        names = {str(value) for _, value in sans}
+        return not names.isdisjoint(self.allowed_sans)
 
 
 class WebServer:
@@ -73,7 +87,7 @@ class WebServer:
         class Handler(_Handler):
             server_web = web
 
-        self._server = _Server(address, Handler, web_config.tls)
+        self._server = _Server(address, Handler, web_config.tls, web_config.allowed_sans)
         self._thread = threading.Thread(target=self._server.serve_forever, name="web", daemon=True)
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -31,13 +32,12 @@ _TLS_KEYS = {
     "cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version",
     "cipher_suites", "curve_preferences", "prefer_server_cipher_suites", "client_allowed_sans",
 }
-# bcrypt of a random password: unknown users cost the same time as known ones.
-_DUMMY_HASH = bcrypt.hashpw(b"no such user", bcrypt.gensalt(rounds=10))
 
 
 @dataclass(frozen=True)
 class WebConfig:
     tls: ssl.SSLContext | None = None
+    allowed_sans: tuple[str, ...] = ()  # client certificates must carry one of these SANs, when set
     users: dict[str, bytes] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -47,6 +47,10 @@ class BasicAuth:
 
     def __init__(self, users: dict[str, bytes]) -> None:
         self._users = users
+        # Checked for unknown users, at the highest cost configured, so a wrong name takes as long as a
+        # wrong password and timing does not tell which user names exist.
+        rounds = max((int(hashed.split(b"$")[2]) for hashed in users.values()), default=4)
+        self._dummy = bcrypt.hashpw(b"no such user", bcrypt.gensalt(rounds=rounds)) if users else b""
         self._verified: set[bytes] = set()
         self._lock = threading.Lock()
 
@@ -64,7 +68,7 @@ class BasicAuth:
         except (ValueError, UnicodeDecodeError):
             return False
         known = next((name for name in self._users if hmac.compare_digest(name.encode(), user.encode())), None)
-        hashed = self._users.get(known, _DUMMY_HASH) if known is not None else _DUMMY_HASH
+        hashed = self._users[known] if known is not None else self._dummy
         # Keyed by the hash too, so changing a user's hash in a reload invalidates the cache entry.
         key = hashlib.sha256(b"\0".join([user.encode(), password.encode(), hashed])).digest()
         with self._lock:
@@ -139,14 +143,20 @@ def load_web_config(path: str) -> WebConfig:
     try:
         top = _mapping(raw, "web config", {"tls_server_config", "http_server_config", "basic_auth_users"})
         base = Path(path).parent
-        tls = _tls(_mapping(top.get("tls_server_config"), "tls_server_config", _TLS_KEYS), base)
+        tls_raw = _mapping(top.get("tls_server_config"), "tls_server_config", _TLS_KEYS)
+        tls = _tls(tls_raw, base)
+        allowed_sans = tuple(str(san) for san in tls_raw.get("client_allowed_sans") or ())
+        if allowed_sans and (tls is None or tls.verify_mode != ssl.CERT_REQUIRED):
+            raise ConfigError(
+                "tls_server_config.client_allowed_sans: needs client_auth_type RequireAndVerifyClientCert"
+            )
         http = _mapping(top.get("http_server_config"), "http_server_config", {"http2", "headers"})
         headers = {str(k): str(v) for k, v in (http.get("headers") or {}).items()}
         users: dict[str, bytes] = {}
         for user, hashed in (top.get("basic_auth_users") or {}).items():
-            if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+            if not isinstance(hashed, str) or not re.match(r"^\$2[aby]\$\d\d\$.{53}$", hashed):
                 raise ConfigError(f"basic_auth_users.{user}: must be a bcrypt hash")
             users[str(user)] = hashed.encode()
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    return WebConfig(tls=tls, users=users, headers=headers)
+    return WebConfig(tls=tls, allowed_sans=allowed_sans, users=users, headers=headers)

@@ -8,6 +8,7 @@ import ipaddress
 import re
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import bcrypt
@@ -23,6 +24,7 @@ from helpers import ExporterProcess, parse_samples, sample, select, test_config,
 from exporter.simulator import Simulator
 
 SCRIPT_CLASS = "<script>alert(1)</script>"
+LOOPBACK_SAN = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
 
 
 def data_with_classes(*names: str) -> dict[str, object]:
@@ -89,22 +91,29 @@ def test_metrics_gzip_decodes_to_the_plain_body(tmp_path: Path) -> None:
         exporter.stop()
 
 
-def make_certificate(directory: Path) -> tuple[Path, Path]:
+def make_certificate(
+    directory: Path,
+    stem: str = "tls",
+    san: x509.GeneralName = LOOPBACK_SAN,
+    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None,
+) -> tuple[Path, Path]:
+    """A certificate and key in PEM files; self-signed unless `issuer` (a CA's certificate and key) is given."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, stem)])
     now = dt.datetime.now(dt.UTC)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)
-        .issuer_name(name)
+        .issuer_name(issuer[0].subject if issuer else name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .sign(key, hashes.SHA256())
+        .add_extension(x509.SubjectAlternativeName([san]), False)
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), True)
+        .sign(issuer[1] if issuer else key, hashes.SHA256())
     )
-    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
+    cert_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
         key.private_bytes(
@@ -153,6 +162,47 @@ def test_tls_and_basic_auth(tmp_path: Path) -> None:
         assert post.status_code == 401
     finally:
         exporter.stop()
+
+
+def test_client_certificates_and_allowed_sans(tmp_path: Path) -> None:
+    server_cert, server_key = make_certificate(tmp_path)
+    ca_cert, ca_key = make_certificate(tmp_path, "ca", x509.DNSName("ca"))
+    ca = (
+        x509.load_pem_x509_certificate(ca_cert.read_bytes()),
+        serialization.load_pem_private_key(ca_key.read_bytes(), None),
+    )
+    assert isinstance(ca[1], ec.EllipticCurvePrivateKey)
+    issuer = (ca[0], ca[1])
+    allowed = make_certificate(tmp_path, "scraper", x509.DNSName("scraper"), issuer)
+    other = make_certificate(tmp_path, "intruder", x509.DNSName("intruder"), issuer)
+    web_config = tmp_path / "web.yml"
+    web_config.write_text(yaml.safe_dump({"tls_server_config": {
+        "cert_file": server_cert.name, "key_file": server_key.name, "client_ca_file": ca_cert.name,
+        "client_auth_type": "RequireAndVerifyClientCert", "client_allowed_sans": ["scraper"],
+    }}))
+    # (Debian's promtool 2.42 predates client_allowed_sans, so it is not asked about this file.)
+    exporter = ExporterProcess(tmp_path, "--demo", "--web.config.file", str(web_config))
+    base = f"https://127.0.0.1:{exporter.port}"
+
+    def get(cert: tuple[Path, Path] | None) -> int:
+        client = (str(cert[0]), str(cert[1])) if cert else None
+        return requests.get(f"{base}/metrics", verify=str(server_cert), cert=client, timeout=5).status_code
+
+    try:
+        wait_for(lambda: exporter.process.poll() is None and _answers(get, allowed))
+        assert get(allowed) == 200
+        for refused in (None, other):
+            with pytest.raises(requests.exceptions.RequestException):
+                get(refused)
+    finally:
+        exporter.stop()
+
+
+def _answers(get: Callable[[tuple[Path, Path] | None], int], cert: tuple[Path, Path]) -> bool:
+    try:
+        return get(cert) == 200
+    except requests.exceptions.RequestException:
+        return False
 
 
 def test_bad_web_config_exits_2(tmp_path: Path) -> None:
