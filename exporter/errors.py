@@ -53,12 +53,18 @@ class InvalidResponse(UpstreamError):
     reason = "invalid_response"
 
 
+class InternalError(UpstreamError):
+    """Not N-central's fault: a bug of the exporter's, caught so the run is still counted and logged."""
+
+    reason = "internal"
+
+
 # Every reason the exporter knows, exported as 0 from the start so increase() works before a failure.
 REASONS: tuple[str, ...] = tuple(
     cls.reason
     for cls in (
         ConnectionFailed, RateLimited, HTTPError, AuthFailed, Forbidden, NotSupported, ReportFailed,
-        ReportTimeout, InvalidResponse,
+        ReportTimeout, InvalidResponse, InternalError,
     )
 )
 

@@ -82,5 +82,6 @@ def setup(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # APScheduler's per-run chatter ("Running job …") duplicates our own run lines.
-    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
+    # APScheduler's per-run chatter ("Running job …") duplicates our own run lines, and its warning that a
+    # run was skipped because the previous one still runs is the intended behaviour (max_instances=1).
+    logging.getLogger("apscheduler").setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.ERROR)

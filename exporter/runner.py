@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from exporter.client import NCentralClient, interruptible_sleep
 from exporter.config import Config, NCentralSettings, ReportSettings
-from exporter.errors import ReportTimeout, Stopped, UpstreamError
+from exporter.errors import InternalError, ReportTimeout, Stopped, UpstreamError
 from exporter.report import COMPLETED, ReportData
 from exporter.store import InFlight, ReportState, Store
 
@@ -75,6 +75,11 @@ class Runner:
             return False
         except UpstreamError as exc:
             self._record_failure(settings, exc, report_id, self._monotonic() - started)
+            return False
+        except Exception as exc:  # a bug must not stop the schedule or lose the run's count
+            log.exception("unexpected error in a report run", extra={"report": name})
+            error = InternalError(f"unexpected {type(exc).__name__} in the exporter (see the log)")
+            self._record_failure(settings, error, report_id, self._monotonic() - started)
             return False
         self._record_success(settings, data, report_id, self._wall() - submitted_at)
         return True

@@ -14,6 +14,7 @@ from helpers import Samples, parse_samples, sample, select
 from exporter.app import Exporter
 from exporter.config import Config, NCentralSettings, ReportSettings
 from exporter.errors import REASONS
+from exporter.report import PollResult
 from exporter.simulator import DEFAULT_DATA, Simulator
 
 
@@ -321,3 +322,28 @@ def test_corrupt_state_file_is_ignored(
     assert app.runner.run("all")
     app.shutdown()
     assert json.loads(path.read_text())["reports"]["all"]["data"] is not None
+
+
+def test_a_bug_in_a_run_is_counted_as_internal_and_the_next_run_recovers(
+    sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug cannot be produced through N-central, so this one is planted in the client."""
+    app = Exporter(make_config(sim))
+    real_poll = app.runner._client.poll
+    calls: list[int] = []
+
+    def buggy_poll(report_id: int, deadline: float) -> PollResult:
+        calls.append(report_id)
+        if len(calls) == 1:
+            raise KeyError("planted bug")
+        return real_poll(report_id, deadline)
+
+    app.runner._client.poll = buggy_poll  # type: ignore[method-assign]
+    try:
+        assert not app.runner.run("all")
+        samples = scrape(app)
+        assert sample(samples, "ncentral_patch_report_failures_total", report="all", reason="internal") == 1
+        assert any(r.getMessage() == "unexpected error in a report run" and r.exc_info for r in caplog.records)
+        assert app.runner.run("all")
+    finally:
+        app.shutdown()
