@@ -48,32 +48,28 @@ def _logfmt(value: object) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
+def _entry(record: logging.LogRecord, formatter: logging.Formatter) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "time": _timestamp(record),
+        "level": record.levelname.lower(),
+        "logger": record.name,
+        "msg": record.getMessage(),
+        **_fields(record),
+    }
+    if record.exc_info:
+        entry["error"] = formatter.formatException(record.exc_info)
+    return entry
+
+
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        parts = {
-            "time": _timestamp(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-            **_fields(record),
-        }
-        if record.exc_info:
-            parts["error"] = self.formatException(record.exc_info)
-        return scrub(" ".join(f"{key}={_logfmt(value)}" for key, value in parts.items()))
+        entry = _entry(record, self)
+        return scrub(" ".join(f"{key}={_logfmt(value)}" for key, value in entry.items()))
 
 
 class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": _timestamp(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-            **_fields(record),
-        }
-        if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info)
-        return scrub(json.dumps(entry, ensure_ascii=False, default=str))
+        return scrub(json.dumps(_entry(record, self), ensure_ascii=False, default=str))
 
 
 def setup(level: str, fmt: str) -> None:
