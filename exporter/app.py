@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from exporter.client import Sleep
 from exporter.collector import ExporterCollector, ReportCollector
 from exporter.config import Config, ConfigError
 from exporter.exposition import Exposition
@@ -21,15 +22,25 @@ ConfigLoader = Callable[[], Config]
 
 
 class Exporter:
-    def __init__(self, config: Config, load_config: ConfigLoader | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        load_config: ConfigLoader | None = None,
+        *,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Sleep | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """`wall`, `monotonic` and `sleep` (default: one that `stop` interrupts) drive time in tests."""
         self.config = config
         self._load_config = load_config
-        self.stop = threading.Event()
+        self.stop = stop or threading.Event()
         self.store = Store(config.reports, config.storage_path)
-        self.runner = Runner(config, self.store, self.stop)
+        self.runner = Runner(config, self.store, self.stop, wall=wall, monotonic=monotonic, sleep=sleep)
         self.scheduler = ReportScheduler(self.runner.run)
         self.meta = ExporterCollector()
-        self.reports = ReportCollector(self.store, lambda: self.config.reports)
+        self.reports = ReportCollector(self.store, lambda: self.config.reports, wall)
         self.exposition = Exposition(self.store, self.reports, self.meta)
         self._reload_lock = threading.Lock()
 
@@ -56,6 +67,9 @@ class Exporter:
                     config = self._load_config()
                 except ConfigError as exc:
                     error = str(exc)
+                except Exception as exc:  # a reload must never take the running exporter down
+                    log.exception("unexpected error while loading the configuration")
+                    error = f"unexpected {type(exc).__name__} while loading the configuration"
                 else:
                     fresh = self.store.reconfigure(config.reports)
                     self.runner.reconfigure(config)

@@ -8,12 +8,17 @@ import os
 import queue
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from exporter import __version__, logs
 from exporter.config import Config, ConfigError, NCentralSettings, ReportSettings, load_config
+
+if TYPE_CHECKING:
+    from exporter.webconfig import WebConfig
 
 log = logging.getLogger("exporter")
 
@@ -54,8 +59,26 @@ def demo_config(url: str, token: str) -> Config:
     )
 
 
+class _Signals:
+    """Installed first thing, so a signal at any moment of start-up already means a clean stop."""
+
+    def __init__(self) -> None:
+        self.events: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self.events.put("reload")
+        else:
+            self.stop.set()
+            self.events.put("stop")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signals = _Signals()
     logs.setup(args.log_level, args.log_format)
     if not args.telemetry_path.startswith("/") or args.telemetry_path.startswith("/-/") or args.telemetry_path == "/":
         return _bad("--web.telemetry-path: must start with / and not be / or under /-/")
@@ -75,17 +98,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{args.config_file}: OK ({len(config.reports)} report(s): "
                   f"{', '.join(r.name for r in config.reports)})")
             return 0
-        if args.once:
-            return _once(config)
-        from exporter.web import parse_listen_address
-        from exporter.webconfig import WebConfig, load_web_config
+        if not args.once:
+            from exporter.web import parse_listen_address
+            from exporter.webconfig import load_web_config
 
-        address = parse_listen_address(args.listen_address)
-        web_config = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
+            address = parse_listen_address(args.listen_address)
+            web_config = load_web_config(args.web_config_file) if args.web_config_file else None
     except (ConfigError, ValueError) as exc:
         return _bad(str(exc))
     try:
-        return _serve(args, config, address, web_config)
+        if args.once:
+            return _once(config, signals)
+        return _serve(args, config, address, web_config, signals)
     finally:
         if simulator is not None:
             simulator.stop()
@@ -96,15 +120,20 @@ def _bad(message: str) -> int:
     return 2
 
 
-def _once(config: Config) -> int:
+def _once(config: Config, signals: _Signals) -> int:
+    """Run every report once and print its metrics; a signal interrupts the run and exits 1, printing nothing."""
     from exporter.app import Exporter
 
-    exporter = Exporter(config)
+    exporter = Exporter(config, stop=signals.stop)
     ok = exporter.run_once()
-    sys.stdout.buffer.write(exporter.exposition.render_reports())
-    sys.stdout.flush()
+    interrupted = signals.stop.is_set()
     exporter.shutdown()
     exporter.runner.close()
+    if interrupted:
+        log.warning("interrupted; no metrics printed")
+        return 1
+    sys.stdout.buffer.write(exporter.exposition.render_reports())
+    sys.stdout.flush()
     return 0 if ok else 1
 
 
@@ -112,27 +141,19 @@ def _serve(
     args: argparse.Namespace,
     config: Config,
     address: tuple[str, int],
-    web_config: object,
+    web_config: WebConfig | None,
+    signals: _Signals,
 ) -> int:
     from exporter.app import Exporter
     from exporter.web import WebServer
     from exporter.webconfig import WebConfig
 
-    assert isinstance(web_config, WebConfig)
-    exporter = Exporter(config, None if args.demo else lambda: load_config(args.config_file))
+    web_config = web_config or WebConfig()
+    exporter = Exporter(config, None if args.demo else lambda: load_config(args.config_file), stop=signals.stop)
     try:
         server = WebServer(exporter, address, args.telemetry_path, web_config)
     except OSError as exc:
         return _bad(f"--web.listen-address: cannot listen on {args.listen_address}: {exc.strerror}")
-
-    events: queue.SimpleQueue[str] = queue.SimpleQueue()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        events.put("reload" if signum == signal.SIGHUP else "stop")
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, on_signal)
-
     server.start()
     host, port = server.address
     log.info(
@@ -140,16 +161,16 @@ def _serve(
         extra={"address": f"[{host}]:{port}" if ":" in host else f"{host}:{port}", "tls": web_config.tls is not None,
                "version": __version__, "reports": len(config.reports), "demo": args.demo},
     )
-    exporter.start()
+    if not signals.stop.is_set():
+        exporter.start()
     while True:
         try:
-            event = events.get(timeout=1.0)
+            event = signals.events.get(timeout=1.0)
         except queue.Empty:
             continue
-        if event == "reload":
-            exporter.reload()
-            continue
-        break
+        if event == "stop":
+            break
+        exporter.reload()
     log.info("shutting down")
     exporter.shutdown()
     server.shutdown()

@@ -30,7 +30,7 @@ from exporter.errors import (
     Stopped,
     UpstreamError,
 )
-from exporter.logs import register_secret
+from exporter.logs import register_secret, scrub
 from exporter.report import PollResult, parse_poll, report_id_of
 
 log = logging.getLogger(__name__)
@@ -88,8 +88,7 @@ class NCentralClient:
         self._monotonic = monotonic
         self._access: _Token | None = None
         self._refresh: _Token | None = None
-        self._secrets: list[str] = []
-        self._remember_secret(settings.token)
+        register_secret(settings.token, permanent=True)
         if not settings.verify_tls:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
@@ -172,22 +171,12 @@ class NCentralClient:
             access_token = refresh_token = None
         if not (isinstance(access_token, str) and access_token and isinstance(refresh_token, str) and refresh_token):
             raise InvalidResponse(f"{call} answer carries no access/refresh token pair")
-        self._remember_secret(access_token)
-        self._remember_secret(refresh_token)
+        register_secret(access_token)
+        register_secret(refresh_token)
         now = self._monotonic()
         self._access = _Token(access_token, now + REFRESH_AT * access_expiry)
         self._refresh = _Token(refresh_token, now + REFRESH_AT * refresh_expiry)
         return access_token
-
-    def _remember_secret(self, secret: str) -> None:
-        register_secret(secret)
-        self._secrets.append(secret)
-        del self._secrets[:-5]
-
-    def redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "<redacted>")
-        return text
 
     # --- one HTTP call, with retries ---
 
@@ -303,7 +292,7 @@ class NCentralClient:
             raise HTTPError(f"{where}: HTTP {status} ({excerpt})", status=status)
         try:
             parsed = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
             content_type = response.headers.get("Content-Type", "no content type")
             raise InvalidResponse(
                 f"{where}: HTTP {status} answer is not JSON ({content_type}): {excerpt}", status=status
@@ -313,8 +302,8 @@ class NCentralClient:
         return parsed
 
     def _excerpt(self, body: bytes) -> str:
-        text = " ".join(body[: _EXCERPT * 4].decode("utf-8", "replace").split())
-        text = self.redact(text)
+        # Scrubbed before it is cut short, so no part of a token can survive the cut.
+        text = " ".join(scrub(body[:65536].decode("utf-8", "replace")).split())
         return repr(text if len(text) <= _EXCERPT else text[:_EXCERPT] + "…") if text else "empty body"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -35,7 +36,8 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE = re.compile(r"^(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?$")
 _SIZE_UNITS = {None: 1, "B": 1, "KB": 10**3, "KiB": 2**10, "MB": 10**6, "MiB": 2**20, "GB": 10**9, "GiB": 2**30}
-_ROLLING = re.compile(r"^(\d+)d$")
+_ROLLING = re.compile(r"^(\d{1,5})d$")
+_MAX_DURATION = 366 * 86400.0
 
 
 class ConfigError(Exception):
@@ -122,8 +124,10 @@ def parse_duration(value: object, key: str) -> float:
         if not match:
             raise ConfigError(f"{key}: invalid duration {value!r} (use 500ms, 30s, 5m, 1h, 1d or seconds)")
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    if seconds < 0:
-        raise ConfigError(f"{key}: duration must not be negative, got {value!r}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ConfigError(f"{key}: duration must be a finite number of seconds >= 0, got {value!r}")
+    if seconds > _MAX_DURATION:
+        raise ConfigError(f"{key}: duration {value!r} is longer than the 366d the exporter accepts")
     return seconds
 
 
@@ -143,7 +147,7 @@ def _size(value: object, key: str) -> int:
 
 def _mapping(value: object, key: str, allowed: set[str]) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
-        raise ConfigError(f"{key}: must be a mapping, got {type(value).__name__}")
+        raise ConfigError(f"{key or 'the configuration'}: must be a mapping, got {type(value).__name__}")
     unknown = sorted(str(k) for k in value if k not in allowed)
     if unknown:
         prefix = f"{key}." if key else ""
@@ -185,7 +189,10 @@ def _start_date(value: object, key: str) -> str:
     if isinstance(value, dt.date):
         return value.isoformat()
     text = str(value).strip()
-    if _ROLLING.match(text):
+    rolling = _ROLLING.match(text)
+    if rolling:
+        if not 0 < int(rolling.group(1)) <= 36500:
+            raise ConfigError(f"{key}: a rolling window must be 1d to 36500d, got {value!r}")
         return text
     try:
         return dt.date.fromisoformat(text).isoformat()
@@ -195,14 +202,21 @@ def _start_date(value: object, key: str) -> str:
         ) from None
 
 
+def _checked_token(token: str, source: str) -> str:
+    """A JWT is one printable word; anything else would end up in a malformed header (and its error)."""
+    if not token.isprintable() or any(c.isspace() for c in token):
+        raise ConfigError(f"{source}: the token contains whitespace or control characters (one line, no spaces)")
+    return token
+
+
 def _token(raw: Mapping[str, Any], env: Mapping[str, str]) -> str:
     from_env = env.get(TOKEN_ENV, "").strip()
     if from_env:
-        return from_env
+        return _checked_token(from_env, f"environment variable {TOKEN_ENV}")
     if "api_token" in raw and "api_token_file" in raw:
         raise ConfigError("ncentral.api_token: set either api_token or api_token_file, not both")
     if "api_token" in raw:
-        return _string(raw["api_token"], "ncentral.api_token")
+        return _checked_token(_string(raw["api_token"], "ncentral.api_token"), "ncentral.api_token")
     if "api_token_file" in raw:
         path = _string(raw["api_token_file"], "ncentral.api_token_file")
         try:
@@ -212,7 +226,7 @@ def _token(raw: Mapping[str, Any], env: Mapping[str, str]) -> str:
             raise ConfigError(f"ncentral.api_token_file: cannot read {path}: {reason}") from None
         if not token:
             raise ConfigError(f"ncentral.api_token_file: {path} is empty")
-        return token
+        return _checked_token(token, "ncentral.api_token_file")
     raise ConfigError(f"ncentral.api_token: no token (set api_token, api_token_file or {TOKEN_ENV})")
 
 
@@ -312,6 +326,9 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "syntax error"
         raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    except (ValueError, RecursionError) as exc:
+        # PyYAML builds dates and numbers itself: `2025-02-30` raises a plain ValueError.
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     try:
         return parse_config(data, os.environ if env is None else env)
     except ConfigError as exc:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from exporter.logs import scrub
+
 
 class UpstreamError(Exception):
     """A run failed because of N-central; `reason` is the metric label for it."""
@@ -11,6 +13,8 @@ class UpstreamError(Exception):
     reason: ClassVar[str] = "http"
 
     def __init__(self, message: str, *, status: int | None = None, report_id: int | None = None) -> None:
+        # Upstream text (error bodies, exception texts) may echo a token: scrubbed here, once for all.
+        message = scrub(message)
         super().__init__(message)
         self.message = message
         self.status = status

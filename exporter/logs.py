@@ -6,30 +6,39 @@ import json
 import logging
 import sys
 import threading
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
 LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("text", "json")
 
-_secrets: set[str] = set()
+# The JWT stays for the process's life; access/refresh tokens expire (refresh: 25 h by default), so the
+# newest few dozen cover every token still worth anything without growing for ever.
+_permanent: set[str] = set()
+_recent: deque[str] = deque(maxlen=64)
 _secrets_lock = threading.Lock()
 # Attributes every LogRecord has; anything else was passed with `extra=` and is a structured field.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
 
-def register_secret(secret: str) -> None:
-    """Never let this string reach a log line, whichever logger (ours, urllib3's, …) emits it."""
-    if len(secret) >= 8:
-        with _secrets_lock:
-            _secrets.add(secret)
+def register_secret(secret: str, *, permanent: bool = False) -> None:
+    """Never let this string reach a log line or an error message, whoever (ours, urllib3, …) writes it."""
+    if len(secret) < 8:
+        return
+    with _secrets_lock:
+        if permanent:
+            _permanent.add(secret)
+        elif secret not in _recent:
+            _recent.append(secret)
 
 
 def scrub(text: str) -> str:
     with _secrets_lock:
-        secrets = list(_secrets)
+        secrets = [*_permanent, *_recent]
     for secret in secrets:
-        text = text.replace(secret, "<redacted>")
+        if secret in text:
+            text = text.replace(secret, "<redacted>")
     return text
 
 

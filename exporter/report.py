@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 from exporter.errors import InvalidResponse, ReportFailed
 from exporter.labels import snake_case
+from exporter.logs import scrub
 
 # Always exported per device class, 0 when the report leaves the key out (as the API's example does).
 KNOWN_APPROVAL_STATUSES = (
@@ -63,16 +64,22 @@ class PollResult:
     data: ReportData | None
 
 
+# Beyond this a count is surely garbage, and it would not survive the trip through a float exactly.
+MAX_COUNT = 2**53
+
+
 def _count(value: object, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidResponse(f"{where}: count is not an integer: {_short(value)}")
     if value < 0:
         raise InvalidResponse(f"{where}: count is negative: {value}")
+    if value > MAX_COUNT:
+        raise InvalidResponse(f"{where}: count is implausibly large: {_short(value)}")
     return value
 
 
 def _short(value: object) -> str:
-    text = repr(value)
+    text = scrub(repr(value))  # before cutting: no part of a token may survive the cut
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -93,6 +100,10 @@ def _list(value: object, where: str) -> list[Any]:
 def _name(value: object, where: str) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidResponse(f"{where}: expected a non-empty string, got {_short(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a \ud800 escape: no label value can carry it
+        raise InvalidResponse(f"{where}: not valid Unicode text: {_short(value)}") from None
     return value
 
 

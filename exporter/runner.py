@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from exporter.client import NCentralClient, interruptible_sleep
+from exporter.client import NCentralClient, Sleep, interruptible_sleep
 from exporter.config import Config, NCentralSettings, ReportSettings
-from exporter.errors import InternalError, ReportTimeout, Stopped, UpstreamError
+from exporter.errors import InternalError, NotSupported, ReportTimeout, Stopped, UpstreamError
 from exporter.report import COMPLETED, ReportData
 from exporter.store import InFlight, ReportState, Store
 
@@ -27,6 +27,10 @@ def default_client(settings: NCentralSettings, stop: threading.Event) -> NCentra
     return NCentralClient(settings, sleep=interruptible_sleep(stop))
 
 
+class _Superseded(Exception):
+    """The report's settings changed (reload) while it ran: its result answers a question nobody asks."""
+
+
 class Runner:
     def __init__(
         self,
@@ -37,13 +41,14 @@ class Runner:
         client_factory: ClientFactory = default_client,
         wall: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        sleep: Sleep | None = None,
     ) -> None:
         self._store = store
         self._stop = stop
         self._client_factory = client_factory
         self._wall = wall
         self._monotonic = monotonic
-        self._sleep = interruptible_sleep(stop)
+        self._sleep = sleep or interruptible_sleep(stop)
         self._lock = threading.Lock()
         self._config = config
         self._client = client_factory(config.ncentral, stop)
@@ -51,42 +56,70 @@ class Runner:
     def reconfigure(self, config: Config) -> None:
         with self._lock:
             if config.ncentral != self._config.ncentral:
-                self._client.close()
+                # Not closed: a run may be using it; it goes when that run lets go of it.
                 self._client = self._client_factory(config.ncentral, self._stop)
             self._config = config
 
     def close(self) -> None:
         self._client.close()
 
+    def _current(self, name: str) -> tuple[ReportSettings | None, NCentralClient]:
+        with self._lock:
+            return next((r for r in self._config.reports if r.name == name), None), self._client
+
     def run(self, name: str) -> bool:
         """Run report `name` once; True on success. Never raises for N-central's faults."""
-        with self._lock:
-            settings = next((r for r in self._config.reports if r.name == name), None)
-            client = self._client
+        while True:
+            try:
+                return self._run_once(name)
+            except _Superseded:
+                log.info("report settings changed during the run; starting it afresh", extra={"report": name})
+
+    def _run_once(self, name: str) -> bool:
+        settings, client = self._current(name)
         if settings is None or self._stop.is_set():
             return False
         started = self._monotonic()
         report_id: int | None = None
         try:
-            report_id, submitted_at, deadline = self._submit_or_resume(settings, client)
-            data = self._poll_until_done(settings, client, report_id, deadline)
-        except Stopped:
-            log.info("report run interrupted by shutdown", extra={"report": name, "report_id": report_id})
-            return False
+            report_id, submitted_at, deadline, resumed = self._submit_or_resume(settings, client)
+            try:
+                data = self._poll_until_done(settings, client, report_id, deadline)
+            except NotSupported:
+                if not resumed:
+                    raise
+                # N-central forgot the stored id (restarted, or ids expire): that is no reason to fail.
+                log.info("N-central no longer knows the stored report id; submitting anew",
+                         extra={"report": name, "report_id": report_id})
+                self._update(settings, lambda s: replace(s, in_flight=None))
+                report_id, submitted_at, deadline, _ = self._submit_or_resume(settings, client)
+                data = self._poll_until_done(settings, client, report_id, deadline)
+            self._record_success(settings, data, report_id, self._wall() - submitted_at)
+            return True
+        except (Stopped, _Superseded):
+            if self._stop.is_set():
+                log.info("report run interrupted by shutdown", extra={"report": name, "report_id": report_id})
+                return False
+            raise
         except UpstreamError as exc:
             self._record_failure(settings, exc, report_id, self._monotonic() - started)
-            return False
         except Exception as exc:  # a bug must not stop the schedule or lose the run's count
             log.exception("unexpected error in a report run", extra={"report": name})
             error = InternalError(f"unexpected {type(exc).__name__} in the exporter (see the log)")
             self._record_failure(settings, error, report_id, self._monotonic() - started)
-            return False
-        self._record_success(settings, data, report_id, self._wall() - submitted_at)
-        return True
+        return False
 
-    def _submit_or_resume(self, settings: ReportSettings, client: NCentralClient) -> tuple[int, float, float]:
+    def _update(self, settings: ReportSettings, change: Callable[[ReportState], ReportState]) -> None:
+        """Change the report's state, unless a reload changed or removed the report meanwhile."""
+        if not self._store.update(settings.name, change, fingerprint=settings.fingerprint):
+            raise _Superseded
+
+    def _submit_or_resume(
+        self, settings: ReportSettings, client: NCentralClient
+    ) -> tuple[int, float, float, bool]:
         now_wall, now = self._wall(), self._monotonic()
-        in_flight = self._store.snapshot[settings.name].in_flight
+        state = self._store.snapshot.get(settings.name)
+        in_flight = state.in_flight if state is not None else None
         if in_flight is not None:
             age = now_wall - in_flight.submitted_at
             if 0 <= age < settings.timeout:
@@ -94,14 +127,14 @@ class Runner:
                     "resuming the report still in flight",
                     extra={"report": settings.name, "report_id": in_flight.report_id, "age_seconds": round(age, 1)},
                 )
-                return in_flight.report_id, in_flight.submitted_at, now + settings.timeout - age
+                return in_flight.report_id, in_flight.submitted_at, now + settings.timeout - age, True
         deadline = now + settings.timeout
         body = settings.request_body(dt.datetime.fromtimestamp(now_wall, dt.UTC).date())
         report_id = client.submit(body, deadline)
         submitted_at = self._wall()
         log.debug("report submitted", extra={"report": settings.name, "report_id": report_id})
-        self._store.update(settings.name, lambda s: replace(s, in_flight=InFlight(report_id, submitted_at)))
-        return report_id, submitted_at, deadline
+        self._update(settings, lambda s: replace(s, in_flight=InFlight(report_id, submitted_at)))
+        return report_id, submitted_at, deadline, False
 
     def _poll_until_done(
         self, settings: ReportSettings, client: NCentralClient, report_id: int, deadline: float
@@ -114,6 +147,9 @@ class Runner:
                     f"report still IN_PROGRESS after the {settings.timeout:g}s timeout", report_id=report_id
                 )
             self._sleep(min(delay, remaining))
+            current, _ = self._current(settings.name)
+            if current is None or current.fingerprint != settings.fingerprint:
+                raise _Superseded
             result = client.poll(report_id, deadline)
             if result.status == COMPLETED and result.data is not None:
                 return result.data
@@ -131,7 +167,7 @@ class Runner:
                 in_flight=None,
             )
 
-        self._store.update(settings.name, change)
+        self._update(settings, change)
         log.info(
             "report run succeeded",
             extra={
@@ -153,7 +189,7 @@ class Runner:
                 in_flight=state.in_flight if exc.reason in _RESUMABLE else None,
             )
 
-        self._store.update(settings.name, change)
+        self._update(settings, change)
         log.warning(
             "report run failed",
             extra={

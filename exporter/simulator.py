@@ -15,6 +15,7 @@ import json
 import secrets
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -173,8 +174,7 @@ class Simulator:
             sim = simulator
 
         self._stopping.clear()
-        self._server = ThreadingHTTPServer((self._host, self._port), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server((self._host, self._port), Handler)
         self._port = self._server.server_address[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name="ncentral-simulator", daemon=True
@@ -345,6 +345,15 @@ class Simulator:
             "message": messages[status],
             "data": report.data if status == "COMPLETED" else None,
         }
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Resets and hang-ups are the simulator's business (faults, clients that give up): no tracebacks.
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
 
 
 def _error(status: int, kind: str, text: str) -> dict[str, Any]:

@@ -72,12 +72,17 @@ class Store:
                 states[report.name] = ReportState(fingerprint=report.fingerprint)
         self.snapshot: Snapshot = MappingProxyType(states)
 
-    def update(self, name: str, change: Callable[[ReportState], ReportState]) -> ReportState:
+    def update(self, name: str, change: Callable[[ReportState], ReportState], *, fingerprint: str) -> bool:
+        """Apply `change` to the report's state; False (and nothing done) if the report is gone or now
+        asks for something else than `fingerprint` (a reload raced the run)."""
         with self._write_lock:
+            current = self.snapshot.get(name)
+            if current is None or current.fingerprint != fingerprint:
+                return False
             states = dict(self.snapshot)
-            states[name] = change(states[name])
+            states[name] = change(current)
             self._swap(states)
-            return states[name]
+            return True
 
     def reconfigure(self, reports: Iterable[ReportSettings]) -> list[str]:
         """Keep the state of reports that still ask for the same thing; returns the names started afresh."""
@@ -110,19 +115,27 @@ class Store:
             return
         document = {"version": _STATE_VERSION, "reports": {name: _to_json(s) for name, s in snapshot.items()}}
         try:
+            text = json.dumps(document, ensure_ascii=False)
             self._path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{self._path.name}.", dir=self._path.parent)
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    json.dump(document, handle, ensure_ascii=False)
+                    handle.write(text)
                     handle.flush()
                     os.fsync(handle.fileno())
                 os.replace(tmp, self._path)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
-        except OSError as exc:
-            log.error("cannot write the state file", extra={"path": str(self._path), "error": exc.strerror})
+            # The rename itself is durable only once the directory is synced.
+            directory = os.open(self._path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        except (OSError, ValueError) as exc:
+            error = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+            log.error("cannot write the state file", extra={"path": str(self._path), "error": error})
 
     def _load(self) -> dict[str, ReportState]:
         if self._path is None or not self._path.exists():
@@ -163,18 +176,30 @@ def _optional_float(value: object) -> float | None:
     return float(value)
 
 
+def _optional_str(value: object) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"expected text, got {value!r}")
+    return value
+
+
 def _from_json(raw: Mapping[str, Any]) -> ReportState:
     in_flight_raw = raw.get("in_flight")
     in_flight = None
     if in_flight_raw is not None:
-        in_flight = InFlight(int(in_flight_raw["report_id"]), float(in_flight_raw["submitted_at"]))
+        report_id = in_flight_raw["report_id"]
+        if isinstance(report_id, bool) or not isinstance(report_id, int):
+            raise TypeError(f"in_flight.report_id: expected an integer, got {report_id!r}")
+        submitted_at = _optional_float(in_flight_raw["submitted_at"])
+        if submitted_at is None:
+            raise TypeError("in_flight.submitted_at: missing")
+        in_flight = InFlight(report_id, submitted_at)
     return replace(
         ReportState(fingerprint=str(raw["fingerprint"])),
         data=ReportData.from_json(raw["data"]) if raw.get("data") is not None else None,
         last_success_time=_optional_float(raw.get("last_success_time")),
         last_duration=_optional_float(raw.get("last_duration")),
-        last_run_success=bool(raw.get("last_run_success", False)),
+        last_run_success=raw.get("last_run_success") is True,
         last_run_time=_optional_float(raw.get("last_run_time")),
-        last_reason=raw.get("last_reason"),
+        last_reason=_optional_str(raw.get("last_reason")),
         in_flight=in_flight,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +25,19 @@ def parse_listen_address(value: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"--web.listen-address: expected [HOST]:PORT, got {value!r}")
     return host.strip("[]"), int(port)
+
+
+def accepts_gzip(header: str) -> bool:
+    """Whether `Accept-Encoding` allows gzip (`gzip;q=0` refuses it)."""
+    for part in header.split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "x-gzip"):
+            quality = params.strip().lower().removeprefix("q=")
+            try:
+                return not params.strip() or float(quality) > 0
+            except ValueError:
+                return False
+    return False
 
 
 class _Server(ThreadingHTTPServer):
@@ -67,6 +81,15 @@ class _Server(ThreadingHTTPServer):
                 request.close()
                 return
         super().finish_request(request, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up or sends nonsense is not worth a traceback on stderr (which would also
+        # break --log.format json); a bug in a handler is, through our own logger.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError | ssl.SSLError):
+            log.debug("client connection error", extra={"client": client_address[0], "error": repr(exc)})
+        else:
+            log.error("error while handling a request", exc_info=True, extra={"client": client_address[0]})
 
     def _san_allowed(self, connection: ssl.SSLSocket) -> bool:
         sans: Any = (connection.getpeercert() or {}).get("subjectAltName", ())
@@ -131,14 +154,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(401, b"Unauthorized\n", "text/plain; charset=utf-8", method,
                        {"WWW-Authenticate": 'Basic realm="ncentral-patch-exporter"'})
             return
-        if path == web.telemetry_path and method != "POST":
+        if method == "POST" and path != "/-/reload":
+            self._send(405, b"Method not allowed\n", "text/plain; charset=utf-8", method, {"Allow": "GET, HEAD"})
+        elif path == web.telemetry_path:
             self._metrics(method)
-        elif path == "/" and method != "POST":
+        elif path == "/":
             page = landing.render(
                 web.app.config.reports, web.app.store.snapshot, web.app.next_runs(), web.telemetry_path, time.time()
             )
             self._send(200, page, "text/html; charset=utf-8", method)
-        elif path == "/-/ready" and method != "POST":
+        elif path == "/-/ready":
             reason = web.app.not_ready()
             if reason is None:
                 self._send(200, b"Ready\n", "text/plain; charset=utf-8", method)
@@ -148,7 +173,9 @@ class _Handler(BaseHTTPRequestHandler):
             if method != "POST":
                 self._send(405, b"Use POST to reload\n", "text/plain; charset=utf-8", method, {"Allow": "POST"})
                 return
-            self._drain_body()
+            if not self._drain_body():
+                self._send(413, b"Request body too large or malformed\n", "text/plain; charset=utf-8", method)
+                return
             error = web.app.reload()
             if error is None:
                 self._send(200, b"Reloaded\n", "text/plain; charset=utf-8", method)
@@ -158,15 +185,19 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, b"Not found\n", "text/plain; charset=utf-8", method)
 
     def _metrics(self, method: str) -> None:
-        gzipped = "gzip" in self.headers.get("Accept-Encoding", "")
+        gzipped = accepts_gzip(self.headers.get("Accept-Encoding", ""))
         body = self.server_web.app.exposition.render(gzipped=gzipped)
         headers = {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"} if gzipped else {}
         self._send(200, body, CONTENT_TYPE, method, headers)
 
-    def _drain_body(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if 0 < length <= 65536:
-            self.rfile.read(length)
+    def _drain_body(self) -> bool:
+        """Read the (ignored) request body; False, and the connection closed, if that cannot be done."""
+        length = self.headers.get("Content-Length") or "0"
+        if not length.isdigit() or int(length) > 65536:
+            self.close_connection = True
+            return False
+        self.rfile.read(int(length))
+        return True
 
     def _send(
         self, status: int, body: bytes, content_type: str, method: str, headers: dict[str, str] | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import re
 import ssl
 import threading
@@ -17,6 +18,8 @@ import yaml
 
 from exporter.config import ConfigError
 
+log = logging.getLogger(__name__)
+
 _CLIENT_AUTH = {
     "NoClientCert": ssl.CERT_NONE,
     "RequestClientCert": ssl.CERT_OPTIONAL,
@@ -28,6 +31,8 @@ _TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
     "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3,
 }
+# Accepted so a file promtool accepts works, but Python's ssl module offers no equivalent of Go's settings.
+_IGNORED_TLS_KEYS = {"cipher_suites", "curve_preferences", "prefer_server_cipher_suites"}
 _TLS_KEYS = {
     "cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version",
     "cipher_suites", "curve_preferences", "prefer_server_cipher_suites", "client_allowed_sans",
@@ -75,7 +80,11 @@ class BasicAuth:
             cached = key in self._verified
         if cached:
             return known is not None
-        ok = bcrypt.checkpw(password.encode(), hashed) and known is not None
+        try:
+            matches = bcrypt.checkpw(password.encode(), hashed)
+        except ValueError:  # bcrypt 5 refuses passwords over 72 bytes; no configured one can be that long
+            matches = False
+        ok = matches and known is not None
         if ok:
             with self._lock:
                 self._verified.add(key)
@@ -115,7 +124,8 @@ def _tls(raw: dict[str, Any], base: Path) -> ssl.SSLContext | None:
             _file(base, raw["key_file"], "tls_server_config.key_file"),
         )
     except ssl.SSLError as exc:
-        raise ConfigError(f"tls_server_config: cannot load certificate and key: {exc.reason}") from None
+        reason = exc.reason or exc.strerror or "not a PEM certificate and matching key"
+        raise ConfigError(f"tls_server_config: cannot load certificate and key: {reason}") from None
     for key, attribute in (("min_version", "minimum_version"), ("max_version", "maximum_version")):
         if key in raw:
             if raw[key] not in _TLS_VERSIONS:
@@ -125,11 +135,24 @@ def _tls(raw: dict[str, Any], base: Path) -> ssl.SSLContext | None:
     if auth_type not in _CLIENT_AUTH:
         raise ConfigError(f"tls_server_config.client_auth_type: unknown value {auth_type!r}")
     if "client_ca_file" in raw:
-        context.load_verify_locations(_file(base, raw["client_ca_file"], "tls_server_config.client_ca_file"))
-    elif auth_type in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert"):
-        raise ConfigError(f"tls_server_config.client_ca_file: required with client_auth_type {auth_type}")
+        ca_file = _file(base, raw["client_ca_file"], "tls_server_config.client_ca_file")
+        try:
+            context.load_verify_locations(ca_file)
+        except ssl.SSLError:
+            raise ConfigError(f"tls_server_config.client_ca_file: {ca_file} holds no PEM certificate") from None
+    elif auth_type != "NoClientCert":
+        # Python's TLS verifies every client certificate it asks for, so it needs the CA for all of these.
+        raise ConfigError(f"tls_server_config.client_ca_file: required here with client_auth_type {auth_type}")
     context.verify_mode = _CLIENT_AUTH[auth_type]
     return context
+
+
+def _strings(value: object, key: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(f"{key}: must be a list of strings")
+    return tuple(value)
 
 
 def load_web_config(path: str) -> WebConfig:
@@ -138,25 +161,34 @@ def load_web_config(path: str) -> WebConfig:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read web config file: {exc.strerror}") from None
-    except yaml.YAMLError:
-        raise ConfigError(f"{path}: web config file is not valid YAML") from None
+    except (yaml.YAMLError, ValueError, RecursionError):
+        raise ConfigError(f"{path}: web config file is not valid YAML text") from None
     try:
         top = _mapping(raw, "web config", {"tls_server_config", "http_server_config", "basic_auth_users"})
         base = Path(path).parent
         tls_raw = _mapping(top.get("tls_server_config"), "tls_server_config", _TLS_KEYS)
+        allowed_sans = _strings(tls_raw.get("client_allowed_sans"), "tls_server_config.client_allowed_sans")
         tls = _tls(tls_raw, base)
-        allowed_sans = tuple(str(san) for san in tls_raw.get("client_allowed_sans") or ())
         if allowed_sans and (tls is None or tls.verify_mode != ssl.CERT_REQUIRED):
             raise ConfigError(
                 "tls_server_config.client_allowed_sans: needs client_auth_type RequireAndVerifyClientCert"
             )
         http = _mapping(top.get("http_server_config"), "http_server_config", {"http2", "headers"})
-        headers = {str(k): str(v) for k, v in (http.get("headers") or {}).items()}
+        header_values = http.get("headers") or {}
+        if not isinstance(header_values, dict):
+            raise ConfigError("http_server_config.headers: must be a mapping of header names to values")
+        headers = {str(k): str(v) for k, v in header_values.items()}
+        users_raw = top.get("basic_auth_users") or {}
+        if not isinstance(users_raw, dict):
+            raise ConfigError("basic_auth_users: must be a mapping of user names to bcrypt hashes")
         users: dict[str, bytes] = {}
-        for user, hashed in (top.get("basic_auth_users") or {}).items():
+        for user, hashed in users_raw.items():
             if not isinstance(hashed, str) or not re.match(r"^\$2[aby]\$\d\d\$.{53}$", hashed):
                 raise ConfigError(f"basic_auth_users.{user}: must be a bcrypt hash")
             users[str(user)] = hashed.encode()
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    ignored = sorted(set(tls_raw) & _IGNORED_TLS_KEYS) + (["http2"] if "http2" in http else [])
+    if ignored:
+        log.warning("web config keys without effect here", extra={"path": path, "keys": ", ".join(ignored)})
     return WebConfig(tls=tls, allowed_sans=allowed_sans, users=users, headers=headers)

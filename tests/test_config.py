@@ -129,6 +129,15 @@ BAD_CONFIGS: list[tuple[str, str, str]] = [
     ("bad-date", MINIMAL + "reports:\n  - name: a\n    start_date: yesterday\n", "reports[0].start_date"),
     ("verify-not-bool", MINIMAL + "  verify_tls: maybe\n", "ncentral.verify_tls"),
     ("bad-size", MINIMAL + "  max_response_size: lots\n", "ncentral.max_response_size"),
+    ("impossible-date", MINIMAL + "reports:\n  - name: a\n    start_date: 2025-02-30\n", "not valid YAML"),
+    ("infinite-interval", MINIMAL + "reports:\n  - name: a\n    interval: .inf\n", "reports[0].interval"),
+    ("nan-timeout", MINIMAL + "reports:\n  - name: a\n    timeout: .nan\n", "reports[0].timeout"),
+    ("absurd-interval", MINIMAL + "reports:\n  - name: a\n    interval: 10000000000d\n", "reports[0].interval"),
+    ("absurd-window", MINIMAL + "reports:\n  - name: a\n    start_date: 99999d\n", "reports[0].start_date"),
+    ("token-with-newline", "ncentral:\n  url: https://a.b\n  api_token: \"abc\\ndefghijkl\"\n",
+     "ncentral.api_token: the token contains whitespace"),
+    ("not-a-mapping", "- just\n- a list\n", "the configuration: must be a mapping"),
+    ("reports-not-list", MINIMAL + "reports: all\n", "reports: must be a non-empty list"),
 ]
 
 
@@ -143,14 +152,13 @@ def test_bad_config_is_one_clear_line(tmp_path: Path, case: str, text: str, expe
     assert message.startswith(path)
 
 
-@pytest.mark.parametrize("case", ["missing-file", "not-yaml", "no-token", "bad-filter", "token-file-missing"])
-def test_bad_config_exits_2_without_traceback(tmp_path: Path, case: str) -> None:
-    _, text, expected = next(c for c in BAD_CONFIGS if c[0] == case)
+@pytest.mark.parametrize(("case", "text", "expected"), BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
+def test_bad_config_exits_2_without_traceback(tmp_path: Path, case: str, text: str, expected: str) -> None:
     path = str(tmp_path / "absent.yaml") if case == "missing-file" else write(tmp_path, text)
-    for args in (
-        ["--config.file", path, "--check-config"],
-        ["--config.file", path, "--web.listen-address=127.0.0.1:0"],
-    ):
+    commands = [["--config.file", path, "--check-config"]]
+    if case in ("missing-file", "not-yaml", "no-token", "bad-filter", "token-file-missing", "impossible-date"):
+        commands += [["--config.file", path, "--web.listen-address=127.0.0.1:0"], ["--config.file", path, "--once"]]
+    for args in commands:
         result = run_command(*args)
         assert result.returncode == 2
         lines = result.stderr.strip().splitlines()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from functools import partial
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from helpers import (
+    REPO,
     ExporterProcess,
     Samples,
     parse_samples,
@@ -222,3 +224,18 @@ def test_no_token_in_debug_logs_metrics_or_pages_through_every_fault(
     for secret in secrets:
         assert secret not in output
         assert all(secret not in page for page in pages)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_once_interrupted_by_a_signal_exits_1_quietly(sim: Simulator, tmp_path: Path, signum: signal.Signals) -> None:
+    sim.set_generation_time(3600)
+    config = write_yaml(tmp_path / "config.yaml", test_config(sim, timeout="5m"))
+    process = subprocess.Popen([sys.executable, "-m", "exporter", "--config.file", str(config), "--once"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    wait_for(lambda: sim.count("poll") >= 1)
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=5)
+    assert process.returncode == 1
+    assert stdout == b""
+    assert b"Traceback" not in stderr
+    assert b"interrupted; no metrics printed" in stderr

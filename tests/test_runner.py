@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from helpers import Samples, parse_samples, sample, select
+from helpers import Samples, parse_samples, sample, select, wait_for
 
 from exporter.app import Exporter
 from exporter.config import Config, NCentralSettings, ReportSettings
@@ -21,7 +23,9 @@ from exporter.simulator import DEFAULT_DATA, Simulator
 def make_config(sim: Simulator, **report: object) -> Config:
     settings = ReportSettings(name="all", poll_interval=0.01, poll_max_interval=0.05, timeout=5.0)
     return Config(
-        ncentral=NCentralSettings(url=sim.url, token=sim.jwt, request_timeout=1.0, retries=2, retry_backoff=0.01),
+        ncentral=NCentralSettings(
+            url=sim.url, token=sim.jwt, request_timeout=1.0, retries=2, retry_backoff=0.01, max_response_size=2**20
+        ),
         reports=(replace(settings, **report),),  # type: ignore[arg-type]
     )
 
@@ -84,6 +88,19 @@ FAULTS: dict[str, tuple[Callable[[Simulator], None], str]] = {
 }
 
 
+# What the one log line must tell the operator for these faults.
+FAULT_MESSAGES = {
+    "403": "must be created at the SO (service organization) level",
+    "404": "needs N-central 2025.4 or later",
+    "bad-jwt": "invalid or expired",
+    "huge": "cap",
+    "html": "is not JSON (text/html",
+    "failed": "FAILED",
+    "never-completes": "timeout",
+    "refused": "refused",
+}
+
+
 def heal(sim: Simulator, jwt: str) -> None:
     sim.clear_faults()
     sim.set_outcome("COMPLETED")
@@ -128,7 +145,11 @@ def test_fault_keeps_data_counts_reason_and_recovers(
         )
         outcome_lines = [r for r in caplog.records if r.getMessage() == "report run failed"]
         assert len(outcome_lines) == 1
-        assert outcome_lines[0].__dict__["reason"] == reason
+        line = outcome_lines[0].__dict__
+        assert line["reason"] == reason
+        assert line["report"] == "all"
+        assert {"status", "report_id", "error"} <= set(line)
+        assert FAULT_MESSAGES.get(fault, "") in line["error"]
 
         heal(sim, jwt)
         assert app.runner.run("all") is True
@@ -219,9 +240,7 @@ def test_submitted_payload_matches_the_config(sim: Simulator) -> None:
 
 def test_max_data_age_drops_old_data(sim: Simulator) -> None:
     now = [1_000_000.0]
-    app = Exporter(make_config(sim, max_data_age=60.0))
-    app.reports._wall = lambda: now[0]
-    app.runner._wall = lambda: now[0]
+    app = Exporter(make_config(sim, max_data_age=60.0), wall=lambda: now[0])
     try:
         assert app.runner.run("all")
         assert approvals(scrape(app))
@@ -243,9 +262,8 @@ def test_polling_is_polite_for_a_five_minute_report() -> None:
         clock[0] += seconds
 
     with Simulator(jwt="polite-jwt-0123456789", generation_time=300.0, clock=lambda: clock[0]) as sim:
-        app = Exporter(make_config(sim, poll_interval=2.0, poll_max_interval=30.0, timeout=1800.0))
-        app.runner._sleep = fake_sleep
-        app.runner._monotonic = lambda: clock[0]
+        app = Exporter(make_config(sim, poll_interval=2.0, poll_max_interval=30.0, timeout=1800.0),
+                       sleep=fake_sleep, monotonic=lambda: clock[0])
         try:
             assert app.runner.run("all")
         finally:
@@ -262,9 +280,8 @@ def test_a_report_that_never_completes_times_out_within_its_timeout(sim: Simulat
         clock[0] += seconds
 
     sim.set_outcome("IN_PROGRESS")
-    app = Exporter(make_config(sim, poll_interval=2.0, poll_max_interval=30.0, timeout=600.0))
-    app.runner._sleep = fake_sleep
-    app.runner._monotonic = lambda: clock[0]
+    app = Exporter(make_config(sim, poll_interval=2.0, poll_max_interval=30.0, timeout=600.0),
+                   sleep=fake_sleep, monotonic=lambda: clock[0])
     try:
         assert not app.runner.run("all")
         assert app.store.snapshot["all"].last_reason == "timeout"
@@ -308,7 +325,14 @@ def test_changed_filters_invalidate_the_stored_result(sim: Simulator, tmp_path: 
     second.shutdown()
 
 
-CORRUPT_STATES = ["{not json", '{"version": 1, "reports": {"all": {"fingerprint": 3, "data": 5}}}', "", "[]"]
+CORRUPT_STATES = [
+    "{not json",
+    '{"version": 1, "reports": {"all": {"fingerprint": 3, "data": 5}}}',
+    "",
+    "[]",
+    '{"version": 1, "reports": {"all": {"fingerprint": "x", "data": null, "last_reason": 5}}}',
+    '{"version": 1, "reports": {"all": {"fingerprint": "x", "in_flight": {"report_id": "7", "submitted_at": 1}}}}',
+]
 
 
 @pytest.mark.parametrize("content", CORRUPT_STATES)
@@ -347,3 +371,92 @@ def test_a_bug_in_a_run_is_counted_as_internal_and_the_next_run_recovers(
         assert app.runner.run("all")
     finally:
         app.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("huge-count", {"deviceClassSummaries": [{"deviceClass": "A", "approvalStatusCounts": {"declined": 10**400}}]}),
+        ("lone-surrogate", {"deviceClassSummaries": [{"deviceClass": "\ud800", "approvalStatusCounts": {}}]}),
+        ("no-summaries", {"somethingElse": []}),
+        ("bad-install-count", {"deviceClassSummaries": [], "patchSummaryList": [{
+            "approvalStatus": "No Approval",
+            "patchInstallStatusCounts": [{"patchInstallStatus": "Failed",
+                                          "patchTypeSummaries": [{"patchType": "drivers", "count": "3"}]}],
+        }]}),
+    ],
+)
+def test_implausible_report_data_is_invalid_and_the_good_data_stays(
+    sim: Simulator, exporter: Exporter, name: str, data: dict[str, object]
+) -> None:
+    assert exporter.runner.run("all")
+    good = approvals(scrape(exporter))
+    sim.set_data(data)
+    assert not exporter.runner.run("all")
+    samples = scrape(exporter)
+    assert sample(samples, "ncentral_patch_report_failures_total", report="all", reason="invalid_response") == 1
+    assert approvals(samples) == good
+
+
+def test_a_forgotten_in_flight_report_is_submitted_anew(sim: Simulator, tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    config = replace(make_config(sim), storage_path=str(state))
+    first = Exporter(config)
+    first.shutdown()
+    stored = json.loads(state.read_text())
+    stored["reports"]["all"]["in_flight"] = {"report_id": 999_999, "submitted_at": time.time() - 1}
+    state.write_text(json.dumps(stored))
+    app = Exporter(config)
+    try:
+        assert app.runner.run("all")
+    finally:
+        app.shutdown()
+    assert [r.path for r in sim.requests if r.endpoint in ("poll", "submit")][:2] == [
+        "/api/report/999999", "/api/report/patch-comparison"
+    ]
+    assert app.store.snapshot["all"].failures["not_supported"] == 0
+
+
+def test_reload_during_a_run_restarts_it_with_the_new_filters(sim: Simulator) -> None:
+    sim.set_generation_time(3600)
+    old = make_config(sim)
+    new = replace(old, reports=(replace(old.reports[0], patch_approvals=("Declined",)),))
+    configs = iter([new])
+    app = Exporter(old, lambda: next(configs))
+    outcome: list[bool] = []
+    worker = threading.Thread(target=lambda: outcome.append(app.runner.run("all")))
+    try:
+        worker.start()
+        wait_for(lambda: sim.count("poll") >= 1)
+        sim.set_generation_time(0)
+        assert app.reload() is None
+        worker.join(10)
+    finally:
+        app.shutdown()
+    assert outcome == [True]
+    submits = [r.json() for r in sim.requests if r.endpoint == "submit"]
+    assert len(submits) == 2
+    assert "patchApprovals" not in submits[0]
+    assert submits[1]["patchApprovals"] == ["Declined"]
+    state = app.store.snapshot["all"]
+    assert state.fingerprint == new.reports[0].fingerprint
+    assert state.runs_total == 1
+    assert state.data is not None
+
+
+def test_a_report_removed_during_its_run_just_stops(sim: Simulator) -> None:
+    sim.set_generation_time(3600)
+    old = make_config(sim)
+    other = replace(old, reports=(replace(old.reports[0], name="other"),))
+    app = Exporter(old, lambda: other)
+    outcome: list[bool] = []
+    worker = threading.Thread(target=lambda: outcome.append(app.runner.run("all")))
+    try:
+        worker.start()
+        wait_for(lambda: sim.count("poll") >= 1)
+        assert app.reload() is None
+        worker.join(10)
+    finally:
+        app.shutdown()
+    assert outcome == [False]
+    assert set(app.store.snapshot) == {"other"}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import gzip
 import ipaddress
 import re
 import signal
+import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +21,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from helpers import ExporterProcess, parse_samples, sample, select, test_config, wait_for, write_yaml
+from helpers import (
+    ExporterProcess,
+    parse_samples,
+    run_command,
+    sample,
+    select,
+    test_config,
+    wait_for,
+    write_yaml,
+)
 
 from exporter.simulator import Simulator
 
@@ -315,3 +326,81 @@ def test_landing_page_chart_renders_in_headless_chromium(sim: Simulator, tmp_pat
         assert "alert(1)" in dom and SCRIPT_CLASS not in dom
     finally:
         exporter.stop()
+
+
+def raw_request(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(data)
+        chunks = []
+        while chunk := connection.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def test_malformed_requests_get_answers_not_tracebacks(tmp_path: Path) -> None:
+    hashed = bcrypt.hashpw(b"right", bcrypt.gensalt(rounds=4)).decode()
+    web_config = tmp_path / "web.yml"
+    web_config.write_text(yaml.safe_dump({"basic_auth_users": {"prometheus": hashed}}))
+    exporter = ExporterProcess(tmp_path, "--demo", "--web.config.file", str(web_config), "--log.format", "json")
+    try:
+        exporter.wait_healthy()
+        long_password = requests.get(f"{exporter.url}/metrics", auth=("prometheus", "a" * 100), timeout=5)
+        assert long_password.status_code == 401
+        auth = ("prometheus", "right")
+        assert requests.post(f"{exporter.url}/metrics", auth=auth, timeout=5).status_code == 405
+        assert requests.head(f"{exporter.url}/metrics", auth=auth, timeout=5).status_code == 200
+        refused = requests.get(f"{exporter.url}/metrics", auth=auth, timeout=5, headers={"Accept-Encoding": "gzip;q=0"},
+                               stream=True)
+        assert "Content-Encoding" not in refused.headers
+        bad_length = raw_request(exporter.port, b"POST /-/reload HTTP/1.1\r\nHost: x\r\nAuthorization: Basic "
+                                 + base64.b64encode(b"prometheus:right") + b"\r\nContent-Length: abc\r\n\r\n")
+        assert bad_length.startswith(b"HTTP/1.1 413")
+        with socket.create_connection(("127.0.0.1", exporter.port), timeout=5) as connection:
+            connection.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # and hang up mid-request
+        assert exporter.get("/-/healthy").status_code == 200
+    finally:
+        assert exporter.stop() == 0
+    output = exporter.log()
+    assert "Traceback" not in output
+    assert all(line.startswith("{") for line in output.splitlines() if line.strip())
+
+
+BAD_WEB_CONFIGS = [
+    ("basic_auth_users: [a, b]\n", "basic_auth_users: must be a mapping"),
+    ("http_server_config: {headers: [a]}\n", "http_server_config.headers: must be a mapping"),
+    ("tls_server_config: {cert_file: c.pem}\n", "cert_file and key_file are both required"),
+    ("tls_server_config: {client_allowed_sans: x}\n", "client_allowed_sans: must be a list"),
+    ("colour: red\n", "web config.colour: unknown key"),
+    ("basic_auth_users:\n  prometheus: plain-text-password\n", "basic_auth_users.prometheus: must be a bcrypt hash"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), BAD_WEB_CONFIGS)
+def test_bad_web_config_exits_2_with_one_line(tmp_path: Path, text: str, expected: str) -> None:
+    web_config = tmp_path / "web.yml"
+    web_config.write_text(text)
+    result = run_command("--demo", "--web.config.file", str(web_config), "--web.listen-address=127.0.0.1:0")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert expected in lines[0]
+    assert str(web_config) in lines[0]
+
+
+def test_bad_certificate_files_exit_2_with_one_line(tmp_path: Path) -> None:
+    cert, key = make_certificate(tmp_path)
+    (tmp_path / "not-a-ca.pem").write_text("hello\n")
+    cases = {
+        "bad-key": ({"cert_file": cert.name, "key_file": cert.name}, "cannot load certificate and key"),
+        "bad-ca": ({"cert_file": cert.name, "key_file": key.name, "client_ca_file": "not-a-ca.pem",
+                    "client_auth_type": "RequireAndVerifyClientCert"}, "holds no PEM certificate"),
+        "any-cert-without-ca": ({"cert_file": cert.name, "key_file": key.name,
+                                 "client_auth_type": "RequireAnyClientCert"}, "client_ca_file: required here"),
+    }
+    for name, (tls, expected) in cases.items():
+        web_config = tmp_path / f"{name}.yml"
+        web_config.write_text(yaml.safe_dump({"tls_server_config": tls}))
+        result = run_command("--demo", "--web.config.file", str(web_config), "--web.listen-address=127.0.0.1:0")
+        assert result.returncode == 2, name
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert expected in result.stderr, (name, result.stderr)

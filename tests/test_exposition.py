@@ -1,0 +1,232 @@
+"""The pre-rendered /metrics body: byte for byte what prometheus_client's `generate_latest` renders for the
+same data, refreshed when the data changes, and the same text again when served gzipped over HTTP."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import re
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+from helpers import parse_samples, sample, select, wait_for
+from prometheus_client import CollectorRegistry, generate_latest
+
+from exporter.app import Exporter
+from exporter.collector import ExporterCollector, ReportCollector
+from exporter.config import Config, NCentralSettings, ReportSettings
+from exporter.exposition import Exposition
+from exporter.report import ApprovalCount, InstallCount, ReportData
+from exporter.store import ReportState, Store
+from exporter.web import WebServer
+from exporter.webconfig import WebConfig
+
+REPORTS = (ReportSettings(name="all"), ReportSettings(name="servers", max_data_age=3600.0))
+
+DATA = ReportData(
+    approvals=(
+        ApprovalCount("Laptops - Windows", "approved_for_install", 6424),
+        ApprovalCount("Laptops - Windows", "declined", 2004),
+        # Label values that need escaping, and text beyond ASCII, must come out as generate_latest writes them.
+        ApprovalCount('Kiosks "Lobby" \\ Front\nDesk', "no_approval", 3),
+        ApprovalCount("Serveurs - Réseau ☃", "not_approved", 12),
+    ),
+    installs=(
+        InstallCount("approved_for_install", "installed", "security_updates", 5120),
+        InstallCount("approved_for_install", "failed", "critical_updates", 4),
+    ),
+)
+
+# Live values (CPU seconds, memory, gc counts) move between two renders; everything else must not.
+_LIVE_VALUE = re.compile(r"^((?:process|python_gc)_\S*(?:\{[^}]*\})?) \S+$", re.MULTILINE)
+
+
+def steady(text: bytes) -> str:
+    return _LIVE_VALUE.sub(r"\1 <live>", text.decode())
+
+
+def fill(store: Store, name: str, data: ReportData, when: float, runs: int = 1) -> None:
+    def change(state: ReportState) -> ReportState:
+        return replace(state, data=data, last_success_time=when, last_duration=12.5, last_run_success=True,
+                       last_run_time=when, runs_total=runs)
+
+    assert store.update(name, change, fingerprint=store.snapshot[name].fingerprint)
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(time.time())
+
+
+@pytest.fixture
+def store() -> Store:
+    return Store(REPORTS)
+
+
+@pytest.fixture
+def reports(store: Store, clock: Clock) -> ReportCollector:
+    return ReportCollector(store, lambda: REPORTS, wall=clock)
+
+
+@pytest.fixture
+def exposition(store: Store, reports: ReportCollector) -> Exposition:
+    return Exposition(store, reports, ExporterCollector())
+
+
+def stock(exposition: Exposition, reports: ReportCollector) -> bytes:
+    """What prometheus_client renders, per scrape, for a registry of the same collectors."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(exposition.live)
+    registry.register(reports)
+    return generate_latest(registry)
+
+
+def assert_same_as_stock(exposition: Exposition, reports: ReportCollector) -> bytes:
+    plain = exposition.render()
+    unzipped = gzip.decompress(exposition.render(gzipped=True))
+    expected = steady(stock(exposition, reports))
+    assert steady(plain) == expected
+    assert steady(unzipped) == expected
+    # The cached report part is exactly generate_latest's text for the report collector alone.
+    only_reports = CollectorRegistry(auto_describe=False)
+    only_reports.register(reports)
+    assert plain.endswith(generate_latest(only_reports))
+    assert unzipped.endswith(generate_latest(only_reports))
+    return plain
+
+
+def test_the_body_is_what_generate_latest_renders(
+    store: Store, exposition: Exposition, reports: ReportCollector, clock: Clock
+) -> None:
+    assert_same_as_stock(exposition, reports)  # no data yet: run metrics only
+    fill(store, "all", DATA, clock.now)
+    fill(store, "servers", replace(DATA, installs=()), clock.now - 60, runs=3)
+    body = assert_same_as_stock(exposition, reports)
+    samples = parse_samples(body.decode())
+    labels = {"report": "all", "device_class": 'Kiosks "Lobby" \\ Front\nDesk', "approval_status": "no_approval"}
+    assert sample(samples, "ncentral_patch_approvals", **labels) == 3
+    assert sample(samples, "ncentral_patch_report_runs_total", report="servers") == 3
+    assert sample(samples, "process_cpu_seconds_total") is not None
+
+
+def test_the_cache_follows_store_changes(
+    store: Store, exposition: Exposition, reports: ReportCollector, clock: Clock
+) -> None:
+    fill(store, "all", DATA, clock.now)
+    before = assert_same_as_stock(exposition, reports)
+    changed = replace(DATA, approvals=(ApprovalCount("Laptops - Windows", "approved_for_install", 7000),))
+    fill(store, "all", changed, clock.now + 1, runs=2)
+    body = assert_same_as_stock(exposition, reports)
+    samples = parse_samples(body.decode())
+    labels = {"report": "all", "device_class": "Laptops - Windows", "approval_status": "approved_for_install"}
+    assert sample(samples, "ncentral_patch_approvals", **labels) == 7000
+    assert sample(samples, "ncentral_patch_approvals", report="all", device_class="Laptops - Windows",
+                  approval_status="declined") is None
+    assert sample(samples, "ncentral_patch_report_runs_total", report="all") == 2
+    assert steady(body) != steady(before)
+    store.reconfigure(REPORTS[:1])  # a reload that drops a report
+    dropped = parse_samples(assert_same_as_stock(exposition, reports).decode())
+    assert select(dropped, "ncentral_patch_report_runs_total", report="servers") == {}
+
+
+def test_data_past_max_data_age_leaves_the_cache_without_a_store_change(
+    store: Store, exposition: Exposition, reports: ReportCollector, clock: Clock
+) -> None:
+    fill(store, "servers", DATA, clock.now)
+    version = store.version
+    fresh = parse_samples(assert_same_as_stock(exposition, reports).decode())
+    assert len(select(fresh, "ncentral_patch_approvals", report="servers")) == len(DATA.approvals)
+    clock.now += 3601  # past the report's max_data_age of 1 h
+    stale = parse_samples(assert_same_as_stock(exposition, reports).decode())
+    assert store.version == version
+    assert select(stale, "ncentral_patch_approvals", report="servers") == {}
+    assert sample(stale, "ncentral_patch_report_last_run_success", report="servers") == 1
+
+
+def test_gzip_is_concatenated_members_that_decode_to_the_plain_body(
+    store: Store, exposition: Exposition, clock: Clock
+) -> None:
+    fill(store, "all", DATA, clock.now)
+    zipped = exposition.render(gzipped=True)
+    # Members one after another form one valid gzip stream (RFC 1952); a streaming reader gets it all.
+    decoder = zlib.decompressobj(wbits=31)
+    text = decoder.decompress(zipped)
+    while decoder.unused_data:
+        rest = decoder.unused_data
+        decoder = zlib.decompressobj(wbits=31)
+        text += decoder.decompress(rest)
+    assert decoder.eof
+    assert steady(text) == steady(exposition.render())
+
+
+# --- through the real HTTP server ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def served(clock: Clock) -> Iterator[tuple[Exporter, int]]:
+    config = Config(ncentral=NCentralSettings(url="http://127.0.0.1:9", token="not-used-0123456789"),
+                    reports=REPORTS)
+    app = Exporter(config)
+    fill(app.store, "all", DATA, clock.now)
+    server = WebServer(app, ("127.0.0.1", 0), "/metrics", WebConfig())
+    server.start()
+    try:
+        yield app, server.address[1]
+    finally:
+        server.shutdown()
+        app.shutdown()
+        app.runner.close()
+
+
+def fetch(port: int, encoding: str) -> tuple[http.client.HTTPResponse, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", "/metrics", headers={"Accept-Encoding": encoding})
+        response = connection.getresponse()
+        return response, response.read()
+    finally:
+        connection.close()
+
+
+def test_gzip_over_http_decodes_to_the_plain_text(served: tuple[Exporter, int]) -> None:
+    app, port = served
+    plain_response, plain = fetch(port, "identity")
+    assert plain_response.status == 200
+    assert plain_response.getheader("Content-Encoding") is None
+    assert plain_response.getheader("Content-Type") == "text/plain; version=0.0.4; charset=utf-8"
+    zipped_response, zipped = fetch(port, "gzip")
+    assert zipped_response.status == 200
+    assert zipped_response.getheader("Content-Encoding") == "gzip"
+    assert "Accept-Encoding" in (zipped_response.getheader("Vary") or "")
+    assert int(zipped_response.getheader("Content-Length") or -1) == len(zipped)
+    assert len(zipped) < len(plain)
+    expected = steady(stock(app.exposition, app.reports))
+    assert steady(gzip.decompress(zipped)) == expected
+    assert steady(plain) == expected
+
+
+def test_a_new_run_reaches_http_scrapes_plain_and_gzipped(served: tuple[Exporter, int], clock: Clock) -> None:
+    app, port = served
+    fill(app.store, "all", replace(DATA, installs=()), clock.now + 5, runs=2)
+
+    def runs_seen(encoding: str) -> bool:
+        _, body = fetch(port, encoding)
+        text = gzip.decompress(body) if encoding == "gzip" else body
+        return sample(parse_samples(text.decode()), "ncentral_patch_report_runs_total", report="all") == 2
+
+    wait_for(lambda: runs_seen("identity"), timeout=5)
+    wait_for(lambda: runs_seen("gzip"), timeout=5)
+    _, zipped = fetch(port, "gzip")
+    assert select(parse_samples(gzip.decompress(zipped).decode()), "ncentral_patch_installs") == {}
+    assert steady(gzip.decompress(zipped)) == steady(stock(app.exposition, app.reports))
