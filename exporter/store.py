@@ -138,7 +138,12 @@ class Store:
             log.error("cannot write the state file", extra={"path": str(self._path), "error": error})
 
     def _load(self) -> dict[str, ReportState]:
-        if self._path is None or not self._path.exists():
+        if self._path is None:
+            return {}
+        # Left by a process killed between writing and renaming; the state file itself is intact.
+        for stale in self._path.parent.glob(f".{self._path.name}.*"):
+            stale.unlink(missing_ok=True)
+        if not self._path.exists():
             return {}
         try:
             document = json.loads(self._path.read_text(encoding="utf-8"))
