@@ -38,11 +38,17 @@ class Exporter:
         self.stop = stop or threading.Event()
         self.store = Store(config.reports, config.storage_path)
         self.runner = Runner(config, self.store, self.stop, wall=wall, monotonic=monotonic, sleep=sleep)
-        self.scheduler = ReportScheduler(self.runner.run)
+        self.scheduler = ReportScheduler(self._run)
         self.meta = ExporterCollector()
         self.reports = ReportCollector(self.store, lambda: self.config.reports, wall)
         self.exposition = Exposition(self.store, self.reports, self.meta)
         self._reload_lock = threading.Lock()
+
+    def _run(self, name: str) -> bool:
+        try:
+            return self.runner.run(name)
+        finally:
+            self.exposition.refresh()  # the job thread renders the new result, so no scrape waits for it
 
     def start(self) -> None:
         self.scheduler.start(self.config.reports)

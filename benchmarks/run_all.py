@@ -1,0 +1,60 @@
+"""Every benchmark, each in a fresh process, then one summary table (Markdown) of ours against the stock
+baselines measured in the same run.
+
+    .venv/bin/python -m benchmarks.run_all [--quick]
+
+About 2 minutes on 2 cores (up to ~5 while the simulator's responses wait on delayed ACKs); `--quick`
+shortens every phase, for a smoke run, not for figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import PYTHON, REPO, Figure, load_figures, machine, print_figures, pytest_running
+
+FULL = {
+    "bench_scrape": ["--seconds", "5", "--requests", "20000"],
+    "bench_inflight": ["--rounds", "4", "--requests", "2500", "--seconds", "4"],
+    "bench_polling": [],
+    "bench_memory": ["--runs", "1000", "--series", "1000"],
+    "bench_startup": ["--runs", "7"],
+}
+QUICK = {
+    "bench_scrape": ["--seconds", "1", "--requests", "2000"],
+    "bench_inflight": ["--rounds", "1", "--requests", "500", "--seconds", "1"],
+    "bench_polling": ["--minutes", "5"],
+    "bench_memory": ["--runs", "200", "--series", "1000"],
+    "bench_startup": ["--runs", "3"],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="short phases: a smoke run, not figures")
+    args = parser.parse_args()
+    print(f"machine: {machine()}", flush=True)
+    disturbed = pytest_running()
+    began = time.perf_counter()
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        for module, module_args in (QUICK if args.quick else FULL).items():
+            output = Path(tmp) / f"{module}.json"
+            subprocess.run([PYTHON, "-m", f"benchmarks.{module}", *module_args, "--json", str(output)],
+                           check=True, cwd=REPO, timeout=600)
+            figures += load_figures(output)
+            disturbed = disturbed or pytest_running()
+    print("\n# Summary")
+    print_figures(figures)
+    met = sum(figure.met for figure in figures)
+    print(f"\n{met}/{len(figures)} targets met in {time.perf_counter() - began:.0f} s on {machine()}")
+    if disturbed or pytest_running():
+        print("WARNING: a pytest run shared the CPUs during this run; the figures are disturbed, run it again")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Servers under test, one per process: `python -m benchmarks.serve KIND [--series N]`.
+
+KIND is
+  ours       the real Exporter + WebServer, its store holding one report of N series;
+  stock      prometheus_client's own start_http_server with a registry of the same collectors (the
+             exporter's ReportCollector over a store with the same data, its ExporterCollector, and the
+             default process, platform and gc collectors): the stock way to serve the same series;
+  simulator  the N-central simulator, reports COMPLETED after --generation-time seconds with data of N series.
+
+Prints `PORT n` once listening on 127.0.0.1, then serves until its stdin closes. The simulator also takes
+commands on stdin, one a line, and answers each with one line: `generation_time SECONDS`, `finish`
+(complete every report in flight), `count ENDPOINT` (requests received).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from benchmarks.common import HOST, SIMULATOR_JWT, fill_store, vendor_data
+
+
+def _config(url: str) -> object:
+    from exporter.config import Config, NCentralSettings, ReportSettings
+
+    return Config(
+        ncentral=NCentralSettings(url=url, token="bench-token-not-used"),  # noqa: S106 - never sent anywhere
+        reports=(ReportSettings(name="all"),),
+    )
+
+
+def serve_ours(series: int) -> int:
+    from exporter.app import Exporter
+    from exporter.config import Config
+    from exporter.web import WebServer
+    from exporter.webconfig import WebConfig
+
+    config = _config("http://127.0.0.1:9")
+    assert isinstance(config, Config)
+    app = Exporter(config)
+    fill_store(app.store, series)
+    server = WebServer(app, (HOST, 0), "/metrics", WebConfig())
+    server.start()
+    return server.address[1]
+
+
+def serve_stock(series: int) -> int:
+    from prometheus_client import (
+        CollectorRegistry,
+        GCCollector,
+        PlatformCollector,
+        ProcessCollector,
+        start_http_server,
+    )
+
+    from exporter.collector import ExporterCollector, ReportCollector
+    from exporter.config import Config
+    from exporter.store import Store
+
+    config = _config("http://127.0.0.1:9")
+    assert isinstance(config, Config)
+    store = Store(config.reports)
+    fill_store(store, series)
+    registry = CollectorRegistry(auto_describe=False)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    registry.register(ExporterCollector())
+    registry.register(ReportCollector(store, lambda: config.reports))
+    server, _thread = start_http_server(0, addr=HOST, registry=registry)
+    return int(server.server_address[1])
+
+
+def serve_simulator(series: int, generation_time: float) -> None:
+    from exporter.simulator import Simulator
+
+    simulator = Simulator(jwt=SIMULATOR_JWT, generation_time=generation_time)
+    simulator.set_data(vendor_data(series))
+    simulator.start()
+    print(f"PORT {simulator.port}", flush=True)
+    for line in sys.stdin:
+        command, _, argument = line.strip().partition(" ")
+        if command == "generation_time":
+            simulator.set_generation_time(float(argument))
+            print("ok", flush=True)
+        elif command == "finish":
+            simulator.finish_reports()
+            print("ok", flush=True)
+        elif command == "count":
+            print(simulator.count(argument), flush=True)
+        else:
+            print(f"unknown command {command!r}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("kind", choices=("ours", "stock", "simulator"))
+    parser.add_argument("--series", type=int, default=10_000)
+    parser.add_argument("--generation-time", type=float, default=0.0)
+    args = parser.parse_args()
+    if args.kind == "simulator":
+        serve_simulator(args.series, args.generation_time)
+        return
+    port = serve_ours(args.series) if args.kind == "ours" else serve_stock(args.series)
+    print(f"PORT {port}", flush=True)
+    sys.stdin.read()  # until the benchmark closes our stdin (or exits)
+
+
+if __name__ == "__main__":
+    main()
