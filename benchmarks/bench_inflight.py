@@ -35,6 +35,7 @@ from benchmarks.common import (
     get,
     load,
     rss_kib,
+    terminate,
 )
 
 _RUNS = re.compile(rb'^ncentral_patch_report_runs_total\{report="all"\} (\S+)$', re.MULTILINE)
@@ -136,12 +137,7 @@ def run(rounds: int, requests: int, seconds: float, series: int = 10_000, client
                         runs = _runs_total(port)
             exporter_rss = rss_kib(exporter.pid) / 1024
         finally:
-            exporter.terminate()
-            try:
-                exporter.wait(10)
-            except subprocess.TimeoutExpired:
-                exporter.kill()
-                exporter.wait()
+            terminate(exporter)
             log.close()
     idle, busy = phases["idle"], phases["in flight"]
     print(f"pooled: idle p99 {idle.p(99):.2f} ms, in flight p99 {busy.p(99):.2f} ms; "

@@ -14,7 +14,7 @@ import statistics
 import subprocess
 import time
 
-from benchmarks.common import HOST, PYTHON, REPO, Figure, finish
+from benchmarks.common import HOST, PYTHON, REPO, Figure, finish, terminate
 
 _STOCK = (
     "import sys, threading\n"
@@ -55,12 +55,7 @@ def time_to_200(args: list[str], port: int, path: str, timeout: float = 20.0) ->
             time.sleep(0.002)
         return time.perf_counter() - began
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process)
 
 
 def time_to_exit(args: list[str]) -> float:

@@ -152,6 +152,16 @@ def percentile(values: list[float], pct: float) -> float:
 # --- server subprocesses -------------------------------------------------------------------------------
 
 
+def terminate(process: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL if it has not gone within 10 s."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class ServerProcess:
     """`python -m benchmarks.serve KIND ...` in its own process; it prints `PORT n` once listening and
     exits when its stdin closes."""
