@@ -15,9 +15,10 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from exporter import __version__, logs
-from exporter.config import Config, ConfigError, NCentralSettings, ReportSettings, load_config
+from exporter.errors import Stopped
 
 if TYPE_CHECKING:
+    from exporter.config import Config
     from exporter.webconfig import WebConfig
 
 log = logging.getLogger("exporter")
@@ -52,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def demo_config(url: str, token: str) -> Config:
+    from exporter.config import Config, NCentralSettings, ReportSettings
+
     return Config(
         ncentral=NCentralSettings(url=url, token=token, request_timeout=10.0, retry_backoff=0.5),
         reports=(ReportSettings(name="all", interval=DEMO_INTERVAL, poll_interval=0.5, poll_max_interval=2.0,
@@ -65,6 +68,9 @@ class _Signals:
     def __init__(self) -> None:
         self.events: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.stop = threading.Event()
+        # With --once the work runs in this (the main) thread, possibly blocked in an HTTP call: the
+        # signal handler raises there to end it at once.
+        self.interrupt = False
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
 
@@ -74,12 +80,16 @@ class _Signals:
         else:
             self.stop.set()
             self.events.put("stop")
+            if self.interrupt:
+                raise Stopped
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    signals = _Signals()  # first of all: a signal during start-up already means a clean stop
     args = build_parser().parse_args(argv)
-    signals = _Signals()
     logs.setup(args.log_level, args.log_format)
+    from exporter.config import ConfigError, load_config
+
     if not args.telemetry_path.startswith("/") or args.telemetry_path.startswith("/-/") or args.telemetry_path == "/":
         return _bad("--web.telemetry-path: must start with / and not be / or under /-/")
 
@@ -125,7 +135,13 @@ def _once(config: Config, signals: _Signals) -> int:
     from exporter.app import Exporter
 
     exporter = Exporter(config, stop=signals.stop)
-    ok = exporter.run_once()
+    signals.interrupt = True
+    try:
+        ok = exporter.run_once()
+    except Stopped:
+        ok = False
+    finally:
+        signals.interrupt = False
     interrupted = signals.stop.is_set()
     exporter.shutdown()
     exporter.runner.close()
@@ -145,6 +161,7 @@ def _serve(
     signals: _Signals,
 ) -> int:
     from exporter.app import Exporter
+    from exporter.config import load_config
     from exporter.web import WebServer
     from exporter.webconfig import WebConfig
 

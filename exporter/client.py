@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import requests
 import urllib3.exceptions
@@ -169,8 +169,11 @@ class NCentralClient:
             access_expiry, refresh_expiry = float(access["expirySeconds"]), float(refresh["expirySeconds"])
         except (KeyError, TypeError, ValueError):
             access_token = refresh_token = None
-        if not (isinstance(access_token, str) and access_token and isinstance(refresh_token, str) and refresh_token):
-            raise InvalidResponse(f"{call} answer carries no access/refresh token pair")
+            access_expiry = refresh_expiry = 0.0
+        if not (_header_safe(access_token) and _header_safe(refresh_token)):
+            raise InvalidResponse(f"{call} answer carries no usable access/refresh token pair")
+        if not (0 < access_expiry < 10**9 and 0 < refresh_expiry < 10**9):
+            raise InvalidResponse(f"{call} answer carries implausible token lifetimes")
         register_secret(access_token)
         register_secret(refresh_token)
         now = self._monotonic()
@@ -317,6 +320,12 @@ class _Retryable(Exception):
         self.retry_after = retry_after
 
 
+def _header_safe(token: object) -> TypeGuard[str]:
+    """A token we can put in a header as it is: printable, no whitespace (else it would be mangled, and
+    quoted in error messages in a form the scrubber could not recognise)."""
+    return isinstance(token, str) and bool(token) and token.isprintable() and not any(c.isspace() for c in token)
+
+
 def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
@@ -346,7 +355,7 @@ def _root_cause(exc: BaseException) -> str:
         return "connection refused or unreachable"
     if isinstance(cause, urllib3.exceptions.ProtocolError | ConnectionResetError):
         return "connection reset or closed without an answer"
-    text = str(cause)
+    text = scrub(str(cause))  # before cutting: no part of a token may survive the cut
     return text if len(text) <= 200 else text[:197] + "..."
 
 

@@ -114,20 +114,27 @@ def resolve_start_date(spec: str, today: dt.date) -> str:
     return spec
 
 
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def parse_duration(value: object, key: str) -> float:
     if isinstance(value, bool):
-        raise ConfigError(f"{key}: invalid duration {value!r} (use 500ms, 30s, 5m, 1h, 1d or seconds)")
-    if isinstance(value, int | float):
+        raise ConfigError(f"{key}: invalid duration {_show(value)} (use 500ms, 30s, 5m, 1h, 1d or seconds)")
+    if isinstance(value, int) and abs(value) > _MAX_DURATION:
+        seconds = math.inf  # too large for a float, and far too long anyway
+    elif isinstance(value, int | float):
         seconds = float(value)
     else:
         match = _DURATION.match(str(value).strip())
         if not match:
-            raise ConfigError(f"{key}: invalid duration {value!r} (use 500ms, 30s, 5m, 1h, 1d or seconds)")
+            raise ConfigError(f"{key}: invalid duration {_show(value)} (use 500ms, 30s, 5m, 1h, 1d or seconds)")
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
     if not math.isfinite(seconds) or seconds < 0:
-        raise ConfigError(f"{key}: duration must be a finite number of seconds >= 0, got {value!r}")
+        raise ConfigError(f"{key}: duration must be a finite number of seconds >= 0, got {_show(value)}")
     if seconds > _MAX_DURATION:
-        raise ConfigError(f"{key}: duration {value!r} is longer than the 366d the exporter accepts")
+        raise ConfigError(f"{key}: duration {_show(value)} is longer than the 366d the exporter accepts")
     return seconds
 
 
@@ -241,8 +248,8 @@ def _ncentral(value: object, env: Mapping[str, str]) -> NCentralSettings:
     if not re.match(r"^https?://[^/\s]+", url):
         raise ConfigError(f"ncentral.url: must start with http:// or https:// and name a host, got {url!r}")
     retries = raw.get("retries", 4)
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ConfigError(f"ncentral.retries: must be a whole number >= 0, got {retries!r}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 20:
+        raise ConfigError(f"ncentral.retries: must be a whole number from 0 to 20, got {retries!r}")
     ca_bundle = raw.get("ca_bundle")
     if ca_bundle is not None:
         ca_bundle = _string(ca_bundle, "ncentral.ca_bundle")
@@ -256,7 +263,7 @@ def _ncentral(value: object, env: Mapping[str, str]) -> NCentralSettings:
         request_timeout=_positive_duration(raw.get("request_timeout", "30s"), "ncentral.request_timeout"),
         max_response_size=_size(raw.get("max_response_size", "50MiB"), "ncentral.max_response_size"),
         retries=retries,
-        retry_backoff=parse_duration(raw.get("retry_backoff", "2s"), "ncentral.retry_backoff"),
+        retry_backoff=_positive_duration(raw.get("retry_backoff", "2s"), "ncentral.retry_backoff"),
     )
 
 

@@ -49,12 +49,19 @@ class ReportData:
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> ReportData:
-        """Read what `to_json` wrote (the state file); raises ValueError/TypeError/KeyError if it is not that."""
-        approvals = tuple(ApprovalCount(str(d), str(a), _count(c, "state")) for d, a, c in raw["approvals"])
-        installs = tuple(
-            InstallCount(str(a), str(i), str(p), _count(c, "state")) for a, i, p, c in raw["installs"]
+        """Read what `to_json` wrote (the state file), as strictly as a report from N-central: raises
+        InvalidResponse, ValueError, TypeError or KeyError if it is not that."""
+        approvals = _summed(
+            ((_name(d, "state"), _name(a, "state")), _count(c, "state")) for d, a, c in raw["approvals"]
         )
-        return cls(approvals=approvals, installs=installs)
+        installs = _summed(
+            ((_name(a, "state"), _name(i, "state"), _name(p, "state")), _count(c, "state"))
+            for a, i, p, c in raw["installs"]
+        )
+        return cls(
+            approvals=tuple(ApprovalCount(d, a, c) for (d, a), c in approvals.items()),
+            installs=tuple(InstallCount(a, i, p, c) for (a, i, p), c in installs.items()),
+        )
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,7 @@ ENDPOINTS = ("authenticate", "refresh", "validate", "health", "submit", "poll")
 # What each fault answers; see `_answer_fault`.
 FAULTS = (
     "400", "401", "403", "404", "429", "500", "502", "503", "html", "garbage", "truncated", "error_body",
-    "wrong_types", "negative", "not_integer", "no_report_id", "huge", "reset", "slow",
+    "wrong_types", "negative", "not_integer", "no_report_id", "huge", "reset", "slow", "bad_tokens",
 )
 OUTCOMES = ("COMPLETED", "FAILED", "ABORTED", "IN_PROGRESS")
 
@@ -529,6 +529,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, _error(500, _ERROR_KINDS[500], "Unexpected error"))
         elif kind in ("wrong_types", "negative", "not_integer", "no_report_id"):
             self._json(200, self._malformed(kind))
+        elif kind == "bad_tokens":
+            pair = {"token": "line-one\nline-two-of-a-token", "type": "Bearer", "expirySeconds": 3600}
+            self._json(200, {"tokens": {"access": pair, "refresh": {**pair, "type": "Body"}}})
         elif kind == "huge":
             self._send(200, b'{"padding": "' + b"x" * (4 * 2**20) + b'"}', "application/json")
         elif kind == "reset":

@@ -6,11 +6,13 @@ results and in-flight report ids survive restarts (written atomically on every c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -140,9 +142,12 @@ class Store:
     def _load(self) -> dict[str, ReportState]:
         if self._path is None:
             return {}
-        # Left by a process killed between writing and renaming; the state file itself is intact.
+        # Left by a process killed between writing and renaming (the state file itself is intact). Only old
+        # ones: a young one may belong to another exporter still writing (a rolling update on one volume).
         for stale in self._path.parent.glob(f".{self._path.name}.*"):
-            stale.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                if time.time() - stale.stat().st_mtime > 600:
+                    stale.unlink()
         if not self._path.exists():
             return {}
         try:
@@ -174,10 +179,11 @@ def _to_json(state: ReportState) -> dict[str, Any]:
 
 
 def _optional_float(value: object) -> float | None:
+    """A timestamp or duration in seconds: finite, not negative, before the year 5000."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"expected a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e11:
+        raise TypeError(f"expected seconds, got {value!r}")
     return float(value)
 
 

@@ -150,6 +150,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, method: str) -> None:
         web = self.server_web
         path = self.path.split("?", 1)[0]
+        if self.headers.get("Transfer-Encoding") or self.headers.get("Content-Length", "0") != "0":
+            # No endpoint needs a request body; one left unread would be parsed as the next request on
+            # this connection, so the connection ends with this answer.
+            self.close_connection = True
         if path == "/-/healthy":
             self._send(200, b"Healthy\n", "text/plain; charset=utf-8", method)
             return
@@ -194,10 +198,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, parts, CONTENT_TYPE, method, headers)
 
     def _drain_body(self) -> bool:
-        """Read the (ignored) request body; False, and the connection closed, if that cannot be done."""
+        """Read the (ignored) request body of a reload; False if it is malformed or too large."""
         length = self.headers.get("Content-Length") or "0"
-        if not length.isdigit() or int(length) > 65536:
-            self.close_connection = True
+        if not (length.isascii() and length.isdecimal()) or int(length) > 65536:
             return False
         self.rfile.read(int(length))
         return True

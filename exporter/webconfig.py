@@ -31,6 +31,11 @@ _TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
     "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3,
 }
+# The response headers exporter-toolkit lets a web config set.
+_ALLOWED_HEADERS = (
+    "Content-Security-Policy", "Strict-Transport-Security", "X-Content-Type-Options", "X-Frame-Options",
+    "X-XSS-Protection",
+)
 # Accepted so a file promtool accepts works, but Python's ssl module offers no equivalent of Go's settings.
 _IGNORED_TLS_KEYS = {"cipher_suites", "curve_preferences", "prefer_server_cipher_suites"}
 _TLS_KEYS = {
@@ -52,16 +57,21 @@ class BasicAuth:
 
     def __init__(self, users: dict[str, bytes]) -> None:
         self._users = users
-        # Checked for unknown users, at the highest cost configured, so a wrong name takes as long as a
-        # wrong password and timing does not tell which user names exist.
-        rounds = max((int(hashed.split(b"$")[2]) for hashed in users.values()), default=4)
-        self._dummy = bcrypt.hashpw(b"no such user", bcrypt.gensalt(rounds=rounds)) if users else b""
+        self._dummy: bytes | None = None
         self._verified: set[bytes] = set()
         self._lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
         return bool(self._users)
+
+    def _dummy_hash(self) -> bytes:
+        """Checked for unknown users, at the highest cost configured, so a wrong name takes as long as a
+        wrong password and timing does not tell which user names exist. Made on first need, not at start."""
+        if self._dummy is None:
+            rounds = max(int(hashed.split(b"$")[2]) for hashed in self._users.values())
+            self._dummy = bcrypt.hashpw(b"no such user", bcrypt.gensalt(rounds=rounds))
+        return self._dummy
 
     def check(self, header: str | None) -> bool:
         if not self._users:
@@ -73,7 +83,7 @@ class BasicAuth:
         except (ValueError, UnicodeDecodeError):
             return False
         known = next((name for name in self._users if hmac.compare_digest(name.encode(), user.encode())), None)
-        hashed = self._users[known] if known is not None else self._dummy
+        hashed = self._users[known] if known is not None else self._dummy_hash()
         # Keyed by the hash too, so changing a user's hash in a reload invalidates the cache entry.
         key = hashlib.sha256(b"\0".join([user.encode(), password.encode(), hashed])).digest()
         with self._lock:
@@ -122,17 +132,20 @@ def _tls(raw: dict[str, Any], base: Path) -> ssl.SSLContext | None:
         context.load_cert_chain(
             _file(base, raw["cert_file"], "tls_server_config.cert_file"),
             _file(base, raw["key_file"], "tls_server_config.key_file"),
+            password=lambda: b"",  # an encrypted key fails here instead of prompting on a terminal
         )
-    except ssl.SSLError as exc:
-        reason = exc.reason or exc.strerror or "not a PEM certificate and matching key"
-        raise ConfigError(f"tls_server_config: cannot load certificate and key: {reason}") from None
+    except (ssl.SSLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc.strerror or "not a PEM certificate and matching key"
+        raise ConfigError(
+            f"tls_server_config: cannot load certificate and key: {reason} (an unencrypted PEM key is needed)"
+        ) from None
     for key, attribute in (("min_version", "minimum_version"), ("max_version", "maximum_version")):
         if key in raw:
-            if raw[key] not in _TLS_VERSIONS:
+            if not isinstance(raw[key], str) or raw[key] not in _TLS_VERSIONS:
                 raise ConfigError(f"tls_server_config.{key}: unknown TLS version {raw[key]!r}")
             setattr(context, attribute, _TLS_VERSIONS[raw[key]])
     auth_type = raw.get("client_auth_type", "NoClientCert")
-    if auth_type not in _CLIENT_AUTH:
+    if not isinstance(auth_type, str) or auth_type not in _CLIENT_AUTH:
         raise ConfigError(f"tls_server_config.client_auth_type: unknown value {auth_type!r}")
     if "client_ca_file" in raw:
         ca_file = _file(base, raw["client_ca_file"], "tls_server_config.client_ca_file")
@@ -177,14 +190,21 @@ def load_web_config(path: str) -> WebConfig:
         header_values = http.get("headers") or {}
         if not isinstance(header_values, dict):
             raise ConfigError("http_server_config.headers: must be a mapping of header names to values")
-        headers = {str(k): str(v) for k, v in header_values.items()}
+        headers: dict[str, str] = {}
+        for name, value in header_values.items():
+            if name not in _ALLOWED_HEADERS:
+                raise ConfigError(f"http_server_config.headers.{name}: not one of {', '.join(_ALLOWED_HEADERS)}")
+            if not isinstance(value, str) or not value.isprintable():
+                raise ConfigError(f"http_server_config.headers.{name}: must be one line of text")
+            headers[name] = value
         users_raw = top.get("basic_auth_users") or {}
         if not isinstance(users_raw, dict):
             raise ConfigError("basic_auth_users: must be a mapping of user names to bcrypt hashes")
         users: dict[str, bytes] = {}
         for user, hashed in users_raw.items():
-            if not isinstance(hashed, str) or not re.match(r"^\$2[aby]\$\d\d\$.{53}$", hashed):
-                raise ConfigError(f"basic_auth_users.{user}: must be a bcrypt hash")
+            match = re.match(r"^\$2[aby]\$(\d\d)\$.{53}$", hashed) if isinstance(hashed, str) else None
+            if match is None or not 4 <= int(match.group(1)) <= 31:
+                raise ConfigError(f"basic_auth_users.{user}: must be a bcrypt hash (cost 04 to 31)")
             users[str(user)] = hashed.encode()
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None

@@ -198,3 +198,10 @@ def test_retries_stop_at_the_deadline(sim: Simulator) -> None:
         client.submit({"startDate": "2025-08-01"}, clock.now + 15.0)
     assert clock.sleeps == [1.0, 2.5, 5.0]  # the next, 10 s, would end past the deadline
     assert sim.count("submit") == 4
+
+
+def test_tokens_that_cannot_go_in_a_header_are_refused(sim: Simulator) -> None:
+    client = client_for(sim)
+    sim.add_fault("bad_tokens", endpoint="authenticate")
+    with pytest.raises(InvalidResponse, match="no usable access/refresh token pair"):
+        client.submit({"startDate": "2025-08-01"}, deadline())

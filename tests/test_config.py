@@ -138,6 +138,9 @@ BAD_CONFIGS: list[tuple[str, str, str]] = [
      "ncentral.api_token: the token contains whitespace"),
     ("not-a-mapping", "- just\n- a list\n", "the configuration: must be a mapping"),
     ("reports-not-list", MINIMAL + "reports: all\n", "reports: must be a non-empty list"),
+    ("giant-number", MINIMAL + "reports:\n  - name: a\n    interval: " + "9" * 400 + "\n", "reports[0].interval"),
+    ("too-many-retries", MINIMAL + "  retries: 100\n", "ncentral.retries: must be a whole number from 0 to 20"),
+    ("zero-backoff", MINIMAL + "  retry_backoff: 0s\n", "ncentral.retry_backoff: duration must be greater"),
 ]
 
 

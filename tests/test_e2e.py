@@ -226,13 +226,21 @@ def test_no_token_in_debug_logs_metrics_or_pages_through_every_fault(
         assert all(secret not in page for page in pages)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_once_interrupted_by_a_signal_exits_1_quietly(sim: Simulator, tmp_path: Path, signum: signal.Signals) -> None:
+@pytest.mark.parametrize(
+    ("signum", "where"), [(signal.SIGTERM, "polling"), (signal.SIGINT, "polling"), (signal.SIGTERM, "in a slow call")]
+)
+def test_once_interrupted_by_a_signal_exits_1_quietly(
+    sim: Simulator, tmp_path: Path, signum: signal.Signals, where: str
+) -> None:
     sim.set_generation_time(3600)
-    config = write_yaml(tmp_path / "config.yaml", test_config(sim, timeout="5m"))
+    document = test_config(sim, timeout="5m")
+    if where == "in a slow call":
+        document["ncentral"]["request_timeout"] = "60s"
+        sim.add_fault("slow", endpoint="submit", delay=60)
+    config = write_yaml(tmp_path / "config.yaml", document)
     process = subprocess.Popen([sys.executable, "-m", "exporter", "--config.file", str(config), "--once"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
-    wait_for(lambda: sim.count("poll") >= 1)
+    wait_for(lambda: sim.count("poll" if where == "polling" else "submit") >= 1)
     process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=5)
     assert process.returncode == 1

@@ -332,6 +332,9 @@ CORRUPT_STATES = [
     "[]",
     '{"version": 1, "reports": {"all": {"fingerprint": "x", "data": null, "last_reason": 5}}}',
     '{"version": 1, "reports": {"all": {"fingerprint": "x", "in_flight": {"report_id": "7", "submitted_at": 1}}}}',
+    '{"version": 1, "reports": {"all": {"fingerprint": "x", "last_success_time": NaN}}}',
+    '{"version": 1, "reports": {"all": {"fingerprint": "x", "data": {"approvals": [["\\ud800", "declined", 1]],'
+    ' "installs": []}}}}',
 ]
 
 

@@ -352,9 +352,16 @@ def test_malformed_requests_get_answers_not_tracebacks(tmp_path: Path) -> None:
         refused = requests.get(f"{exporter.url}/metrics", auth=auth, timeout=5, headers={"Accept-Encoding": "gzip;q=0"},
                                stream=True)
         assert "Content-Encoding" not in refused.headers
-        bad_length = raw_request(exporter.port, b"POST /-/reload HTTP/1.1\r\nHost: x\r\nAuthorization: Basic "
-                                 + base64.b64encode(b"prometheus:right") + b"\r\nContent-Length: abc\r\n\r\n")
-        assert bad_length.startswith(b"HTTP/1.1 413")
+        reload = b"POST /-/reload HTTP/1.1\r\nHost: x\r\nAuthorization: Basic " + base64.b64encode(b"prometheus:right")
+        for length in (b"abc", "\u00b2".encode()):  # not a number; a digit, but not an ASCII one
+            answer = raw_request(exporter.port, reload + b"\r\nContent-Length: " + length + b"\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 413")
+        # A body no endpoint reads must not be taken for the next request on the connection.
+        smuggled = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+        for prefix in (b"POST /metrics HTTP/1.1\r\n", b"GET / HTTP/1.1\r\n"):  # 405, and 401 (no credentials)
+            answer = raw_request(exporter.port, prefix + b"Host: x\r\nContent-Length: "
+                                 + str(len(smuggled)).encode() + b"\r\n\r\n" + smuggled)
+            assert answer.count(b"HTTP/1.1 ") == 1, answer
         with socket.create_connection(("127.0.0.1", exporter.port), timeout=5) as connection:
             connection.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # and hang up mid-request
         assert exporter.get("/-/healthy").status_code == 200
@@ -372,6 +379,9 @@ BAD_WEB_CONFIGS = [
     ("tls_server_config: {client_allowed_sans: x}\n", "client_allowed_sans: must be a list"),
     ("colour: red\n", "web config.colour: unknown key"),
     ("basic_auth_users:\n  prometheus: plain-text-password\n", "basic_auth_users.prometheus: must be a bcrypt hash"),
+    ("basic_auth_users:\n  prometheus: '$2y$03$" + "a" * 53 + "'\n", "(cost 04 to 31)"),
+    ("http_server_config: {headers: {X-Frame-Options: \"deny\\r\\nSet-Cookie: x\"}}\n", "must be one line"),
+    ("http_server_config: {headers: {Set-Cookie: x}}\n", "headers.Set-Cookie: not one of"),
 ]
 
 
@@ -390,7 +400,15 @@ def test_bad_web_config_exits_2_with_one_line(tmp_path: Path, text: str, expecte
 def test_bad_certificate_files_exit_2_with_one_line(tmp_path: Path) -> None:
     cert, key = make_certificate(tmp_path)
     (tmp_path / "not-a-ca.pem").write_text("hello\n")
+    private = serialization.load_pem_private_key(key.read_bytes(), None)
+    (tmp_path / "encrypted.key").write_bytes(private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"passphrase"),
+    ))
     cases = {
+        "version-not-text": ({"cert_file": cert.name, "key_file": key.name, "min_version": [1]},
+                             "min_version: unknown TLS version"),
+        "encrypted-key": ({"cert_file": cert.name, "key_file": "encrypted.key"}, "an unencrypted PEM key is needed"),
         "bad-key": ({"cert_file": cert.name, "key_file": cert.name}, "cannot load certificate and key"),
         "bad-ca": ({"cert_file": cert.name, "key_file": key.name, "client_ca_file": "not-a-ca.pem",
                     "client_auth_type": "RequireAndVerifyClientCert"}, "holds no PEM certificate"),
