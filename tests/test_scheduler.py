@@ -1,0 +1,53 @@
+"""The APScheduler wiring, against the simulator: first run at start-up, one report at a time."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+from helpers import wait_for
+
+from exporter.app import Exporter
+from exporter.config import Config, NCentralSettings, ReportSettings
+from exporter.simulator import FIRST_REPORT_ID, Simulator
+
+
+def test_reports_run_at_start_then_on_their_interval_one_at_a_time(sim: Simulator) -> None:
+    sim.set_generation_time(0.1)
+    report = ReportSettings(name="a", interval=0.2, poll_interval=0.02, poll_max_interval=0.02, timeout=10)
+    config = Config(
+        ncentral=NCentralSettings(url=sim.url, token=sim.jwt, retry_backoff=0.01),
+        reports=(report, replace(report, name="b", patch_approvals=("No Approval",))),
+    )
+    app = Exporter(config)
+    app.start()
+    try:
+        wait_for(lambda: all(state.runs_total >= 3 for state in app.store.snapshot.values()))
+    finally:
+        app.shutdown()
+    # Each report is in flight from its submit to its last poll; no two of those windows overlap, so
+    # N-central never has two of this exporter's reports being generated at once.
+    requests = sim.requests
+    submits = [index for index, request in enumerate(requests) if request.endpoint == "submit"]
+    windows = []
+    for number, start in enumerate(submits):
+        path = f"/api/report/{FIRST_REPORT_ID + number}"
+        polls = [index for index, request in enumerate(requests) if request.path == path]
+        windows.append((start, polls[-1] if polls else len(requests)))
+    assert len(windows) >= 6
+    for (_, end), (start, _) in itertools.pairwise(windows):
+        assert end < start, "a report was submitted while another was still in flight"
+    names = {"patchApprovals" in requests[index].json() for index in submits}
+    assert names == {True, False}  # both reports ran
+
+
+def test_the_first_run_starts_at_once(sim: Simulator) -> None:
+    report = ReportSettings(name="a", interval=3600, poll_interval=0.01)
+    app = Exporter(Config(ncentral=NCentralSettings(url=sim.url, token=sim.jwt), reports=(report,)))
+    app.start()
+    try:
+        wait_for(lambda: app.store.snapshot["a"].runs_total == 1)
+        next_run = app.next_runs()["a"]
+        assert next_run is not None
+    finally:
+        app.shutdown()
