@@ -1,8 +1,9 @@
 """The /metrics body: report metrics rendered once per change, the small live part per scrape.
 
-Report data changes once per run, so its text (and gzip form) is rendered when the store's snapshot
-changes and served as bytes. Gzip members concatenate into one valid gzip stream, so the live part is
-compressed on its own and put in front of the cached member.
+Report data changes once per run, so its text (and gzip form) is rendered once, by the job thread after
+the run (or by a scrape, when data has aged past `max_data_age`), and served as bytes. Gzip members
+concatenate into one valid gzip stream, so the live part is compressed on its own and put in front of
+the cached member.
 """
 
 from __future__ import annotations

@@ -61,7 +61,6 @@ class Store:
     def __init__(self, reports: Iterable[ReportSettings], path: str | None = None) -> None:
         self._path = Path(path) if path else None
         self._write_lock = threading.Lock()
-        self.version = 0
         loaded = self._load()
         states: dict[str, ReportState] = {}
         for report in reports:
@@ -107,7 +106,6 @@ class Store:
 
     def _swap(self, states: dict[str, ReportState]) -> None:
         self.snapshot = MappingProxyType(states)
-        self.version += 1
         self._persist(self.snapshot)
 
     # --- persistence ---

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -84,6 +84,13 @@ def write_yaml(path: Path, document: Mapping[str, Any]) -> Path:
     return path
 
 
+def child_env(env: Mapping[str, str] | None) -> dict[str, str]:
+    """This environment for a child exporter, without a token of the caller's unless `env` gives one."""
+    full_env = {key: value for key, value in os.environ.items() if key != "NCENTRAL_API_TOKEN"}
+    full_env.update(env or {})
+    return full_env
+
+
 class ExporterProcess:
     """The real command as a subprocess on a free loopback port; stderr goes to a file for inspection."""
 
@@ -92,11 +99,9 @@ class ExporterProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp_path / f"exporter-{self.port}.log"
         self._log = self.log_path.open("wb")
-        full_env = {**os.environ, **(env or {})}
-        full_env.pop("NCENTRAL_API_TOKEN", None) if env is None or "NCENTRAL_API_TOKEN" not in env else None
         self.process = subprocess.Popen(
             [sys.executable, "-m", "exporter", f"--web.listen-address=127.0.0.1:{self.port}", *args],
-            stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=REPO,
+            stdout=self._log, stderr=subprocess.STDOUT, env=child_env(env), cwd=REPO,
         )
 
     def wait_healthy(self, timeout: float = 15.0) -> None:
@@ -140,16 +145,10 @@ class ExporterProcess:
 def run_command(
     *args: str, env: Mapping[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    full_env = {key: value for key, value in os.environ.items() if key != "NCENTRAL_API_TOKEN"}
-    full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "exporter", *args], capture_output=True, text=True, timeout=timeout, env=full_env,
+        [sys.executable, "-m", "exporter", *args], capture_output=True, text=True, timeout=timeout, env=child_env(env),
         cwd=REPO, check=False,
     )
-
-
-def iter_lines(text: str) -> Iterator[str]:
-    return (line for line in text.splitlines() if line.strip())
 
 
 # --- Prometheus and Alertmanager as child processes (test_dashboards.py, test_alerts.py) ----------------
