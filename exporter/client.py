@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
+from urllib.parse import urlsplit
 
 import requests
 import urllib3.exceptions
@@ -41,6 +42,31 @@ REFRESH_AT = 0.8
 # N-able's recommended backoff is 2 s, 5 s, 10 s, …: multiples of the configured first delay.
 _BACKOFF_STEPS = (1.0, 2.5, 5.0, 10.0)
 _EXCERPT = 160
+# The first N-central release with the patch reports API.
+MIN_SERVER_VERSION = (2025, 4)
+_RELEASE_KEY = "Installation: Deployment Product Version"
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What the server says about itself after authentication; None where it did not say."""
+
+    version: str | None  # the N-central release, e.g. 2025.4.0.12
+    api_version: str | None  # the API service's own version (GET /api/server-info), e.g. 3.1.0
+
+    @property
+    def supported(self) -> bool | None:
+        """Whether the release has the patch reports API; None when the version is unknown or unreadable."""
+        release = parse_version(self.version)
+        return None if release is None else release[:2] >= MIN_SERVER_VERSION
+
+
+def parse_version(text: str | None) -> tuple[int, ...] | None:
+    """`2025.4.0.12` → (2025, 4, 0, 12); None for anything that is not dotted numbers."""
+    parts = (text or "").strip().split(".")
+    if len(parts) < 2 or not all(part.isdigit() for part in parts):
+        return None
+    return tuple(int(part) for part in parts)
 
 
 @dataclass
@@ -88,6 +114,9 @@ class NCentralClient:
         self._monotonic = monotonic
         self._access: _Token | None = None
         self._refresh: _Token | None = None
+        # Swapped whole after each authentication; read by the metrics and --check-connection.
+        self.server: ServerInfo | None = None
+        self.target = host_port(settings.url)
         register_secret(settings.token, permanent=True)
         if not settings.verify_tls:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
@@ -109,13 +138,33 @@ class NCentralClient:
             raise
         return parse_poll(answer, report_id)
 
+    # --- the calls --check-connection makes, one step each ---
+
+    def health(self, deadline: float) -> dict[str, Any]:
+        """GET /api/health (no authentication): whether an N-central API answers at the URL."""
+        return self._call("GET", "/api/health", deadline, idempotent=True)
+
+    def authenticate(self, deadline: float) -> ServerInfo | None:
+        """Authenticate with the JWT afresh and read the server's version; raises AuthFailed on 401."""
+        self._authenticate(deadline)
+        return self.server
+
+    def validate(self, deadline: float) -> str:
+        """GET /api/auth/validate with the current access token; its message ("The token is valid.")."""
+        answer = self._api("GET", "/api/auth/validate", deadline, idempotent=True, check_version=False)
+        message = answer.get("message")
+        return message if isinstance(message, str) else ""
+
     # --- authentication ---
 
     def _api(
-        self, method: str, path: str, deadline: float, *, json_body: Any = None, idempotent: bool
+        self, method: str, path: str, deadline: float, *, json_body: Any = None, idempotent: bool,
+        check_version: bool = True,
     ) -> dict[str, Any]:
         """A report call with a valid access token; one re-authentication and retry on 401."""
         token = self._access_token(deadline)
+        if check_version:
+            self._require_supported()
         try:
             return self._call(method, path, deadline, bearer=token, json_body=json_body, idempotent=idempotent)
         except _Unauthorized:
@@ -149,10 +198,50 @@ class NCentralClient:
         except _Unauthorized as exc:
             raise AuthFailed(
                 f"N-central rejected the API user's JWT (HTTP {exc.status}): it is invalid or expired; "
-                "generate a new one under Administration > User Management > Users > API Access",
+                "generate a new one under Administration > User Management > Users > API Access "
+                "(the API user must have multi-factor authentication turned off)",
                 status=exc.status,
             ) from None
-        return self._take_tokens(answer, "authenticate")
+        except NotSupported as exc:
+            # Every N-central with a REST API has this call: a 404 means the URL points elsewhere.
+            raise HTTPError(
+                f"POST /api/auth/authenticate on {self.target}: HTTP 404: no N-central API at "
+                f"{self.settings.url}/api; set ncentral.url to the server's base URL, e.g. https://ncentral.example.com",
+                status=exc.status,
+            ) from None
+        token = self._take_tokens(answer, "authenticate")
+        self._learn_server(deadline, token)
+        return token
+
+    def _learn_server(self, deadline: float, token: str) -> None:
+        """Read the N-central release (server-info/extra) and the API service's version (server-info).
+
+        Reading: a server that will not say (403, 404, an odd answer) is not refused for that; only a
+        release known to be older than 2025.4 is (see `_require_supported`)."""
+        found: dict[str, str | None] = {}
+        for path, pick in (("/api/server-info/extra", _release_of), ("/api/server-info", _api_version_of)):
+            try:
+                found[path] = pick(self._call("GET", path, deadline, bearer=token, idempotent=True))
+            except ConnectionFailed:
+                raise
+            except (_Unauthorized, UpstreamError) as exc:
+                log.warning("cannot read the N-central version", extra={"call": f"GET {path}",
+                                                                       "error": _describe(exc)})
+                found[path] = None
+        server = ServerInfo(found["/api/server-info/extra"], found["/api/server-info"])
+        if server != self.server:
+            log.info("N-central server", extra={"version": server.version or "unknown",
+                                                "api_version": server.api_version or "unknown",
+                                                "target": self.target})
+        self.server = server
+
+    def _require_supported(self) -> None:
+        server = self.server
+        if server is not None and server.supported is False:
+            raise NotSupported(
+                f"N-central {server.version} at {self.target} has no patch reports API: it needs N-central "
+                f"{MIN_SERVER_VERSION[0]}.{MIN_SERVER_VERSION[1]} or later"
+            )
 
     def _refresh_tokens(self, deadline: float) -> str:
         assert self._refresh is not None
@@ -204,7 +293,7 @@ class NCentralClient:
                 delay = retry.retry_after if retry.retry_after is not None else self._backoff(attempt)
                 if self._monotonic() + delay >= deadline:
                     raise retry.error from None
-                log.debug("%s %s: %s; retrying in %.1fs", method, path, retry.error.message, delay)
+                log.debug("retrying in %.1fs after: %s", delay, retry.error.message)
                 self._sleep(delay)
                 attempt += 1
 
@@ -235,16 +324,20 @@ class NCentralClient:
             ) as response:
                 body = self._read(response, where)
         except requests.exceptions.ConnectTimeout:
-            raise _Retryable(ConnectionFailed(f"{where}: connect timeout after {timeout:.1f}s"), True) from None
+            raise _Retryable(
+                ConnectionFailed(f"{where}: connect timeout to {self.target} after {timeout:.1f}s"), True
+            ) from None
         except requests.exceptions.Timeout:
-            raise _Retryable(ConnectionFailed(f"{where}: no answer within {timeout:.1f}s"), False) from None
+            raise _Retryable(
+                ConnectionFailed(f"{where}: no answer from {self.target} within {timeout:.1f}s"), False
+            ) from None
         except requests.exceptions.SSLError as exc:
-            raise ConnectionFailed(f"{where}: TLS error: {_root_cause(exc)}") from None
+            raise ConnectionFailed(f"{where}: TLS error with {self.target}: {_root_cause(exc)}") from None
         except requests.exceptions.ConnectionError as exc:
             not_sent = _connect_failed(exc)
-            raise _Retryable(ConnectionFailed(f"{where}: {_root_cause(exc)}"), not_sent) from None
+            raise _Retryable(ConnectionFailed(f"{where}: {self.target}: {_root_cause(exc)}"), not_sent) from None
         except requests.exceptions.RequestException as exc:
-            raise _Retryable(ConnectionFailed(f"{where}: {_root_cause(exc)}"), False) from None
+            raise _Retryable(ConnectionFailed(f"{where}: {self.target}: {_root_cause(exc)}"), False) from None
         return self._interpret(response, body, where)
 
     def _read(self, response: requests.Response, where: str) -> bytes:
@@ -305,6 +398,9 @@ class NCentralClient:
         return parsed
 
     def _excerpt(self, body: bytes) -> str:
+        fields = _field_errors(body)
+        if fields:
+            return fields
         # Scrubbed before it is cut short, so no part of a token can survive the cut.
         text = " ".join(scrub(body[:65536].decode("utf-8", "replace")).split())
         return repr(text if len(text) <= _EXCERPT else text[:_EXCERPT] + "…") if text else "empty body"
@@ -318,6 +414,59 @@ class _Retryable(Exception):
         self.error = error
         self.surely_not_processed = surely_not_processed
         self.retry_after = retry_after
+
+
+def host_port(url: str) -> str:
+    """`host:port` of a base URL, the port spelt out (`[::1]:443` for IPv6), for messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        port = 0
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _field_errors(body: bytes) -> str | None:
+    """An `ErrorResponse` with `errors[]` as one line: its message, then each field's own message (what the
+    user must fix, e.g. `startDate: startDate must be in the format YYYY-MM-DD`)."""
+    try:
+        document = json.loads(body[:65536])
+    except (ValueError, RecursionError):
+        return None
+    errors = document.get("errors") if isinstance(document, dict) else None
+    if not isinstance(errors, list) or not errors:
+        return None
+    parts = [
+        f"{item.get('field')}: {item.get('message')}" if item.get("field") else str(item.get("message"))
+        for item in errors[:10]
+        if isinstance(item, dict)
+    ]
+    if not parts:
+        return None
+    message = document.get("message")
+    text = " ".join(scrub(f"{message if isinstance(message, str) else 'error'} {'; '.join(parts)}").split())
+    return repr(text if len(text) <= 4 * _EXCERPT else text[: 4 * _EXCERPT] + "…")
+
+
+def _release_of(answer: Mapping[str, Any]) -> str | None:
+    """The N-central release from `GET /api/server-info/extra` (`data._extra` "Deployment Product Version")."""
+    data = answer.get("data")
+    extra = data.get("_extra") if isinstance(data, dict) else None
+    version = extra.get(_RELEASE_KEY) if isinstance(extra, dict) else None
+    return _short_text(version)
+
+
+def _api_version_of(answer: Mapping[str, Any]) -> str | None:
+    return _short_text(answer.get("version"))
+
+
+def _short_text(value: object) -> str | None:
+    """Upstream text fit for a label value: one short printable word, else None."""
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    return value if 0 < len(value) <= 64 and value.isprintable() else None
 
 
 def _header_safe(token: object) -> TypeGuard[str]:

@@ -11,13 +11,17 @@ import hashlib
 import json
 import math
 import os
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
+
+log = logging.getLogger(__name__)
 
 TOKEN_ENV = "NCENTRAL_API_TOKEN"  # noqa: S105 - the name of the variable, not a secret
 
@@ -32,8 +36,16 @@ PATCH_CATEGORIES = (
 )
 
 _REPORT_NAME = re.compile(r"^[a-z0-9_-]+$")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 31536000.0}
+# Prometheus's duration syntax: units from the largest down, each at most once (`1h30m`, `1w2d`, `1s500ms`).
+_PROM_DURATION = re.compile(
+    r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$"
+)
+_PROM_UNITS = (31536000.0, 604800.0, 86400.0, 3600.0, 60.0, 1.0, 0.001)
+_DURATION_HINT = "use Prometheus durations like 500ms, 30s, 1h30m, 1d, 1w, or seconds"
+# N-central generates each report in the background; asking more often only adds load to the server.
+SENSIBLE_MIN_INTERVAL = 900.0
 _SIZE = re.compile(r"^(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?$")
 _SIZE_UNITS = {None: 1, "B": 1, "KB": 10**3, "KiB": 2**10, "MB": 10**6, "MiB": 2**20, "GB": 10**9, "GiB": 2**30}
 _ROLLING = re.compile(r"^(\d{1,5})d$")
@@ -120,17 +132,23 @@ def _show(value: object) -> str:
 
 
 def parse_duration(value: object, key: str) -> float:
+    """Seconds from a number, a decimal with one unit (`1.5h`) or a Prometheus duration (`1h30m`, `1w`)."""
     if isinstance(value, bool):
-        raise ConfigError(f"{key}: invalid duration {_show(value)} (use 500ms, 30s, 5m, 1h, 1d or seconds)")
+        raise ConfigError(f"{key}: invalid duration {_show(value)} ({_DURATION_HINT})")
     if isinstance(value, int) and abs(value) > _MAX_DURATION:
         seconds = math.inf  # too large for a float, and far too long anyway
     elif isinstance(value, int | float):
         seconds = float(value)
     else:
-        match = _DURATION.match(str(value).strip())
-        if not match:
-            raise ConfigError(f"{key}: invalid duration {_show(value)} (use 500ms, 30s, 5m, 1h, 1d or seconds)")
-        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        text = str(value).strip()
+        single = _DURATION.match(text)
+        compound = _PROM_DURATION.match(text) if text else None
+        if single:
+            seconds = float(single.group(1)) * _DURATION_UNITS[single.group(2)]
+        elif compound:
+            seconds = sum(int(part) * unit for part, unit in zip(compound.groups(), _PROM_UNITS) if part)
+        else:
+            raise ConfigError(f"{key}: invalid duration {_show(value)}{_line(value)} ({_DURATION_HINT})")
     if not math.isfinite(seconds) or seconds < 0:
         raise ConfigError(f"{key}: duration must be a finite number of seconds >= 0, got {_show(value)}")
     if seconds > _MAX_DURATION:
@@ -205,7 +223,7 @@ def _start_date(value: object, key: str) -> str:
         return dt.date.fromisoformat(text).isoformat()
     except ValueError:
         raise ConfigError(
-            f"{key}: invalid start date {value!r} (use YYYY-MM-DD or a rolling window like 90d)"
+            f"{key}: invalid start date {str(value)!r}{_line(value)} (use YYYY-MM-DD or a rolling window like 90d)"
         ) from None
 
 
@@ -237,6 +255,33 @@ def _token(raw: Mapping[str, Any], env: Mapping[str, str]) -> str:
     raise ConfigError(f"ncentral.api_token: no token (set api_token, api_token_file or {TOKEN_ENV})")
 
 
+_noted_urls: set[tuple[str, str]] = set()
+
+
+def normalise_url(given: str) -> str:
+    """The server's base URL as the client joins `/api/...` to it: no trailing `/`, no `/api` (as people copy
+    it from the API explorer). What was changed is said once, at info level."""
+    try:
+        parts = urlsplit(given)
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"ncentral.url: invalid port in {given!r} (a number from 1 to 65535)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in given):
+        raise ConfigError(f"ncentral.url: must start with http:// or https:// and name a host, got {given!r}")
+    if port == 0:
+        raise ConfigError(f"ncentral.url: invalid port in {given!r} (a number from 1 to 65535)")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"ncentral.url: must be the server's base URL, without ?query or #fragment, got {given!r}")
+    path = parts.path.rstrip("/")
+    if path.lower().endswith("/api"):
+        path = path[:-4].rstrip("/")
+    url = urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+    if url != given and (given, url) not in _noted_urls:
+        _noted_urls.add((given, url))
+        log.info("ncentral.url normalised to the server's base URL", extra={"given": given, "url": url})
+    return url
+
+
 def _ncentral(value: object, env: Mapping[str, str]) -> NCentralSettings:
     raw = _mapping(value, "ncentral", {
         "url", "api_token", "api_token_file", "verify_tls", "ca_bundle", "request_timeout",
@@ -244,9 +289,7 @@ def _ncentral(value: object, env: Mapping[str, str]) -> NCentralSettings:
     })
     if "url" not in raw:
         raise ConfigError("ncentral.url: required")
-    url = _string(raw["url"], "ncentral.url").rstrip("/")
-    if not re.match(r"^https?://[^/\s]+", url):
-        raise ConfigError(f"ncentral.url: must start with http:// or https:// and name a host, got {url!r}")
+    url = normalise_url(_string(raw["url"], "ncentral.url"))
     retries = raw.get("retries", 4)
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 20:
         raise ConfigError(f"ncentral.retries: must be a whole number from 0 to 20, got {retries!r}")
@@ -317,6 +360,30 @@ def parse_config(data: object, env: Mapping[str, str]) -> Config:
     return Config(ncentral=ncentral, reports=reports, storage_path=storage_path)
 
 
+class _Located(str):
+    """A scalar YAML could not build (`2025-13-01` looks like a date but is none): kept as text, with its
+    line, so the key's own check names the key and the line."""
+
+    line: int
+
+
+def _line(value: object) -> str:
+    return f" at line {value.line}" if isinstance(value, _Located) else ""
+
+
+class _Loader(yaml.SafeLoader):
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> object:  # type: ignore[override]
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError:
+            text = _Located(node.value)
+            text.line = node.start_mark.line + 1
+            return text
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
+
+
 def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
     """Read and validate `path`; raises ConfigError with one line naming the file or key."""
     try:
@@ -327,7 +394,7 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         raise ConfigError(f"{path}: cannot read config file: {reason}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

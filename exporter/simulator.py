@@ -1,8 +1,9 @@
 """An N-central stand-in over real HTTP on loopback: the `--demo` backend and the tests' only fake.
 
-It implements authenticate, refresh, validate, health, submit and poll as N-central documents them
-(tokens that expire, reports IN_PROGRESS for `generation_time`, then COMPLETED), and produces faults on
-demand: error statuses, 429 with or without Retry-After, HTML pages, garbage, truncated or oversized
+It implements authenticate, refresh, validate, health, server-info, submit and poll as N-central's
+OpenAPI description documents them (`ErrorResponse` bodies, `errors[]` on validation failures, a
+configurable release in `server-info/extra`, tokens that expire, reports IN_PROGRESS for
+`generation_time`, then COMPLETED), and produces faults on demand: error statuses, 429 with or without Retry-After, HTML pages, garbage, truncated or oversized
 bodies, wrong types, connection resets, slow answers, and FAILED/ABORTED/never-ending reports.
 """
 
@@ -12,6 +13,7 @@ import argparse
 import contextlib
 import copy
 import json
+import re
 import secrets
 import socket
 import struct
@@ -27,6 +29,13 @@ from exporter.config import INSTALL_STATUSES, PATCH_APPROVALS, PATCH_CATEGORIES
 
 DEMO_JWT = "demo-jwt-eyJhbGciOiJIUzI1NiJ9.ZGVtbw.c2lnbmF0dXJl"
 FIRST_REPORT_ID = 575523
+# The N-central release the simulator claims (server-info/extra) and its API service's version (server-info).
+DEFAULT_VERSION = "2025.4.0.12"
+API_SERVICE_VERSION = "3.1.0"
+# `PatchComparisonReportRequest.startDate` as the OpenAPI description constrains it.
+START_DATE_PATTERN = re.compile(
+    r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])(T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{3})?Z)?$"
+)
 
 # The vendor page's example numbers, one more device class, and an install breakdown.
 DEFAULT_DATA: dict[str, Any] = {
@@ -86,7 +95,9 @@ DEFAULT_DATA: dict[str, Any] = {
     ],
 }
 
-ENDPOINTS = ("authenticate", "refresh", "validate", "health", "submit", "poll")
+ENDPOINTS = (
+    "authenticate", "refresh", "validate", "health", "submit", "poll", "server_info", "server_info_extra",
+)
 # What each fault answers; see `_answer_fault`.
 FAULTS = (
     "400", "401", "403", "404", "429", "500", "502", "503", "html", "garbage", "truncated", "error_body",
@@ -151,8 +162,11 @@ class Simulator:
         access_expiry: int = 3600,
         refresh_expiry: int = 90000,
         clock: Callable[[], float] = time.monotonic,
+        version: str = DEFAULT_VERSION,
     ) -> None:
+        """`version` is the N-central release it claims; before 2025.4 it has no patch reports API (404)."""
         self.jwt = jwt
+        self.version = version
         self.access_expiry = access_expiry
         self.refresh_expiry = refresh_expiry
         self._host = host
@@ -317,6 +331,13 @@ class Simulator:
             expiry = self._state.refresh_tokens.pop(token, None)
         return expiry is not None and self._clock() < expiry
 
+    def has_patch_reports(self) -> bool:
+        parts = self.version.split(".")
+        try:
+            return (int(parts[0]), int(parts[1])) >= (2025, 4)
+        except (IndexError, ValueError):
+            return True
+
     def _create_report(self) -> int:
         with self._lock:
             report_id = self._state.next_report_id
@@ -360,6 +381,15 @@ def _error(status: int, kind: str, text: str) -> dict[str, Any]:
     return {"status": status, "message": f"[ID={secrets.token_hex(4)}] {kind}: {text}"}
 
 
+def _validation_error(errors: list[tuple[str, str]]) -> dict[str, Any]:
+    """N-central's `ErrorResponse` for a request that fails validation: each field with its own message."""
+    return {
+        "status": 400,
+        "message": f"[ID={secrets.token_hex(4)}] Multiple Validations Failed.",
+        "errors": [{"field": name, "message": message} for name, message in errors],
+    }
+
+
 _ERROR_KINDS = {
     400: "BAD_REQUEST: BadRequestException",
     401: "UNAUTHORIZED: UnauthorizedException",
@@ -377,21 +407,34 @@ _LOGIN_PAGE = (
 )
 
 
-def _validate_submit(body: Any) -> str | None:
+def _validate_submit(body: Any) -> list[tuple[str, str]]:
+    """The field errors of a submit body, checked against `PatchComparisonReportRequest`.
+
+    Reading: the schema does not say whether unknown properties are refused; the simulator refuses them
+    (a field the schema lacks, like customerId, would be ignored or refused by a real server: never send it)."""
     if not isinstance(body, dict):
-        return "request body must be a JSON object"
+        return [("body", "request body must be a JSON object")]
+    errors: list[tuple[str, str]] = []
     start = body.get("startDate")
-    if not isinstance(start, str) or len(start) < 10:
-        return "startDate is required (YYYY-MM-DD)"
+    if start is None:
+        errors.append(("startDate", "startDate is required"))
+    elif not isinstance(start, str) or not START_DATE_PATTERN.match(start):
+        errors.append(("startDate", "startDate must be in the format YYYY-MM-DD"))
+    names = {"installStatuses": "Install Status", "patchApprovals": "Patch Approval",
+             "patchCategories": "Patch Category"}
     for key, allowed in (
         ("installStatuses", INSTALL_STATUSES), ("patchApprovals", PATCH_APPROVALS),
         ("patchCategories", PATCH_CATEGORIES),
     ):
         if key in body:
             values = body[key]
-            if not isinstance(values, list) or any(value not in allowed for value in values):
-                return f"{key} has a value N-central does not know"
-    return None
+            if not isinstance(values, list):
+                errors.append((key, f"{key} must be an array of strings"))
+            elif bad := [value for value in values if value not in allowed]:
+                errors.append((key, f"Invalid {names[key]} Values {bad}"))
+    for key in sorted(set(body) - {"startDate", *names}):
+        errors.append((key, f"{key} is not a property of PatchComparisonReportRequest"))
+    return errors
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -427,6 +470,8 @@ class _Handler(BaseHTTPRequestHandler):
             ("GET", "/api/auth/validate"): "validate",
             ("GET", "/api/health"): "health",
             ("POST", "/api/report/patch-comparison"): "submit",
+            ("GET", "/api/server-info"): "server_info",
+            ("GET", "/api/server-info/extra"): "server_info_extra",
         }
         if (method, path) in routes:
             return routes[(method, path)]
@@ -450,8 +495,12 @@ class _Handler(BaseHTTPRequestHandler):
             "health": self._health,
             "submit": self._submit,
             "poll": self._poll,
+            "server_info": self._server_info,
+            "server_info_extra": self._server_info_extra,
         }
         handler = handlers.get(endpoint)
+        if endpoint in ("submit", "poll") and not self.sim.has_patch_reports():
+            handler = None  # before 2025.4 these paths do not exist
         if handler is None:
             self._json(404, _error(404, _ERROR_KINDS[404], f"no endpoint {method} {self.path}"))
             return
@@ -484,6 +533,18 @@ class _Handler(BaseHTTPRequestHandler):
     def _health(self, _body: bytes) -> None:
         self._json(200, {"currentTime": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())})
 
+    def _server_info(self, _body: bytes) -> None:
+        if self._authorized():
+            self._json(200, {"version": API_SERVICE_VERSION, "jvmVersion": "17.0.9", "ncentral": None})
+
+    def _server_info_extra(self, _body: bytes) -> None:
+        if self._authorized():
+            self._json(200, {"data": {"_extra": {
+                "Installation: Deployment Product Version": self.sim.version,
+                "Installation: UI Product Version": self.sim.version,
+                "NVISION: Licensed": "true",
+            }}, "_links": {}})
+
     def _submit(self, body: bytes) -> None:
         if not self._authorized():
             return
@@ -491,9 +552,9 @@ class _Handler(BaseHTTPRequestHandler):
             payload = json.loads(body)
         except ValueError:
             payload = None
-        problem = _validate_submit(payload)
-        if problem is not None:
-            self._json(400, _error(400, _ERROR_KINDS[400], problem))
+        problems = _validate_submit(payload)
+        if problems:
+            self._json(400, _validation_error(problems))
             return
         report_id = self.sim._create_report()
         self._json(200, {
@@ -578,9 +639,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--jwt", default=DEMO_JWT)
     parser.add_argument("--generation-time", type=float, default=2.0)
+    parser.add_argument("--server-version", default=DEFAULT_VERSION,
+                        help="the N-central release it claims (default: %(default)s; before 2025.4: no patch reports)")
     args = parser.parse_args()
-    simulator = Simulator(jwt=args.jwt, port=args.port, generation_time=args.generation_time).start()
-    print(f"N-central simulator on {simulator.url}", flush=True)
+    simulator = Simulator(
+        jwt=args.jwt, port=args.port, generation_time=args.generation_time, version=args.server_version
+    ).start()
+    print(f"N-central {simulator.version} simulator on {simulator.url}; it accepts the JWT {simulator.jwt}", flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
