@@ -2,7 +2,7 @@
 #
 #   docker build -t ncentral-patch-exporter .
 #   docker run -d -p 10120:10120 \
-#     -v "$PWD/config.yml:/etc/ncentral-patch-exporter/config.yml:ro" \
+#     -v "$PWD/config.yaml:/etc/ncentral-patch-exporter/config.yaml:ro" \
 #     -e NCENTRAL_API_TOKEN \
 #     -v ncentral-patch-exporter-data:/var/lib/ncentral-patch-exporter \
 #     ncentral-patch-exporter
@@ -55,6 +55,6 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
     CMD ["python", "-c", "import os, sys, urllib.request; url = os.environ.get('HEALTHCHECK_URL', 'http://127.0.0.1:10120/-/healthy'); sys.exit(0 if urllib.request.urlopen(url, timeout=4).status == 200 else 1)"]
 
 ENTRYPOINT ["ncentral-patch-exporter"]
-CMD ["--config.file=/etc/ncentral-patch-exporter/config.yml", \
+CMD ["--config.file=/etc/ncentral-patch-exporter/config.yaml", \
      "--storage.path=/var/lib/ncentral-patch-exporter/state.json", \
      "--web.listen-address=:10120"]

@@ -9,8 +9,8 @@ import time
 from collections.abc import Callable
 
 from exporter.client import Sleep
-from exporter.collector import ExporterCollector, ReportCollector
-from exporter.config import Config, ConfigError
+from exporter.collector import ExporterCollector, ReportCollector, RuntimeCollector
+from exporter.config import SENSIBLE_MIN_INTERVAL, Config, ConfigError, ReportSettings
 from exporter.exposition import Exposition
 from exporter.runner import Runner
 from exporter.scheduler import ReportScheduler
@@ -42,6 +42,7 @@ class Exporter:
         self.meta = ExporterCollector()
         self.reports = ReportCollector(self.store, lambda: self.config.reports, wall)
         self.exposition = Exposition(self.store, self.reports, self.meta)
+        self.exposition.live.register(RuntimeCollector(lambda: self.runner.server, lambda: self.store.write_failures))
         self._reload_lock = threading.Lock()
 
     def _run(self, name: str) -> bool:
@@ -60,6 +61,7 @@ class Exporter:
     def shutdown(self) -> None:
         """Interrupt any run or backoff at once and write the state."""
         self.stop.set()
+        self.runner.halt()
         self.scheduler.shutdown()
         self.store.save()
 
@@ -77,17 +79,38 @@ class Exporter:
                     log.exception("unexpected error while loading the configuration")
                     error = f"unexpected {type(exc).__name__} while loading the configuration"
                 else:
+                    run_now = self._run_now(self.config, config)
                     fresh = self.store.reconfigure(config.reports)
                     self.runner.reconfigure(config)
                     self.config = config
-                    self.scheduler.schedule(config.reports, fresh)
+                    self.scheduler.schedule(config.reports, [*fresh, *run_now])
                     self.meta.reload_successful = True
                     self.meta.reload_success_time = time.time()
-                    log.info("configuration reloaded", extra={"reports": len(config.reports), "restarted": fresh})
+                    log.info("configuration reloaded", extra={
+                        "reports": len(config.reports), "restarted": fresh, "run_now": run_now,
+                    })
+                    warn_short_intervals(config.reports)
                     return None
             self.meta.reload_successful = False
             log.error("configuration reload refused; keeping the old one", extra={"error": error})
             return error
+
+    def _run_now(self, old: Config, new: Config) -> list[str]:
+        """Reports a reload should run at once besides those with new filters: all of them when the
+        N-central settings changed (URL, token, TLS, …), and any changed report whose last run failed, so a
+        fixed mistake shows at once rather than after the interval."""
+        if new.ncentral != old.ncentral:
+            return [report.name for report in new.reports]
+        before = {report.name: report for report in old.reports}
+        snapshot = self.store.snapshot
+        return [
+            report.name
+            for report in new.reports
+            if before.get(report.name) not in (None, report)
+            and (state := snapshot.get(report.name)) is not None
+            and state.last_run_time is not None
+            and not state.last_run_success
+        ]
 
     def not_ready(self) -> str | None:
         """None once every report has data to serve; else which have none yet."""
@@ -101,3 +124,14 @@ class Exporter:
 
     def next_runs(self) -> dict[str, dt.datetime | None]:
         return self.scheduler.next_runs()
+
+
+def warn_short_intervals(reports: tuple[ReportSettings, ...]) -> None:
+    """Say (not refuse: tests and demos need them) when an interval only adds load to N-central."""
+    for report in reports:
+        if report.interval < SENSIBLE_MIN_INTERVAL:
+            log.warning(
+                "report interval is below 15m: N-central generates each report in the background, so asking "
+                "more often only adds load to the server",
+                extra={"report": report.name, "interval_seconds": report.interval},
+            )

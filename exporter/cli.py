@@ -9,7 +9,7 @@ import queue
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -24,6 +24,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("exporter")
 
 DEMO_INTERVAL = 60.0
+# What the Go exporters (promlog) accept besides our own names.
+_LEVEL_SYNONYMS = {"warn": "warning"}
+_FORMAT_SYNONYMS = {"logfmt": "text"}
+
+
+def _synonym(synonyms: dict[str, str]) -> Callable[[str], str]:
+    def canonical(value: str) -> str:
+        return synonyms.get(value.strip().lower(), value.strip().lower())
+
+    return canonical
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,9 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="exporter-toolkit web configuration: TLS and basic auth")
     parser.add_argument("--storage.path", dest="storage_path", metavar="PATH",
                         help="state file keeping the last results across restarts (overrides storage.path)")
-    parser.add_argument("--log.level", dest="log_level", default="info", choices=logs.LEVELS)
-    parser.add_argument("--log.format", dest="log_format", default="text", choices=logs.FORMATS)
-    parser.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+    parser.add_argument("--log.level", dest="log_level", default="info", choices=logs.LEVELS,
+                        type=_synonym(_LEVEL_SYNONYMS), help="(warn is taken for warning)")
+    parser.add_argument("--log.format", dest="log_format", default="text", choices=logs.FORMATS,
+                        type=_synonym(_FORMAT_SYNONYMS), help="text is logfmt (logfmt is taken for text)")
+    parser.add_argument("--check-config", action="store_true",
+                        help="check the configuration, the web flags and the storage path, then exit (2 if wrong)")
+    parser.add_argument("--check-connection", action="store_true",
+                        help="check, step by step, that N-central answers and accepts the token; exit 0 or 1")
     parser.add_argument("--once", action="store_true",
                         help="run every report once, print the metrics to stdout, exit 0 if all succeeded")
     parser.add_argument("--demo", action="store_true",
@@ -95,7 +110,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     simulator = None
     try:
-        if args.demo:
+        if args.demo and args.check_config:
+            from exporter.simulator import DEMO_JWT
+
+            config = demo_config("http://127.0.0.1", DEMO_JWT)  # checked as it is, without a simulator
+        elif args.demo:
             from exporter.simulator import Simulator
 
             simulator = Simulator(generation_time=1.0).start()
@@ -104,25 +123,64 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = load_config(args.config_file)
         if args.storage_path:
             config = replace(config, storage_path=args.storage_path)
+        _check_storage(config, "--storage.path" if args.storage_path else "storage.path")
+        if not args.once and not args.check_connection:
+            address, web_config = _check_web(args)
         if args.check_config:
-            print(f"{args.config_file}: OK ({len(config.reports)} report(s): "
-                  f"{', '.join(r.name for r in config.reports)})")
+            source = "built-in demo configuration (--demo; --config.file is not read)" if args.demo \
+                else args.config_file
+            print(f"{source}: OK ({len(config.reports)} report(s): {', '.join(r.name for r in config.reports)})")
             return 0
-        if not args.once:
-            from exporter.web import parse_listen_address
-            from exporter.webconfig import load_web_config
-
-            address = parse_listen_address(args.listen_address)
-            web_config = load_web_config(args.web_config_file) if args.web_config_file else None
     except (ConfigError, ValueError) as exc:
+        if simulator is not None:
+            simulator.stop()
         return _bad(str(exc))
     try:
+        if args.check_connection:
+            from exporter.diagnose import check_connection
+
+            return check_connection(config.ncentral)
         if args.once:
             return _once(config, signals)
+        if not args.demo:
+            from exporter.app import warn_short_intervals
+
+            warn_short_intervals(config.reports)
         return _serve(args, config, address, web_config, signals)
     finally:
         if simulator is not None:
             simulator.stop()
+
+
+def _check_storage(config: Config, name: str) -> None:
+    from exporter.config import ConfigError
+    from exporter.store import check_storage_path
+
+    if config.storage_path is not None:
+        problem = check_storage_path(config.storage_path)
+        if problem is not None:
+            raise ConfigError(f"{name}: {problem}")
+
+
+def _check_web(args: argparse.Namespace) -> tuple[tuple[str, int], WebConfig | None]:
+    """What serving needs besides the config: checked the same way by start-up and --check-config."""
+    import socket
+
+    from exporter.config import ConfigError
+    from exporter.web import parse_listen_address
+    from exporter.webconfig import load_web_config
+
+    address = parse_listen_address(args.listen_address)
+    if address[0]:
+        try:
+            socket.getaddrinfo(address[0], address[1], type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            raise ValueError(f"--web.listen-address: cannot resolve host {address[0]!r}") from None
+    try:
+        web_config = load_web_config(args.web_config_file) if args.web_config_file else None
+    except ConfigError as exc:
+        raise ConfigError(f"--web.config.file: {exc}") from None
+    return address, web_config
 
 
 def _bad(message: str) -> int:

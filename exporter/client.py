@@ -335,9 +335,9 @@ class NCentralClient:
             raise ConnectionFailed(f"{where}: TLS error with {self.target}: {_root_cause(exc)}") from None
         except requests.exceptions.ConnectionError as exc:
             not_sent = _connect_failed(exc)
-            raise _Retryable(ConnectionFailed(f"{where}: {self.target}: {_root_cause(exc)}"), not_sent) from None
+            raise _Retryable(ConnectionFailed(f"{where} at {self.target}: {_root_cause(exc)}"), not_sent) from None
         except requests.exceptions.RequestException as exc:
-            raise _Retryable(ConnectionFailed(f"{where}: {self.target}: {_root_cause(exc)}"), False) from None
+            raise _Retryable(ConnectionFailed(f"{where} at {self.target}: {_root_cause(exc)}"), False) from None
         return self._interpret(response, body, where)
 
     def _read(self, response: requests.Response, where: str) -> bytes:

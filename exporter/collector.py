@@ -9,6 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from exporter import __version__
+from exporter.client import ServerInfo
 from exporter.config import ReportSettings
 from exporter.errors import REASONS
 from exporter.store import Snapshot, Store
@@ -117,3 +118,28 @@ class ExporterCollector(Collector):
             value=self.reload_success_time,
         )
         return iter([build, reload_ok, reload_time])
+
+
+class RuntimeCollector(Collector):
+    """What the exporter learnt while running: the N-central server it talks to, failed state writes."""
+
+    def __init__(self, server: Callable[[], ServerInfo | None], state_write_failures: Callable[[], int]) -> None:
+        self._server = server
+        self._state_write_failures = state_write_failures
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            "ncentral_server_info",
+            "The N-central server as it described itself at the last authentication (server-info/extra's "
+            "Deployment Product Version, server-info's API service version); always 1.",
+            labels=["version", "api_version"],
+        )
+        server = self._server()
+        if server is not None:
+            info.add_metric([server.version or "unknown", server.api_version or "unknown"], 1.0)
+        writes = CounterMetricFamily(
+            "ncentral_patch_exporter_state_write_failures",
+            "State file writes that failed (see the log for why); the results stay in memory.",
+            value=self._state_write_failures(),
+        )
+        return iter([info, writes])

@@ -9,9 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import math
 import os
-import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -146,7 +146,7 @@ def parse_duration(value: object, key: str) -> float:
         if single:
             seconds = float(single.group(1)) * _DURATION_UNITS[single.group(2)]
         elif compound:
-            seconds = sum(int(part) * unit for part, unit in zip(compound.groups(), _PROM_UNITS) if part)
+            seconds = sum(int(part) * unit for part, unit in zip(compound.groups(), _PROM_UNITS, strict=True) if part)
         else:
             raise ConfigError(f"{key}: invalid duration {_show(value)}{_line(value)} ({_DURATION_HINT})")
     if not math.isfinite(seconds) or seconds < 0:

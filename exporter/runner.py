@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from exporter.client import NCentralClient, Sleep, interruptible_sleep
+from exporter.client import NCentralClient, ServerInfo, Sleep, interruptible_sleep
 from exporter.config import Config, NCentralSettings, ReportSettings
 from exporter.errors import InternalError, NotSupported, ReportTimeout, Stopped, UpstreamError
 from exporter.report import COMPLETED, ReportData
@@ -48,17 +48,50 @@ class Runner:
         self._client_factory = client_factory
         self._wall = wall
         self._monotonic = monotonic
-        self._sleep = sleep or interruptible_sleep(stop)
+        self._given_sleep = sleep
         self._lock = threading.Lock()
         self._config = config
-        self._client = client_factory(config.ncentral, stop)
+        # Each client has its own halt event: set when a reload replaces the client (its run starts afresh
+        # with the new settings at once, not after its retries) and on shutdown (`halt`).
+        self._halts: dict[NCentralClient, threading.Event] = {}
+        self._client = self._new_client(config.ncentral)
+
+    def _new_client(self, settings: NCentralSettings) -> NCentralClient:
+        halt = threading.Event()
+        client = self._client_factory(settings, halt)
+        self._halts[client] = halt
+        return client
 
     def reconfigure(self, config: Config) -> None:
         with self._lock:
             if config.ncentral != self._config.ncentral:
-                # Not closed: a run may be using it; it goes when that run lets go of it.
-                self._client = self._client_factory(config.ncentral, self._stop)
+                # Not closed: a run may be using it; it goes when that run lets go of it. Halted, so that
+                # run stops its backoff and starts afresh with the new client.
+                self._halts.pop(self._client).set()
+                self._client = self._new_client(config.ncentral)
             self._config = config
+
+    def halt(self) -> None:
+        """Interrupt every backoff and poll wait at once (shutdown)."""
+        with self._lock:
+            for halt in self._halts.values():
+                halt.set()
+
+    @property
+    def server(self) -> ServerInfo | None:
+        """What the current N-central said about itself at the last authentication."""
+        with self._lock:
+            return self._client.server
+
+    def _sleep(self, client: NCentralClient, seconds: float) -> None:
+        if self._given_sleep is not None:
+            self._given_sleep(seconds)
+            return
+        with self._lock:
+            halt = self._halts.get(client)
+        if halt is None:  # a reload replaced the client meanwhile
+            raise Stopped
+        interruptible_sleep(halt)(seconds)
 
     def close(self) -> None:
         self._client.close()
@@ -74,6 +107,10 @@ class Runner:
                 return self._run_once(name)
             except _Superseded:
                 log.info("report settings changed during the run; starting it afresh", extra={"report": name})
+            except Stopped:
+                if self._stop.is_set():
+                    return False
+                log.info("N-central settings changed during the run; starting it afresh", extra={"report": name})
 
     def _run_once(self, name: str) -> bool:
         settings, client = self._current(name)
@@ -146,10 +183,12 @@ class Runner:
                 raise ReportTimeout(
                     f"report still IN_PROGRESS after the {settings.timeout:g}s timeout", report_id=report_id
                 )
-            self._sleep(min(delay, remaining))
-            current, _ = self._current(settings.name)
+            self._sleep(client, min(delay, remaining))
+            current, current_client = self._current(settings.name)
             if current is None or current.fingerprint != settings.fingerprint:
                 raise _Superseded
+            if current_client is not client:
+                raise Stopped  # a reload changed the N-central settings: start afresh with the new client
             result = client.poll(report_id, deadline)
             if result.status == COMPLETED and result.data is not None:
                 return result.data

@@ -3,8 +3,9 @@
 It implements authenticate, refresh, validate, health, server-info, submit and poll as N-central's
 OpenAPI description documents them (`ErrorResponse` bodies, `errors[]` on validation failures, a
 configurable release in `server-info/extra`, tokens that expire, reports IN_PROGRESS for
-`generation_time`, then COMPLETED), and produces faults on demand: error statuses, 429 with or without Retry-After, HTML pages, garbage, truncated or oversized
-bodies, wrong types, connection resets, slow answers, and FAILED/ABORTED/never-ending reports.
+`generation_time`, then COMPLETED), and produces faults on demand: error statuses, 429 with or without
+Retry-After, HTML pages, garbage, truncated or oversized bodies, wrong types, connection resets, slow
+answers, and FAILED/ABORTED/never-ending reports.
 """
 
 from __future__ import annotations

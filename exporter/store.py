@@ -61,6 +61,7 @@ class Store:
     def __init__(self, reports: Iterable[ReportSettings], path: str | None = None) -> None:
         self._path = Path(path) if path else None
         self._write_lock = threading.Lock()
+        self.write_failures = 0  # state writes that failed, for ncentral_patch_exporter_state_write_failures_total
         loaded = self._load()
         states: dict[str, ReportState] = {}
         for report in reports:
@@ -116,7 +117,6 @@ class Store:
         document = {"version": _STATE_VERSION, "reports": {name: _to_json(s) for name, s in snapshot.items()}}
         try:
             text = json.dumps(document, ensure_ascii=False)
-            self._path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{self._path.name}.", dir=self._path.parent)
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -135,6 +135,7 @@ class Store:
                 os.close(directory)
         except (OSError, ValueError) as exc:
             error = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+            self.write_failures += 1
             log.error("cannot write the state file", extra={"path": str(self._path), "error": error})
 
     def _load(self) -> dict[str, ReportState]:
@@ -157,6 +158,25 @@ class Store:
             error = f"{type(exc).__name__}: {exc}"
             log.warning("ignoring unreadable state file", extra={"path": str(self._path), "error": error})
             return {}
+
+
+def check_storage_path(path: str) -> str | None:
+    """Why the state file cannot be kept at `path`, or None. Start-up and --check-config refuse a path that
+    fails, rather than log an error at every write; a missing directory is not created (a typo would
+    otherwise scatter state files), deployments create it (Docker image, systemd StateDirectory)."""
+    target = Path(path)
+    if target.is_dir():
+        return f"{path} is a directory; give the state file's path, e.g. {target / 'state.json'}"
+    directory = target.parent
+    if not directory.is_dir():
+        return f"directory {directory} does not exist; create it (the exporter does not)"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"cannot write in {directory}: {exc.strerror or type(exc).__name__}"
+    return None
 
 
 def _to_json(state: ReportState) -> dict[str, Any]:

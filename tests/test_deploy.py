@@ -35,7 +35,7 @@ COMPOSE_FILE = DEPLOY / "docker-compose.yml"
 UNIT_FILE = DEPLOY / "ncentral-patch-exporter.service"
 
 STATE_DIR = "/var/lib/ncentral-patch-exporter"
-CONFIG_PATH = "/etc/ncentral-patch-exporter/config.yml"
+CONFIG_PATH = "/etc/ncentral-patch-exporter/config.yaml"
 PORT = 10120
 SCRIPT = "ncentral-patch-exporter"
 
@@ -802,11 +802,13 @@ def test_kubernetes_configmap_config_passes_check_config(
     assert "api_token" not in config["ncentral"]
     assert "api_token_file" not in config["ncentral"]
     assert config["storage"]["path"] == f"{STATE_DIR}/state.json"
-    path = tmp_path / "config.yml"
+    path = tmp_path / "config.yaml"
     path.write_text(text, encoding="utf-8")
-    # The token comes from the environment, as the Deployment provides it.
+    # The token comes from the environment, as the Deployment provides it; the state directory is the
+    # pod's volume, absent here, so the storage check runs on a directory that exists.
     result = subprocess.run(
-        [sys.executable, "-m", "exporter", "--check-config", f"--config.file={path}"],
+        [sys.executable, "-m", "exporter", "--check-config", f"--config.file={path}",
+         f"--storage.path={tmp_path / 'state.json'}"],
         cwd=ROOT, env={**os.environ, "NCENTRAL_API_TOKEN": "placeholder-jwt"},
         capture_output=True, text=True, timeout=60, check=False,
     )
