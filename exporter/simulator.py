@@ -103,6 +103,7 @@ ENDPOINTS = (
 FAULTS = (
     "400", "401", "403", "404", "429", "500", "502", "503", "html", "garbage", "truncated", "error_body",
     "wrong_types", "negative", "not_integer", "no_report_id", "huge", "reset", "slow", "bad_tokens",
+    "invalid_fields",
 )
 OUTCOMES = ("COMPLETED", "FAILED", "ABORTED", "IN_PROGRESS")
 
@@ -581,6 +582,11 @@ class _Handler(BaseHTTPRequestHandler):
             status = int(kind)
             headers = {"Retry-After": fault.retry_after} if status == 429 and fault.retry_after else {}
             self._json(status, _error(status, _ERROR_KINDS[status], "simulated fault"), headers)
+        elif kind == "invalid_fields":  # the OpenAPI description's own example of a validation failure
+            self._json(400, _validation_error([
+                ("installStatuses", "Invalid Install Status Values ['INVALID']"),
+                ("startDate", "startDate must be in the format YYYY-MM-DD"),
+            ]))
         elif kind == "html":
             self._send(200, _LOGIN_PAGE, "text/html; charset=utf-8")
         elif kind == "garbage":
