@@ -142,7 +142,10 @@ class NCentralClient:
 
     def health(self, deadline: float) -> dict[str, Any]:
         """GET /api/health (no authentication): whether an N-central API answers at the URL."""
-        return self._call("GET", "/api/health", deadline, idempotent=True)
+        try:
+            return self._call("GET", "/api/health", deadline, idempotent=True)
+        except NotSupported as exc:
+            raise self._no_api("GET /api/health", exc) from None
 
     def authenticate(self, deadline: float) -> ServerInfo | None:
         """Authenticate with the JWT afresh and read the server's version; raises AuthFailed on 401."""
@@ -204,14 +207,17 @@ class NCentralClient:
             ) from None
         except NotSupported as exc:
             # Every N-central with a REST API has this call: a 404 means the URL points elsewhere.
-            raise HTTPError(
-                f"POST /api/auth/authenticate on {self.target}: HTTP 404: no N-central API at "
-                f"{self.settings.url}/api; set ncentral.url to the server's base URL, e.g. https://ncentral.example.com",
-                status=exc.status,
-            ) from None
+            raise self._no_api("POST /api/auth/authenticate", exc) from None
         token = self._take_tokens(answer, "authenticate")
         self._learn_server(deadline, token)
         return token
+
+    def _no_api(self, where: str, exc: NotSupported) -> HTTPError:
+        return HTTPError(
+            f"{where} on {self.target}: HTTP 404: no N-central API at {self.settings.url}/api; set ncentral.url "
+            "to the server's base URL, e.g. https://ncentral.example.com",
+            status=exc.status,
+        )
 
     def _learn_server(self, deadline: float, token: str) -> None:
         """Read the N-central release (server-info/extra) and the API service's version (server-info).
@@ -372,10 +378,11 @@ class NCentralClient:
                 status=status,
             )
         if status == 404:
-            raise NotSupported(
-                f"{where}: HTTP 404 ({excerpt}); the patch reports API needs N-central 2025.4 or later",
-                status=status,
-            )
+            server = self.server
+            hint = "the patch reports API needs N-central 2025.4 or later"
+            if server is not None and server.supported:
+                hint += f", and the server says it is {server.version}: does something (a proxy) rewrite /api paths?"
+            raise NotSupported(f"{where}: HTTP 404 ({excerpt}); {hint}", status=status)
         if status == 429:
             raise _Retryable(
                 RateLimited(f"{where}: HTTP 429 rate limited ({excerpt})", status=status),

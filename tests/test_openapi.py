@@ -12,6 +12,7 @@ import pytest
 import requests
 from helpers import free_port, parse_samples, sample, test_config, write_yaml
 
+from exporter import landing
 from exporter.app import Exporter
 from exporter.client import NCentralClient, ServerInfo, host_port, parse_version
 from exporter.config import Config, NCentralSettings, ReportSettings, load_config
@@ -135,6 +136,8 @@ def test_field_messages_of_a_400_are_logged_and_kept(
     logged = [record for record in caplog.records if record.getMessage() == "report run failed"]
     assert len(logged) == 1
     assert "startDate: startDate must be in the format YYYY-MM-DD" in logged[0].error  # type: ignore[attr-defined]
+    page = landing.render(app.config.reports, app.store.snapshot, {}, "/metrics", time.time()).decode()
+    assert "startDate: startDate must be in the format YYYY-MM-DD" in page
 
 
 def test_ncentral_server_info_carries_the_version(sim: Simulator, make_exporter: list[Exporter]) -> None:
