@@ -44,23 +44,12 @@ class Exporter:
         self.exposition = Exposition(self.store, self.reports, self.meta)
         self.exposition.live.register(RuntimeCollector(lambda: self.runner.server, lambda: self.store.write_failures))
         self._reload_lock = threading.Lock()
-        # Reports a reload wants run now. The scheduler skips a run-now while the report's job still runs
-        # (one instance per job), so the running job runs it again itself when it ends.
-        self._rerun: set[str] = set()
-        self._rerun_lock = threading.Lock()
 
     def _run(self, name: str) -> bool:
-        while True:
-            with self._rerun_lock:
-                self._rerun.discard(name)
-            try:
-                ok = self.runner.run(name)
-            finally:
-                self.exposition.refresh()  # the job thread renders the new result, so no scrape waits for it
-            with self._rerun_lock:
-                if name not in self._rerun or self.stop.is_set():
-                    return ok
-            log.info("running the report again for the reloaded configuration", extra={"report": name})
+        try:
+            return self.runner.run(name)
+        finally:
+            self.exposition.refresh()  # the job thread renders the new result, so no scrape waits for it
 
     def start(self) -> None:
         self.scheduler.start(self.config.reports)
@@ -94,8 +83,6 @@ class Exporter:
                     fresh = self.store.reconfigure(config.reports)
                     self.runner.reconfigure(config)
                     self.config = config
-                    with self._rerun_lock:
-                        self._rerun.update(fresh, run_now)
                     self.scheduler.schedule(config.reports, [*fresh, *run_now])
                     self.meta.reload_successful = True
                     self.meta.reload_success_time = time.time()
@@ -111,7 +98,8 @@ class Exporter:
     def _run_now(self, old: Config, new: Config) -> list[str]:
         """Reports a reload should run at once besides those with new filters: all of them when the
         N-central settings changed (URL, token, TLS, …), and any changed report whose last run failed, so a
-        fixed mistake shows at once rather than after the interval."""
+        fixed mistake shows at once rather than after the interval. (The scheduler skips a report whose
+        job is running; that run itself starts again with the new settings, see `Runner.run`.)"""
         if new.ncentral != old.ncentral:
             return [report.name for report in new.reports]
         before = {report.name: report for report in old.reports}

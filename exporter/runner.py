@@ -101,19 +101,32 @@ class Runner:
             return next((r for r in self._config.reports if r.name == name), None), self._client
 
     def run(self, name: str) -> bool:
-        """Run report `name` once; True on success. Never raises for N-central's faults."""
+        """Run report `name` once; True on success. Never raises for N-central's faults.
+
+        A reload during the run starts it afresh with the new settings: at once when the filters change
+        (the result would answer another question) or the N-central settings do (the old client is halted);
+        after a failure when anything else of the report changed (the change may be the fix)."""
         while True:
+            settings, client = self._current(name)
             try:
-                return self._run_once(name)
+                ok = self._run_once(name, settings, client)
             except _Superseded:
                 log.info("report settings changed during the run; starting it afresh", extra={"report": name})
+                continue
             except Stopped:
-                if self._stop.is_set():
+                if self._stop.is_set() or self._current(name)[1] is client:
                     return False
                 log.info("N-central settings changed during the run; starting it afresh", extra={"report": name})
+                continue
+            current, current_client = self._current(name)
+            if current is None or self._stop.is_set():
+                return ok
+            if current_client is not client or (not ok and current != settings):
+                log.info("configuration reloaded during the run; running it again", extra={"report": name})
+                continue
+            return ok
 
-    def _run_once(self, name: str) -> bool:
-        settings, client = self._current(name)
+    def _run_once(self, name: str, settings: ReportSettings | None, client: NCentralClient) -> bool:
         if settings is None or self._stop.is_set():
             return False
         started = self._monotonic()
