@@ -96,9 +96,8 @@ DEFAULT_DATA: dict[str, Any] = {
     ],
 }
 
-ENDPOINTS = (
-    "authenticate", "refresh", "validate", "health", "submit", "poll", "server_info", "server_info_extra",
-)
+ENDPOINTS: tuple[str, ...] = ("authenticate", "refresh", "validate", "health", "submit", "poll")
+ENDPOINTS += ("server_info", "server_info_extra")  # GET /api/server-info and /api/server-info/extra
 # What each fault answers; see `_answer_fault`.
 FAULTS = (
     "400", "401", "403", "404", "429", "500", "502", "503", "html", "garbage", "truncated", "error_body",
