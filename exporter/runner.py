@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 # After these the report may still be generating at N-central: the next run polls its id again.
 _RESUMABLE = frozenset({"connection", "rate_limited", "http"})
 
+# The event halts the client's waits (backoff): set when a reload replaces the client, and on shutdown.
 ClientFactory = Callable[[NCentralSettings, threading.Event], NCentralClient]
 
 

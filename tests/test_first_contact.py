@@ -232,10 +232,9 @@ def test_start_up_refuses_the_same_with_the_same_line(sim: Simulator, tmp_path: 
     args.remove("--check-config")
     started = run_command(*args, f"--web.listen-address=127.0.0.1:{free_port()}", timeout=30)
     assert started.returncode == 2
-    assert started.stderr.strip().splitlines() == [
-        line for line in started.stderr.strip().splitlines() if line.startswith(f"ncentral-patch-exporter: error: "
-                                                                                 f"{expected}")
-    ]
+    lines = started.stderr.strip().splitlines()
+    assert len(lines) == 1, started.stderr
+    assert lines[0].startswith(f"ncentral-patch-exporter: error: {expected}")
 
 
 def test_check_config_passes_a_good_setup(sim: Simulator, tmp_path: Path) -> None:
