@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +26,7 @@ from helpers import (
 from exporter.app import Exporter
 from exporter.cli import build_parser
 from exporter.config import Config, ConfigError, NCentralSettings, ReportSettings, load_config, parse_duration
-from exporter.simulator import Simulator
+from exporter.simulator import DEMO_JWT, Simulator
 
 GOOD_WEB_CONFIG = "basic_auth_users: {}\n"
 
@@ -381,3 +383,34 @@ def test_short_intervals_are_warned_about_on_reload(
     warned = [r for r in caplog.records if r.getMessage().startswith("report interval is below 15m")]
     assert [r.report for r in warned] == ["all"]  # type: ignore[attr-defined]
     assert item.app.config.reports[0].interval == 1.0  # warned, not refused
+
+
+# --- the README's recipes --------------------------------------------------------------------------------
+
+
+def _textfile_recipe() -> str:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    start = readme.index("#!/bin/sh\ndir=/var/lib/node_exporter/textfile")
+    return readme[start:readme.index("```", start)]
+
+
+@pytest.mark.parametrize("outcome", ["COMPLETED", "FAILED"])
+def test_the_textfile_recipe_leaves_no_temporary_file(sim: Simulator, tmp_path: Path, outcome: str) -> None:
+    sim.set_outcome(outcome)
+    config = write_yaml(tmp_path / "config.yaml", test_config(sim))
+    textfile = tmp_path / "textfile"
+    textfile.mkdir()
+    command = Path(sys.executable).parent / "ncentral-patch-exporter"
+    script = (_textfile_recipe()
+              .replace("/var/lib/node_exporter/textfile", str(textfile))
+              .replace("/opt/ncentral-patch-exporter/bin/ncentral-patch-exporter", str(command))
+              .replace("/etc/ncentral-patch-exporter/config.yaml", str(config)))
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == (0 if outcome == "COMPLETED" else 1), result.stderr
+    expected = ["ncentral_patch.prom"] if outcome == "COMPLETED" else []
+    assert sorted(path.name for path in textfile.iterdir()) == expected
+
+
+def test_the_readme_names_the_token_the_simulator_accepts() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert f"accepts\n  only its JWT, `{DEMO_JWT}`" in readme
