@@ -246,6 +246,8 @@ class NCentralClient:
                 f"{where}: HTTP {slow.status} answer not complete within {timeout:.1f}s "
                 f"({slow.received} bytes received); gave up reading"
             ), False) from None
+        except requests.exceptions.InvalidHeader as exc:  # e.g. Content-Length: 5, 6
+            raise InvalidResponse(f"{where}: malformed header in the answer: {_root_cause(exc)}") from None
         except requests.exceptions.ConnectTimeout:
             raise _Retryable(ConnectionFailed(f"{where}: connect timeout after {timeout:.1f}s"), True) from None
         except requests.exceptions.Timeout:
