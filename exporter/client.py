@@ -261,7 +261,7 @@ class NCentralClient:
             raise _Retryable(ConnectionFailed(f"{where}: {_root_cause(exc)}"), False) from None
         return self._interpret(response, body, where)
 
-    def _read(self, response: requests.Response, where: str, call_deadline: float) -> bytes:
+    def _read(self, response: requests.Response, where: str, call_deadline: float) -> bytes | bytearray:
         cap = self.settings.max_response_size
         declared = content_length(response.headers.get("Content-Length"))
         if declared == -1:
@@ -282,7 +282,7 @@ class NCentralClient:
             )
         return body
 
-    def _interpret(self, response: requests.Response, body: bytes, where: str) -> dict[str, Any]:
+    def _interpret(self, response: requests.Response, body: bytes | bytearray, where: str) -> dict[str, Any]:
         status = response.status_code
         excerpt = self._excerpt(body)
         if status == 401:
@@ -319,7 +319,7 @@ class NCentralClient:
             raise InvalidResponse(f"{where}: HTTP {status} answer is not a JSON object: {excerpt}", status=status)
         return parsed
 
-    def _excerpt(self, body: bytes) -> str:
+    def _excerpt(self, body: bytes | bytearray) -> str:
         # Scrubbed before it is cut short, so no part of a token can survive the cut.
         text = " ".join(scrub(body[:65536].decode("utf-8", "replace")).split())
         return repr(text if len(text) <= _EXCERPT else text[:_EXCERPT] + "…") if text else "empty body"
@@ -409,7 +409,7 @@ def _socket_of(response: requests.Response) -> Any:
 
 def read_body_until(
     response: requests.Response, cap: int, deadline: float, monotonic: Callable[[], float] = time.monotonic
-) -> bytes | None:
+) -> bytearray | None:
     """The (decoded) body, read as it arrives, each read bounded by `deadline` (monotonic); None once it
     exceeds `cap` bytes. Raises _BodyTooSlow at the deadline, however slowly the bytes keep dripping in
     (a socket timeout alone bounds only the gap between two bytes)."""
@@ -433,7 +433,7 @@ def read_body_until(
         except urllib3.exceptions.SSLError as exc:
             raise requests.exceptions.SSLError(exc) from None
         if not chunk:
-            return bytes(buffer)
+            return buffer  # not copied into a bytes: json.loads reads a bytearray as it is
         if len(buffer) + len(chunk) > cap:
             return None
         buffer += chunk

@@ -169,15 +169,18 @@ class Store:
             document["server"] = self._server
         document["reports"] = {name: _to_json(s) for name, s in snapshot.items()}
         try:
-            text = json.dumps(document, ensure_ascii=False)
-            digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-            if digest == self._written:
-                return  # nothing changed since the last write: no rewrite, no fsync
             self._path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{self._path.name}.", dir=self._path.parent)
             try:
+                # Streamed to the file and its digest at once: no copy of the whole text in memory.
+                digest = hashlib.sha256()
                 with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    handle.write(text)
+                    for chunk in json.JSONEncoder(ensure_ascii=False).iterencode(document):
+                        handle.write(chunk)
+                        digest.update(chunk.encode("utf-8"))
+                    if digest.hexdigest() == self._written:
+                        Path(tmp).unlink()
+                        return  # nothing changed since the last write: no rename, no fsync
                     handle.flush()
                     os.fsync(handle.fileno())
                 os.replace(tmp, self._path)
@@ -190,7 +193,7 @@ class Store:
                 os.fsync(directory)
             finally:
                 os.close(directory)
-            self._written = digest
+            self._written = digest.hexdigest()
         except (OSError, ValueError) as exc:
             error = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
             log.error("cannot write the state file", extra={"path": str(self._path), "error": error})
