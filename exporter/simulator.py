@@ -3,7 +3,9 @@
 It implements authenticate, refresh, validate, health, submit and poll as N-central documents them
 (tokens that expire, reports IN_PROGRESS for `generation_time`, then COMPLETED), and produces faults on
 demand: error statuses, 429 with or without Retry-After, HTML pages, garbage, truncated or oversized
-bodies, wrong types, connection resets, slow answers, and FAILED/ABORTED/never-ending reports.
+bodies, wrong types, connection resets, slow answers, and FAILED/ABORTED/never-ending reports; and hostile
+ones: a body that drips in a byte at a time, a malformed Content-Length, report ids out of range, an error
+page quoting the credentials it was sent.
 """
 
 from __future__ import annotations
