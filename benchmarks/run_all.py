@@ -22,6 +22,7 @@ FULL = {
     "bench_inflight": ["--rounds", "4", "--requests", "2500", "--seconds", "4"],
     "bench_polling": [],
     "bench_memory": ["--runs", "1000", "--series", "1000"],
+    "bench_ingest": [],
     "bench_startup": ["--runs", "7"],
 }
 QUICK = {
@@ -29,6 +30,7 @@ QUICK = {
     "bench_inflight": ["--rounds", "1", "--requests", "500", "--seconds", "1"],
     "bench_polling": ["--minutes", "5"],
     "bench_memory": ["--runs", "200", "--series", "1000"],
+    "bench_ingest": ["--old-mb", "0"],
     "bench_startup": ["--runs", "3"],
 }
 

@@ -5,7 +5,8 @@ KIND is
   stock      prometheus_client's own start_http_server with a registry of the same collectors (the
              exporter's ReportCollector over a store with the same data, its ExporterCollector, and the
              default process, platform and gc collectors): the stock way to serve the same series;
-  simulator  the N-central simulator, reports COMPLETED after --generation-time seconds with data of N series.
+  simulator  the N-central simulator, reports COMPLETED after --generation-time seconds with data of N series
+             (or the data in --data-file).
 
 Prints `PORT n` once listening on 127.0.0.1, then serves until its stdin closes. The simulator also takes
 commands on stdin, one a line, and answers each with one line: `generation_time SECONDS`, `finish`
@@ -15,6 +16,7 @@ commands on stdin, one a line, and answers each with one line: `generation_time 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from benchmarks.common import HOST, SIMULATOR_JWT, fill_store, vendor_data
@@ -71,11 +73,15 @@ def serve_stock(series: int) -> int:
     return int(server.server_address[1])
 
 
-def serve_simulator(series: int, generation_time: float) -> None:
+def serve_simulator(series: int, generation_time: float, data_file: str | None = None) -> None:
     from exporter.simulator import Simulator
 
     simulator = Simulator(jwt=SIMULATOR_JWT, generation_time=generation_time)
-    simulator.set_data(vendor_data(series))
+    if data_file:
+        with open(data_file, encoding="utf-8") as handle:
+            simulator.set_data(json.load(handle))
+    else:
+        simulator.set_data(vendor_data(series))
     simulator.start()
     print(f"PORT {simulator.port}", flush=True)
     for line in sys.stdin:
@@ -97,9 +103,10 @@ def main() -> None:
     parser.add_argument("kind", choices=("ours", "stock", "simulator"))
     parser.add_argument("--series", type=int, default=10_000)
     parser.add_argument("--generation-time", type=float, default=0.0)
+    parser.add_argument("--data-file", help="simulator: the reports' `data` from this JSON file instead")
     args = parser.parse_args()
     if args.kind == "simulator":
-        serve_simulator(args.series, args.generation_time)
+        serve_simulator(args.series, args.generation_time, args.data_file)
         return
     port = serve_ours(args.series) if args.kind == "ours" else serve_stock(args.series)
     print(f"PORT {port}", flush=True)

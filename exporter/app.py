@@ -14,7 +14,7 @@ from exporter.config import SENSIBLE_MIN_INTERVAL, Config, ConfigError, ReportSe
 from exporter.exposition import Exposition
 from exporter.runner import Runner
 from exporter.scheduler import ReportScheduler
-from exporter.store import Snapshot, Store
+from exporter.store import Snapshot, Store, server_identity
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class Exporter:
         self.config = config
         self._load_config = load_config
         self.stop = stop or threading.Event()
-        self.store = Store(config.reports, config.storage_path)
+        self.store = Store(config.reports, config.storage_path, server=server_identity(config.ncentral))
         self.runner = Runner(config, self.store, self.stop, wall=wall, monotonic=monotonic, sleep=sleep)
         self.scheduler = ReportScheduler(self._run)
         self.meta = ExporterCollector()
@@ -64,6 +64,7 @@ class Exporter:
         self.runner.halt()
         self.scheduler.shutdown()
         self.store.save()
+        self.store.close()  # releases the state file's lock: nothing is written after this
 
     def reload(self) -> str | None:
         """Apply a new config from the loader; returns None, or why it was refused (the old one stays)."""
@@ -80,7 +81,7 @@ class Exporter:
                     error = f"unexpected {type(exc).__name__} while loading the configuration"
                 else:
                     run_now = self._run_now(self.config, config)
-                    fresh = self.store.reconfigure(config.reports)
+                    fresh = self.store.reconfigure(config.reports, server=server_identity(config.ncentral))
                     self.runner.reconfigure(config)
                     self.config = config
                     self.scheduler.schedule(config.reports, [*fresh, *run_now])

@@ -191,8 +191,12 @@ def _bad(message: str) -> int:
 def _once(config: Config, signals: _Signals) -> int:
     """Run every report once and print its metrics; a signal interrupts the run and exits 1, printing nothing."""
     from exporter.app import Exporter
+    from exporter.store import StateFileLocked
 
-    exporter = Exporter(config, stop=signals.stop)
+    try:
+        exporter = Exporter(config, stop=signals.stop)
+    except StateFileLocked as exc:
+        return _bad(str(exc))
     signals.interrupt = True
     try:
         ok = exporter.run_once()
@@ -220,11 +224,15 @@ def _serve(
 ) -> int:
     from exporter.app import Exporter
     from exporter.config import load_config
+    from exporter.store import StateFileLocked
     from exporter.web import WebServer
     from exporter.webconfig import WebConfig
 
     web_config = web_config or WebConfig()
-    exporter = Exporter(config, None if args.demo else lambda: load_config(args.config_file), stop=signals.stop)
+    try:
+        exporter = Exporter(config, None if args.demo else lambda: load_config(args.config_file), stop=signals.stop)
+    except StateFileLocked as exc:
+        return _bad(str(exc))
     try:
         server = WebServer(exporter, address, args.telemetry_path, web_config)
     except OSError as exc:

@@ -5,6 +5,7 @@ Each call either returns parsed JSON or raises an `UpstreamError` whose message 
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import logging
@@ -67,6 +68,8 @@ def parse_version(text: str | None) -> tuple[int, ...] | None:
     if len(parts) < 2 or not all(part.isdigit() for part in parts):
         return None
     return tuple(int(part) for part in parts)
+# The shortest wall-clock bound of one HTTP call: a run may overrun its timeout by this much at most.
+_MIN_CALL = 1.0
 
 
 @dataclass
@@ -136,7 +139,7 @@ class NCentralClient:
         except UpstreamError as exc:
             exc.report_id = report_id
             raise
-        return parse_poll(answer, report_id)
+        return parse_poll(answer, report_id, self.settings.max_series)
 
     # --- the calls --check-connection makes, one step each ---
 
@@ -321,14 +324,25 @@ class NCentralClient:
         elif text_body is not None:
             headers["Content-Type"] = "text/plain"
             data = text_body.encode()
-        timeout = max(0.1, min(self.settings.request_timeout, deadline - self._monotonic()))
+        # One wall-clock bound for the whole call, body included: the run's deadline and request_timeout
+        # (at least _MIN_CALL, so a last poll just before the run's deadline still gets its answer).
+        now = self._monotonic()
+        call_deadline = max(now + _MIN_CALL, min(deadline, now + self.settings.request_timeout))
+        timeout = call_deadline - now
         where = f"{method} {path}"
         try:
             with self._session.request(
                 method, self.settings.url + path, headers=headers, data=data, timeout=timeout, stream=True,
                 allow_redirects=False,
             ) as response:
-                body = self._read(response, where)
+                body = self._read(response, where, call_deadline)
+        except _BodyTooSlow as slow:
+            raise _Retryable(ConnectionFailed(
+                f"{where}: HTTP {slow.status} answer not complete within {timeout:.1f}s "
+                f"({slow.received} bytes received); gave up reading"
+            ), False) from None
+        except requests.exceptions.InvalidHeader as exc:  # e.g. Content-Length: 5, 6
+            raise InvalidResponse(f"{where}: malformed header in the answer: {_root_cause(exc)}") from None
         except requests.exceptions.ConnectTimeout:
             raise _Retryable(
                 ConnectionFailed(f"{where}: connect timeout to {self.target} after {timeout:.1f}s"), True
@@ -346,27 +360,28 @@ class NCentralClient:
             raise _Retryable(ConnectionFailed(f"{where} at {self.target}: {_root_cause(exc)}"), False) from None
         return self._interpret(response, body, where)
 
-    def _read(self, response: requests.Response, where: str) -> bytes:
+    def _read(self, response: requests.Response, where: str, call_deadline: float) -> bytes | bytearray:
         cap = self.settings.max_response_size
-        declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > cap:
+        declared = content_length(response.headers.get("Content-Length"))
+        if declared == -1:
+            raise InvalidResponse(
+                f"{where}: HTTP {response.status_code} answer has a malformed Content-Length header",
+                status=response.status_code,
+            )
+        if declared is not None and declared > cap:
             raise InvalidResponse(
                 f"{where}: HTTP {response.status_code} body of {declared} bytes is over the {cap}-byte cap",
                 status=response.status_code,
             )
-        chunks: list[bytes] = []
-        size = 0
-        for chunk in response.iter_content(chunk_size=65536):
-            size += len(chunk)
-            if size > cap:
-                raise InvalidResponse(
-                    f"{where}: HTTP {response.status_code} body is over the {cap}-byte cap; stopped reading",
-                    status=response.status_code,
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)
+        body = read_body_until(response, cap, call_deadline, self._monotonic)
+        if body is None:
+            raise InvalidResponse(
+                f"{where}: HTTP {response.status_code} body is over the {cap}-byte cap; stopped reading",
+                status=response.status_code,
+            )
+        return body
 
-    def _interpret(self, response: requests.Response, body: bytes, where: str) -> dict[str, Any]:
+    def _interpret(self, response: requests.Response, body: bytes | bytearray, where: str) -> dict[str, Any]:
         status = response.status_code
         excerpt = self._excerpt(body)
         if status == 401:
@@ -404,7 +419,7 @@ class NCentralClient:
             raise InvalidResponse(f"{where}: HTTP {status} answer is not a JSON object: {excerpt}", status=status)
         return parsed
 
-    def _excerpt(self, body: bytes) -> str:
+    def _excerpt(self, body: bytes | bytearray) -> str:
         fields = _field_errors(body)
         if fields:
             return fields
@@ -434,7 +449,7 @@ def host_port(url: str) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _field_errors(body: bytes) -> str | None:
+def _field_errors(body: bytes | bytearray) -> str | None:
     """An `ErrorResponse` with `errors[]` as one line: its message, then each field's own message (what the
     user must fix, e.g. `startDate: startDate must be in the format YYYY-MM-DD`)."""
     try:
@@ -483,16 +498,101 @@ def _header_safe(token: object) -> TypeGuard[str]:
 
 
 def _retry_after(value: str | None) -> float | None:
-    if not value:
+    return retry_after_seconds(value, time.time())
+
+
+# --- strict header values (a header is attacker-controlled text: `int("²")` raises, 5,000 digits too) ---
+
+_MAX_DIGITS = 18  # 10**18 bytes or seconds: beyond any real value, and far below int()'s digit limit
+_MAX_HTTP_DATE = 64
+
+
+def _decimal(value: str) -> int | None:
+    """A plain ASCII decimal of bounded length, else None (`isdigit()` would accept `²`)."""
+    if 0 < len(value) <= _MAX_DIGITS and value.isascii() and value.isdecimal():
+        return int(value)
+    return None
+
+
+def content_length(value: str | None) -> int | None:
+    """The Content-Length header: None when absent, -1 when malformed (repeated equal values are allowed,
+    as RFC 9110 permits)."""
+    if value is None:
+        return None
+    lengths = {_decimal(part.strip()) for part in value.split(",", 8)}
+    if None in lengths or len(lengths) != 1:
+        return -1
+    length = lengths.pop()
+    return length if length is not None else -1
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """Retry-After as delay-seconds or an HTTP-date, in seconds from `now`; None when absent or malformed
+    (then the usual backoff applies)."""
+    if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    seconds = _decimal(value)
+    if seconds is not None:
+        return float(seconds)
+    if not value or len(value) > _MAX_HTTP_DATE or not value.isascii() or not value.isprintable():
+        return None
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        return max(0.0, when.timestamp() - now)
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+
+
+# --- reading a body by a wall-clock deadline ---
+
+
+class _BodyTooSlow(Exception):
+    """The answer's body did not arrive in full before the call's deadline."""
+
+    def __init__(self, status: int, received: int) -> None:
+        super().__init__(status, received)
+        self.status = status
+        self.received = received
+
+
+def _socket_of(response: requests.Response) -> Any:
+    """The socket under a streamed response (urllib3 2.x), or None: used to bound each read by the deadline."""
+    fp = getattr(response.raw, "_fp", None)  # http.client.HTTPResponse
+    buffered = getattr(fp, "fp", None)  # the socket's BufferedReader
+    return getattr(getattr(buffered, "raw", None), "_sock", None)
+
+
+def read_body_until(
+    response: requests.Response, cap: int, deadline: float, monotonic: Callable[[], float] = time.monotonic
+) -> bytearray | None:
+    """The (decoded) body, read as it arrives, each read bounded by `deadline` (monotonic); None once it
+    exceeds `cap` bytes. Raises _BodyTooSlow at the deadline, however slowly the bytes keep dripping in
+    (a socket timeout alone bounds only the gap between two bytes)."""
+    buffer = bytearray()
+    sock = _socket_of(response)
+    while True:
+        remaining = deadline - monotonic()
+        if remaining <= 0:
+            raise _BodyTooSlow(response.status_code, len(buffer))
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.settimeout(max(0.01, remaining))
+        try:
+            chunk = response.raw.read1(65536, decode_content=True)
+        except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
+            raise _BodyTooSlow(response.status_code, len(buffer)) from None
+        except urllib3.exceptions.ProtocolError as exc:
+            raise requests.exceptions.ChunkedEncodingError(exc) from None
+        except urllib3.exceptions.DecodeError as exc:
+            raise requests.exceptions.ContentDecodingError(exc) from None
+        except urllib3.exceptions.SSLError as exc:
+            raise requests.exceptions.SSLError(exc) from None
+        if not chunk:
+            return buffer  # not copied into a bytes: json.loads reads a bytearray as it is
+        if len(buffer) + len(chunk) > cap:
+            return None
+        buffer += chunk
 
 
 def _connect_failed(exc: requests.exceptions.ConnectionError) -> bool:

@@ -63,9 +63,10 @@ class NCentralSettings:
     verify_tls: bool = True
     ca_bundle: str | None = None
     request_timeout: float = 30.0
-    max_response_size: int = 50 * 2**20
+    max_response_size: int = 4 * 2**20
     retries: int = 4
     retry_backoff: float = 2.0
+    max_series: int = 5000
 
 
 @dataclass(frozen=True)
@@ -285,7 +286,7 @@ def normalise_url(given: str) -> str:
 def _ncentral(value: object, env: Mapping[str, str]) -> NCentralSettings:
     raw = _mapping(value, "ncentral", {
         "url", "api_token", "api_token_file", "verify_tls", "ca_bundle", "request_timeout",
-        "max_response_size", "retries", "retry_backoff",
+        "max_response_size", "retries", "retry_backoff", "max_series",
     })
     if "url" not in raw:
         raise ConfigError("ncentral.url: required")
@@ -304,10 +305,17 @@ def _ncentral(value: object, env: Mapping[str, str]) -> NCentralSettings:
         verify_tls=_bool(raw.get("verify_tls", True), "ncentral.verify_tls"),
         ca_bundle=ca_bundle,
         request_timeout=_positive_duration(raw.get("request_timeout", "30s"), "ncentral.request_timeout"),
-        max_response_size=_size(raw.get("max_response_size", "50MiB"), "ncentral.max_response_size"),
+        max_response_size=_size(raw.get("max_response_size", "4MiB"), "ncentral.max_response_size"),
         retries=retries,
         retry_backoff=_positive_duration(raw.get("retry_backoff", "2s"), "ncentral.retry_backoff"),
+        max_series=_max_series(raw.get("max_series", 5000)),
     )
+
+
+def _max_series(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10**7:
+        raise ConfigError(f"ncentral.max_series: must be a whole number from 1 to 10000000, got {_show(value)}")
+    return value
 
 
 def _report(value: object, key: str) -> ReportSettings:

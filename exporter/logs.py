@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import json
 import logging
+import re
 import sys
 import threading
 from collections import deque
@@ -23,27 +25,52 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"messa
 
 
 def register_secret(secret: str, *, permanent: bool = False) -> None:
-    """Never let this string reach a log line or an error message, whoever (ours, urllib3, …) writes it."""
-    if len(secret) < 8:
+    """Never let this string reach a log line or an error message, whoever (ours, urllib3, …) writes it.
+    Every token counts, however short: N-central's are long, but a short one is still a secret."""
+    if not secret:
         return
     with _secrets_lock:
         if permanent:
             _permanent.add(secret)
         elif secret not in _recent:
             _recent.append(secret)
+        _pattern_cache.clear()
+
+
+# The quoted forms a secret takes in JSON, repr() and HTML text: `\` doubled, quotes escaped, `&` as `&amp;`.
+def _spellings(secret: str) -> set[str]:
+    return {
+        secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1], repr(secret)[1:-1],
+        html.escape(secret), html.escape(secret, quote=False),
+    } - {""}
+
+
+_pattern_cache: dict[str, re.Pattern[str] | None] = {}
+
+
+def _pattern() -> re.Pattern[str] | None:
+    with _secrets_lock:
+        if "" not in _pattern_cache:
+            spellings = {form for secret in (*_permanent, *_recent) for form in _spellings(secret)}
+            # Longest first, one pass: a short secret inside a longer one cannot leave a part of the longer.
+            ordered = sorted(spellings, key=lambda form: (-len(form), form))
+            _pattern_cache[""] = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        return _pattern_cache[""]
 
 
 def scrub(text: str) -> str:
-    with _secrets_lock:
-        secrets = [*_permanent, *_recent]
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, "<redacted>")
-    return text
+    """`text` with every registered secret, plain or in a quoted spelling, replaced by `<redacted>`."""
+    pattern = _pattern()
+    return pattern.sub("<redacted>", text) if pattern is not None else text
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
-    return {key: value for key, value in vars(record).items() if key not in _STANDARD}
+    # Scrubbed before any quoting: logfmt and JSON double a backslash, which would hide a token from `scrub`.
+    return {
+        key: scrub(value) if isinstance(value, str) else value
+        for key, value in vars(record).items()
+        if key not in _STANDARD
+    }
 
 
 def _timestamp(record: logging.LogRecord) -> str:
@@ -62,11 +89,11 @@ def _entry(record: logging.LogRecord, formatter: logging.Formatter) -> dict[str,
         "time": _timestamp(record),
         "level": record.levelname.lower(),
         "logger": record.name,
-        "msg": record.getMessage(),
+        "msg": scrub(record.getMessage()),
         **_fields(record),
     }
     if record.exc_info:
-        entry["error"] = formatter.formatException(record.exc_info)
+        entry["error"] = scrub(formatter.formatException(record.exc_info))
     return entry
 
 

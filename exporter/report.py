@@ -86,7 +86,9 @@ def _count(value: object, where: str) -> int:
 
 
 def _short(value: object) -> str:
-    text = scrub(repr(value))  # before cutting: no part of a token may survive the cut
+    # Scrubbed before quoting (repr doubles a backslash, so a token would no longer match) and again
+    # before cutting: no part of a token may survive the cut.
+    text = scrub(repr(scrub(value) if isinstance(value, str) else value))
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -129,10 +131,20 @@ def report_id_of(body: Mapping[str, Any]) -> int:
         message = body.get("message")
         detail = f" (message: {_short(message)})" if message is not None else ""
         raise InvalidResponse(f"submit answer has no integer reportId{detail}")
+    if not valid_report_id(report_id):
+        raise InvalidResponse(f"submit answer's reportId {_short(report_id)} is not a positive 32-bit integer")
     return report_id
 
 
-def parse_poll(body: Mapping[str, Any], report_id: int) -> PollResult:
+# N-central's report ids are Java ints; anything else is not an id we can poll.
+MAX_REPORT_ID = 2**31 - 1
+
+
+def valid_report_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_REPORT_ID
+
+
+def parse_poll(body: Mapping[str, Any], report_id: int, max_series: int | None = None) -> PollResult:
     status = body.get("reportStatus")
     if status not in _STATUSES:
         message = body.get("message")
@@ -144,26 +156,45 @@ def parse_poll(body: Mapping[str, Any], report_id: int) -> PollResult:
     if status == IN_PROGRESS:
         return PollResult(report_id, IN_PROGRESS, None)
     try:
-        data = parse_data(body.get("data"))
+        data = parse_data(body.get("data"), max_series)
     except InvalidResponse as exc:
         exc.report_id = report_id
         raise
     return PollResult(report_id, COMPLETED, data)
 
 
-def parse_data(raw: object) -> ReportData:
+def parse_data(raw: object, max_series: int | None = None) -> ReportData:
+    """Validate a COMPLETED report's `data`. More than `max_series` series is refused before anything is
+    built from them (a huge report must not cost memory in proportion to it)."""
     data = _object(raw, "data")
     if "deviceClassSummaries" not in data:
         raise InvalidResponse("data: deviceClassSummaries is missing")
+    summaries = data["deviceClassSummaries"]
+    if not isinstance(summaries, list):
+        raise InvalidResponse(f"data.deviceClassSummaries: expected a list, got {_type_name(summaries)}")
+    limit = _SeriesLimit(max_series)
+    limit.add(len(summaries) * len(KNOWN_APPROVAL_STATUSES))
     approvals: list[tuple[tuple[str, ...], int]] = []
-    for index, item in enumerate(_list(data["deviceClassSummaries"], "data.deviceClassSummaries")):
+    for index, item in enumerate(summaries):
         where = f"data.deviceClassSummaries[{index}]"
         summary = _object(item, where)
         device_class = _name(summary.get("deviceClass"), f"{where}.deviceClass")
-        counts = _object(summary.get("approvalStatusCounts") or {}, f"{where}.approvalStatusCounts")
+        raw_counts = summary.get("approvalStatusCounts")
+        # Left out or null: no counts (all 0). Any other non-object ([], 0, false, "") is a wrong shape.
+        counts = _object({} if raw_counts is None else raw_counts, f"{where}.approvalStatusCounts")
         approvals.extend(((device_class, status), 0) for status in KNOWN_APPROVAL_STATUSES)
+        seen: dict[str, str] = {}
         for key, value in counts.items():
-            approvals.append(((device_class, snake_case(str(key))), _count(value, f"{where}.{key}")))
+            label = snake_case(str(key))
+            if label in seen:
+                raise InvalidResponse(
+                    f"{where}.approvalStatusCounts: keys {_short(seen[label])} and {_short(key)} are both "
+                    f"approval_status {_short(label)}"
+                )
+            seen[label] = str(key)
+            if label not in KNOWN_APPROVAL_STATUSES:
+                limit.add(1)
+            approvals.append(((device_class, label), _count(value, f"{where}.{key}")))
     installs: list[tuple[tuple[str, ...], int]] = []
     for index, item in enumerate(_list(data.get("patchSummaryList"), "data.patchSummaryList")):
         where = f"data.patchSummaryList[{index}]"
@@ -177,8 +208,29 @@ def parse_data(raw: object) -> ReportData:
                 t_where = f"{s_where}.patchTypeSummaries[{t_index}]"
                 type_counts = _object(type_item, t_where)
                 patch_type = snake_case(_name(type_counts.get("patchType"), f"{t_where}.patchType"))
+                limit.add(1)
                 installs.append(((approval, install, patch_type), _count(type_counts.get("count"), t_where)))
     return ReportData(
         approvals=tuple(ApprovalCount(d, a, c) for (d, a), c in _summed(approvals).items()),
         installs=tuple(InstallCount(a, i, p, c) for (a, i, p), c in _summed(installs).items()),
     )
+
+
+def _type_name(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+class _SeriesLimit:
+    """Counts the series a report would export; refuses it as soon as it exceeds `max_series`."""
+
+    def __init__(self, max_series: int | None) -> None:
+        self.max_series = max_series
+        self.count = 0
+
+    def add(self, series: int) -> None:
+        self.count += series
+        if self.max_series is not None and self.count > self.max_series:
+            raise InvalidResponse(
+                f"data: the report has more than max_series={self.max_series} series "
+                f"({self.count} counted so far); refused"
+            )

@@ -13,7 +13,7 @@ from exporter.client import NCentralClient, ServerInfo, Sleep, interruptible_sle
 from exporter.config import Config, NCentralSettings, ReportSettings
 from exporter.errors import InternalError, NotSupported, ReportTimeout, Stopped, UpstreamError
 from exporter.report import COMPLETED, ReportData
-from exporter.store import InFlight, ReportState, Store
+from exporter.store import InFlight, ReportState, Store, server_identity
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +142,10 @@ class Runner:
                 # N-central forgot the stored id (restarted, or ids expire): that is no reason to fail.
                 log.info("N-central no longer knows the stored report id; submitting anew",
                          extra={"report": name, "report_id": report_id})
-                self._update(settings, lambda s: replace(s, in_flight=None))
+                self._update(settings, lambda s: replace(s, in_flight=None), client)
                 report_id, submitted_at, deadline, _ = self._submit_or_resume(settings, client)
                 data = self._poll_until_done(settings, client, report_id, deadline)
-            self._record_success(settings, data, report_id, self._wall() - submitted_at)
+            self._record_success(settings, client, data, report_id, self._wall() - submitted_at)
             return True
         except (Stopped, _Superseded):
             if self._stop.is_set():
@@ -153,16 +153,20 @@ class Runner:
                 return False
             raise
         except UpstreamError as exc:
-            self._record_failure(settings, exc, report_id, self._monotonic() - started)
+            self._record_failure(settings, client, exc, report_id, self._monotonic() - started)
         except Exception as exc:  # a bug must not stop the schedule or lose the run's count
             log.exception("unexpected error in a report run", extra={"report": name})
             error = InternalError(f"unexpected {type(exc).__name__} in the exporter (see the log)")
-            self._record_failure(settings, error, report_id, self._monotonic() - started)
+            self._record_failure(settings, client, error, report_id, self._monotonic() - started)
         return False
 
-    def _update(self, settings: ReportSettings, change: Callable[[ReportState], ReportState]) -> None:
-        """Change the report's state, unless a reload changed or removed the report meanwhile."""
-        if not self._store.update(settings.name, change, fingerprint=settings.fingerprint):
+    def _update(
+        self, settings: ReportSettings, change: Callable[[ReportState], ReportState], client: NCentralClient
+    ) -> None:
+        """Change the report's state, unless a reload changed or removed the report, or changed the server
+        (the run's `client` talks to), meanwhile."""
+        server = server_identity(client.settings)
+        if not self._store.update(settings.name, change, fingerprint=settings.fingerprint, server=server):
             raise _Superseded
 
     def _submit_or_resume(
@@ -184,7 +188,7 @@ class Runner:
         report_id = client.submit(body, deadline)
         submitted_at = self._wall()
         log.debug("report submitted", extra={"report": settings.name, "report_id": report_id})
-        self._update(settings, lambda s: replace(s, in_flight=InFlight(report_id, submitted_at)))
+        self._update(settings, lambda s: replace(s, in_flight=InFlight(report_id, submitted_at)), client)
         return report_id, submitted_at, deadline, False
 
     def _poll_until_done(
@@ -209,7 +213,7 @@ class Runner:
             delay = min(delay * 2, settings.poll_max_interval)
 
     def _record_success(
-        self, settings: ReportSettings, data: ReportData, report_id: int, duration: float
+        self, settings: ReportSettings, client: NCentralClient, data: ReportData, report_id: int, duration: float
     ) -> None:
         now = self._wall()
 
@@ -220,7 +224,7 @@ class Runner:
                 in_flight=None,
             )
 
-        self._update(settings, change)
+        self._update(settings, change, client)
         log.info(
             "report run succeeded",
             extra={
@@ -230,7 +234,8 @@ class Runner:
         )
 
     def _record_failure(
-        self, settings: ReportSettings, exc: UpstreamError, report_id: int | None, duration: float
+        self, settings: ReportSettings, client: NCentralClient, exc: UpstreamError, report_id: int | None,
+        duration: float,
     ) -> None:
         now = self._wall()
         report_id = exc.report_id if exc.report_id is not None else report_id
@@ -242,7 +247,7 @@ class Runner:
                 in_flight=state.in_flight if exc.reason in _RESUMABLE else None,
             )
 
-        self._update(settings, change)
+        self._update(settings, change, client)
         log.warning(
             "report run failed",
             extra={

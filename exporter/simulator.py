@@ -103,6 +103,8 @@ FAULTS = (
     "400", "401", "403", "404", "429", "500", "502", "503", "html", "garbage", "truncated", "error_body",
     "wrong_types", "negative", "not_integer", "no_report_id", "huge", "reset", "slow", "bad_tokens",
     "invalid_fields",
+    # Hostile answers (issue 11): a body that drips in, odd header values, ids out of range, an echoed token.
+    "drip", "bad_length", "bad_report_id", "echo_token",
 )
 OUTCOMES = ("COMPLETED", "FAILED", "ABORTED", "IN_PROGRESS")
 
@@ -114,6 +116,7 @@ class Fault:
     remaining: int | None  # None: until cleared
     retry_after: str | None = None
     delay: float = 5.0
+    value: str | None = None  # the header value of `bad_length`, the id of `bad_report_id`
 
 
 @dataclass(frozen=True)
@@ -251,14 +254,16 @@ class Simulator:
         count: int | None = 1,
         retry_after: str | None = None,
         delay: float = 5.0,
+        value: str | None = None,
     ) -> None:
-        """Answer the next `count` requests to `endpoint` with `kind` (see FAULTS)."""
+        """Answer the next `count` requests to `endpoint` with `kind` (see FAULTS). `delay`: the wait of
+        `slow`, the pause between two bytes of `drip`; `value`: see Fault."""
         if kind not in FAULTS:
             raise ValueError(f"fault must be one of {FAULTS}")
         if endpoint != "any" and endpoint not in ENDPOINTS:
             raise ValueError(f"endpoint must be 'any' or one of {ENDPOINTS}")
         with self._lock:
-            self._state.faults.append(Fault(kind, endpoint, count, retry_after, delay))
+            self._state.faults.append(Fault(kind, endpoint, count, retry_after, delay, value))
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -440,6 +445,7 @@ def _validate_submit(body: Any) -> list[tuple[str, str]]:
 
 class _Handler(BaseHTTPRequestHandler):
     sim: Simulator
+    _body_text = ""  # the request's body, for the `echo_token` fault
     protocol_version = "HTTP/1.1"
     server_version = "N-central-simulator"
     disable_nagle_algorithm = True  # headers and body are two writes: no ~40 ms wait for a delayed ACK
@@ -483,6 +489,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        self._body_text = body.decode("utf-8", "replace")
         endpoint = self._endpoint(method)
         request = RecordedRequest(method, self.path, endpoint, dict(self.headers.items()), body)
         fault = self.sim._record(request)
@@ -608,6 +615,38 @@ class _Handler(BaseHTTPRequestHandler):
         elif kind == "slow":
             self.sim._stopping.wait(fault.delay)
             self.close_connection = True
+        elif kind in ("drip", "bad_length", "bad_report_id", "echo_token"):
+            self._answer_hostile(fault)
+
+    def _answer_hostile(self, fault: Fault) -> None:
+        if fault.kind == "drip":
+            # Headers at once, then Content-Length: 100000 one byte at a time, until the client gives up.
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                for _ in range(100000):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    if self.sim._stopping.wait(fault.delay):
+                        return
+        elif fault.kind == "bad_length":
+            # A body with a malformed Content-Length (e.g. "²" or 5,000 digits); the end is the connection's.
+            body = json.dumps({"reportId": FIRST_REPORT_ID, "reportStatus": "IN_PROGRESS"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", fault.value or "\u00b2")
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True
+        elif fault.kind == "bad_report_id":
+            report_id = int(fault.value or "-1")
+            self._json(200, {"reportId": report_id, "reportStatus": "IN_PROGRESS", "message": "queued", "data": None})
+        else:  # echo_token: an error page quoting the credentials it was sent (JSON-escaped, as a server would)
+            sent = self.headers.get("Authorization", "") or self._body_text
+            self._json(500, _error(500, _ERROR_KINDS[500], f"could not process credentials {sent}"))
 
     def _malformed(self, kind: str) -> dict[str, Any]:
         counts: dict[str, Any] = {"noApproval": 10, "approvedForInstall": 5}

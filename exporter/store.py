@@ -6,7 +6,11 @@ results and in-flight report ids survive restarts (written atomically on every c
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -19,13 +23,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from exporter.config import ReportSettings
+from exporter.config import NCentralSettings, ReportSettings
 from exporter.errors import REASONS
-from exporter.report import ReportData
+from exporter.report import ReportData, valid_report_id
 
 log = logging.getLogger(__name__)
 
 _STATE_VERSION = 1
+# A stored timestamp later than now by more than this is implausible (a clock far off, or a doctored file).
+MAX_CLOCK_SKEW = 300.0
 
 
 @dataclass(frozen=True)
@@ -58,11 +64,32 @@ Snapshot = Mapping[str, ReportState]
 
 
 class Store:
-    def __init__(self, reports: Iterable[ReportSettings], path: str | None = None) -> None:
+    def __init__(
+        self,
+        reports: Iterable[ReportSettings],
+        path: str | None = None,
+        *,
+        server: str | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        """`server` (see `server_identity`) ties the stored results and in-flight ids to one N-central
+        server and API user. With a `path`, the state file is locked for the store's life (raises
+        StateFileLocked if another exporter holds it)."""
         self._path = Path(path) if path else None
         self._write_lock = threading.Lock()
         self.write_failures = 0  # state writes that failed, for ncentral_patch_exporter_state_write_failures_total
-        loaded = self._load()
+        self._server = server
+        self._wall = wall
+        self._written: str | None = None  # digest of the text last written, to skip writing it again
+        self._file_lock = StateFileLock(self._path) if self._path is not None else None
+        stored_server, loaded = self._load()
+        if loaded and server is not None and stored_server is not None and stored_server != server:
+            log.warning(
+                "the N-central server (URL or API user) differs from the one the stored results came from; "
+                "dropping them and any report id in flight",
+                extra={"path": str(self._path), "reports": sorted(loaded)},
+            )
+            loaded = {}
         states: dict[str, ReportState] = {}
         for report in reports:
             stored = loaded.get(report.name)
@@ -74,31 +101,55 @@ class Store:
                 states[report.name] = ReportState(fingerprint=report.fingerprint)
         self.snapshot: Snapshot = MappingProxyType(states)
 
-    def update(self, name: str, change: Callable[[ReportState], ReportState], *, fingerprint: str) -> bool:
+    def close(self) -> None:
+        """Release the state file's lock; nothing is written after this."""
+        with self._write_lock:
+            if self._file_lock is not None:
+                self._file_lock.release()
+
+    def update(
+        self, name: str, change: Callable[[ReportState], ReportState], *, fingerprint: str,
+        server: str | None = None,
+    ) -> bool:
         """Apply `change` to the report's state; False (and nothing done) if the report is gone or now
-        asks for something else than `fingerprint` (a reload raced the run)."""
+        asks for something else than `fingerprint`, or of another `server` (a reload raced the run)."""
         with self._write_lock:
             current = self.snapshot.get(name)
             if current is None or current.fingerprint != fingerprint:
+                return False
+            if server is not None and self._server is not None and server != self._server:
                 return False
             states = dict(self.snapshot)
             states[name] = change(current)
             self._swap(states)
             return True
 
-    def reconfigure(self, reports: Iterable[ReportSettings]) -> list[str]:
-        """Keep the state of reports that still ask for the same thing; returns the names started afresh."""
+    def reconfigure(self, reports: Iterable[ReportSettings], *, server: str | None = None) -> list[str]:
+        """Keep the state of reports that still ask the same server for the same thing; returns the names
+        started afresh. Writes the state file only if something changed."""
         with self._write_lock:
+            server_changed = server is not None and self._server is not None and server != self._server
+            if server_changed:
+                log.warning(
+                    "the N-central server (URL or API user) changed; dropping the stored results and any "
+                    "report id in flight",
+                    extra={"reports": sorted(self.snapshot)},
+                )
+            if server is not None:
+                self._server = server
             states: dict[str, ReportState] = {}
             fresh: list[str] = []
             for report in reports:
                 current = self.snapshot.get(report.name)
-                if current is not None and current.fingerprint == report.fingerprint:
+                if current is not None and current.fingerprint == report.fingerprint and not server_changed:
                     states[report.name] = current
                 else:
                     states[report.name] = ReportState(fingerprint=report.fingerprint)
                     fresh.append(report.name)
-            self._swap(states)
+            if states.keys() != self.snapshot.keys() or any(
+                states[name] is not self.snapshot[name] for name in states
+            ) or server_changed:
+                self._swap(states)
             return fresh
 
     def save(self) -> None:
@@ -112,15 +163,24 @@ class Store:
     # --- persistence ---
 
     def _persist(self, snapshot: Snapshot) -> None:
-        if self._path is None:
-            return
-        document = {"version": _STATE_VERSION, "reports": {name: _to_json(s) for name, s in snapshot.items()}}
+        if self._path is None or self._file_lock is None or not self._file_lock.held:
+            return  # no state file, or closed: the lock may already be another exporter's
+        document: dict[str, Any] = {"version": _STATE_VERSION}
+        if self._server is not None:
+            document["server"] = self._server
+        document["reports"] = {name: _to_json(s) for name, s in snapshot.items()}
         try:
-            text = json.dumps(document, ensure_ascii=False)
             fd, tmp = tempfile.mkstemp(prefix=f".{self._path.name}.", dir=self._path.parent)
             try:
+                # Streamed to the file and its digest at once: no copy of the whole text in memory.
+                digest = hashlib.sha256()
                 with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    handle.write(text)
+                    for chunk in json.JSONEncoder(ensure_ascii=False).iterencode(document):
+                        handle.write(chunk)
+                        digest.update(chunk.encode("utf-8"))
+                    if digest.hexdigest() == self._written:
+                        Path(tmp).unlink()
+                        return  # nothing changed since the last write: no rename, no fsync
                     handle.flush()
                     os.fsync(handle.fileno())
                 os.replace(tmp, self._path)
@@ -133,31 +193,110 @@ class Store:
                 os.fsync(directory)
             finally:
                 os.close(directory)
+            self._written = digest.hexdigest()
         except (OSError, ValueError) as exc:
             error = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
             self.write_failures += 1
             log.error("cannot write the state file", extra={"path": str(self._path), "error": error})
 
-    def _load(self) -> dict[str, ReportState]:
+    def _load(self) -> tuple[str | None, dict[str, ReportState]]:
+        """The stored server identity and the readable entries; an unreadable entry is logged and skipped,
+        the others kept."""
         if self._path is None:
-            return {}
-        # Left by a process killed between writing and renaming (the state file itself is intact). Only old
-        # ones: a young one may belong to another exporter still writing (a rolling update on one volume).
+            return None, {}
+        # Left by a process killed between writing and renaming (the state file itself is intact). We hold
+        # the lock, so no other exporter can be writing one now: all of them go, whatever their age.
         for stale in self._path.parent.glob(f".{self._path.name}.*"):
             with contextlib.suppress(OSError):
-                if time.time() - stale.stat().st_mtime > 600:
-                    stale.unlink()
+                stale.unlink()
+                log.info("removed a temporary state file left by an interrupted write", extra={"path": str(stale)})
         if not self._path.exists():
-            return {}
+            return None, {}
         try:
             document = json.loads(self._path.read_text(encoding="utf-8"))
             if document.get("version") != _STATE_VERSION:
                 raise ValueError(f"unknown state file version {document.get('version')!r}")
-            return {str(name): _from_json(raw) for name, raw in document["reports"].items()}
+            entries = document["reports"]
+            if not isinstance(entries, dict):
+                raise TypeError("reports: expected an object")
+            server = document.get("server")
+            if server is not None and not isinstance(server, str):
+                raise TypeError("server: expected text")
         except Exception as exc:  # a corrupt state file of any shape must never stop the exporter
             error = f"{type(exc).__name__}: {exc}"
             log.warning("ignoring unreadable state file", extra={"path": str(self._path), "error": error})
-            return {}
+            return None, {}
+        states: dict[str, ReportState] = {}
+        now = self._wall()
+        for name, raw in entries.items():
+            try:
+                states[str(name)] = _from_json(raw, now)
+            except Exception as exc:  # one bad entry costs that entry only
+                error = f"{type(exc).__name__}: {exc}"
+                log.warning(
+                    "ignoring an unreadable entry of the state file",
+                    extra={"path": str(self._path), "report": str(name), "error": error[:300]},
+                )
+        return server, states
+
+
+class StateFileLocked(Exception):
+    """Another exporter holds the state file."""
+
+
+class StateFileLock:
+    """An exclusive advisory lock (flock) on `<state file>.lock`, held for the exporter's life: two exporters
+    on one state file would overwrite each other's results. The lock file is a sibling because the state
+    file itself is replaced on every write; the kernel releases the lock when the process ends, however."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.with_name(path.name + ".lock")
+        try:
+            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StateFileLocked(f"{path}: cannot create the lock file {self.path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(self._fd)
+            self._fd = None
+            if isinstance(exc, BlockingIOError):
+                raise StateFileLocked(
+                    f"{path}: the state file is in use by another exporter (lock {self.path} held)"
+                ) from None
+            raise StateFileLocked(f"{path}: cannot lock {self.path}: {exc.strerror}") from None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+
+def server_identity(settings: NCentralSettings) -> str:
+    """Which N-central server and API user results come from: a digest of the URL (trailing `/` stripped)
+    and of the JWT's subject (of the whole JWT if it has none). Never the token itself."""
+    digest = hashlib.sha256()
+    digest.update(settings.url.rstrip("/").encode("utf-8", "surrogatepass"))
+    digest.update(b"\0")
+    digest.update(_token_identity(settings.token).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()[:24]
+
+
+def _token_identity(token: str) -> str:
+    """The JWT's `iss` and `sub` claims (the user, stable when the token is renewed) or the token's digest."""
+    parts = token.split(".")
+    if len(parts) == 3 and len(parts[1]) <= 8192:
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        except (ValueError, binascii.Error, RecursionError):
+            claims = None
+        if isinstance(claims, dict) and isinstance(claims.get("sub"), str) and claims["sub"]:
+            return f"sub:{claims.get('iss')!s}:{claims['sub']}"
+    return "token:" + hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def check_storage_path(path: str) -> str | None:
@@ -211,24 +350,31 @@ def _optional_str(value: object) -> str | None:
     return value
 
 
-def _from_json(raw: Mapping[str, Any]) -> ReportState:
+def _not_future(value: float | None, key: str, now: float) -> float | None:
+    if value is not None and value > now + MAX_CLOCK_SKEW:
+        raise ValueError(f"{key}: {value!r} is in the future (now {now:.0f})")
+    return value
+
+
+def _from_json(raw: Mapping[str, Any], now: float | None = None) -> ReportState:
+    now = time.time() if now is None else now
     in_flight_raw = raw.get("in_flight")
     in_flight = None
     if in_flight_raw is not None:
         report_id = in_flight_raw["report_id"]
-        if isinstance(report_id, bool) or not isinstance(report_id, int):
-            raise TypeError(f"in_flight.report_id: expected an integer, got {report_id!r}")
-        submitted_at = _optional_float(in_flight_raw["submitted_at"])
+        if not valid_report_id(report_id):
+            raise TypeError(f"in_flight.report_id: expected a 32-bit report id, got {report_id!r}")
+        submitted_at = _not_future(_optional_float(in_flight_raw["submitted_at"]), "in_flight.submitted_at", now)
         if submitted_at is None:
             raise TypeError("in_flight.submitted_at: missing")
         in_flight = InFlight(report_id, submitted_at)
     return replace(
         ReportState(fingerprint=str(raw["fingerprint"])),
         data=ReportData.from_json(raw["data"]) if raw.get("data") is not None else None,
-        last_success_time=_optional_float(raw.get("last_success_time")),
+        last_success_time=_not_future(_optional_float(raw.get("last_success_time")), "last_success_time", now),
         last_duration=_optional_float(raw.get("last_duration")),
         last_run_success=raw.get("last_run_success") is True,
-        last_run_time=_optional_float(raw.get("last_run_time")),
+        last_run_time=_not_future(_optional_float(raw.get("last_run_time")), "last_run_time", now),
         last_reason=_optional_str(raw.get("last_reason")),
         in_flight=in_flight,
     )

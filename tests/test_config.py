@@ -23,7 +23,8 @@ def test_minimal_config_gets_every_default(tmp_path: Path) -> None:
     assert config.ncentral.url == "https://nc.example.com"
     assert config.ncentral.verify_tls is True
     assert config.ncentral.request_timeout == 30
-    assert config.ncentral.max_response_size == 50 * 2**20
+    assert config.ncentral.max_response_size == 4 * 2**20
+    assert config.ncentral.max_series == 5000
     assert config.reports == (ReportSettings(name="all"),)
     report = config.reports[0]
     assert (report.interval, report.start_date, report.timeout) == (3600, "90d", 1800)

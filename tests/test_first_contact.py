@@ -273,7 +273,7 @@ def test_failed_state_writes_are_counted(
     try:
         samples = parse_samples(app.exposition.render().decode())
         assert sample(samples, "ncentral_patch_exporter_state_write_failures_total") == 0
-        directory.rmdir()  # the volume went away: not silently created again
+        directory.rename(tmp_path / "gone")  # the volume went away: not silently created again
         with caplog.at_level(logging.ERROR, logger="exporter.store"):
             assert app.run_once()
         samples = parse_samples(app.exposition.render().decode())

@@ -1,0 +1,492 @@
+"""Issue 11: a hostile N-central and durable state. Every run bounded in time and memory, stored data tied to
+its server, one exporter per state file. Each test runs the real code against the simulator over HTTP."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import (
+    ExporterProcess,
+    Samples,
+    parse_samples,
+    run_command,
+    sample,
+    select,
+    test_config,
+    wait_for,
+    write_yaml,
+)
+
+from exporter import logs
+from exporter.app import Exporter
+from exporter.config import Config, NCentralSettings, ReportSettings
+from exporter.errors import InvalidResponse
+from exporter.report import parse_poll
+from exporter.simulator import FIRST_REPORT_ID, Simulator
+from exporter.store import server_identity
+
+
+def make_config(sim: Simulator, storage: Path | None = None, **ncentral: Any) -> Config:
+    settings: dict[str, Any] = {
+        "url": sim.url, "token": sim.jwt, "request_timeout": 2.0, "retries": 2, "retry_backoff": 0.01,
+        **ncentral,
+    }
+    return Config(
+        ncentral=NCentralSettings(**settings),
+        reports=(ReportSettings(name="all", poll_interval=0.01, poll_max_interval=0.05, timeout=5.0),),
+        storage_path=str(storage) if storage is not None else None,
+    )
+
+
+def scrape(app: Exporter) -> Samples:
+    return parse_samples(app.exposition.render().decode())
+
+
+def approvals(app: Exporter) -> dict[frozenset[tuple[str, str]], float]:
+    return select(scrape(app), "ncentral_patch_approvals")
+
+
+def failures(app: Exporter, reason: str) -> float | None:
+    return sample(scrape(app), "ncentral_patch_report_failures_total", report="all", reason=reason)
+
+
+@pytest.fixture
+def app(sim: Simulator) -> Iterator[Exporter]:
+    exporter = Exporter(make_config(sim))
+    yield exporter
+    exporter.shutdown()
+    exporter.runner.close()
+
+
+def run_in_thread(app: Exporter, sim: Simulator, hang_bound: float = 30.0) -> bool:
+    """The run's outcome; fails (and frees the run by stopping the simulator) if it does not end in
+    `hang_bound` seconds: a bound that only catches a hang, not a timing."""
+    outcome: list[bool] = []
+    worker = threading.Thread(target=lambda: outcome.append(app.runner.run("all")), daemon=True)
+    worker.start()
+    worker.join(hang_bound)
+    if worker.is_alive():
+        sim.stop()
+        raise AssertionError(f"the run still holds its worker after {hang_bound}s")
+    return outcome[0]
+
+
+# --- 1. every HTTP call ends by a wall-clock deadline, body included ---
+
+
+@pytest.mark.parametrize("bound", ["report-timeout", "request-timeout"])
+def test_a_dripping_body_cannot_hold_a_run(sim: Simulator, bound: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Headers at once, Content-Length 100000, then one byte every 0.3 s: each byte resets a socket
+    timeout, so only a deadline on the whole call ends it."""
+    config = make_config(sim, request_timeout=30.0 if bound == "report-timeout" else 1.0, retries=1)
+    if bound == "report-timeout":
+        config = replace(config, reports=(replace(config.reports[0], timeout=2.0),))
+    else:
+        config = replace(config, reports=(replace(config.reports[0], timeout=600.0),))
+    app = Exporter(config)
+    try:
+        assert app.runner.run("all")
+        sim.add_fault("drip", endpoint="poll", count=None, delay=0.3)
+        assert run_in_thread(app, sim) is False
+        assert failures(app, "connection") == 1
+        line = next(r for r in caplog.records if r.getMessage() == "report run failed").__dict__
+        assert "not complete within" in line["error"]
+        assert approvals(app)  # the last good data stays
+        sim.clear_faults()
+        assert app.runner.run("all")
+    finally:
+        app.shutdown()
+        app.runner.close()
+
+
+def test_once_ends_by_the_report_timeout_on_a_dripping_body(sim: Simulator, tmp_path: Path) -> None:
+    sim.add_fault("drip", endpoint="poll", count=None, delay=0.3)
+    document = test_config(sim, timeout="2s")
+    document["ncentral"]["request_timeout"] = "30s"
+    config = write_yaml(tmp_path / "config.yaml", document)
+    result = run_command("--once", "--config.file", str(config), timeout=40)
+    assert result.returncode == 1, result.stderr
+    assert "report run failed" in result.stderr and "reason=connection" in result.stderr
+    assert "not complete within" in result.stderr
+
+
+# --- 2. stored in-flight ids and results are tied to their server ---
+
+
+def interrupted_in_flight(sim: Simulator, config: Config) -> int:
+    """Run once (data stored), then leave a report in flight at `sim` and stop: its id stays stored."""
+    first = Exporter(config)
+    assert first.runner.run("all")
+    sim.set_generation_time(3600)
+    worker = threading.Thread(target=first.runner.run, args=("all",), daemon=True)
+    worker.start()
+    wait_for(lambda: sim.count("poll") >= 2)
+    first.shutdown()
+    worker.join(10)
+    first.runner.close()
+    state = json.loads(Path(config.storage_path or "").read_text())["reports"]["all"]
+    assert state["data"] is not None and state["in_flight"] is not None
+    return int(state["in_flight"]["report_id"])
+
+
+def another_server() -> Simulator:
+    """A second N-central that already holds someone else's report under the first server's ids."""
+    other = Simulator(jwt="other-server-jwt-0123456789").start()
+    other.set_data({"deviceClassSummaries": [
+        {"deviceClass": "Someone Else's Servers", "approvalStatusCounts": {"declined": 99}},
+    ]})
+    other.set_generation_time(0)
+    for _ in range(3):
+        other._create_report()
+    return other
+
+
+def report_calls(sim: Simulator) -> list[str]:
+    return [f"{r.method} {r.path}" for r in sim.requests if r.endpoint in ("submit", "poll")]
+
+
+def test_a_restart_against_another_server_drops_the_stored_id_and_results(
+    sim: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = tmp_path / "state.json"
+    report_id = interrupted_in_flight(sim, make_config(sim, state))
+    other = another_server()
+    try:
+        caplog.clear()
+        app = Exporter(replace(make_config(other, state)))
+        try:
+            changed = [r for r in caplog.records if "server (URL or API user)" in r.getMessage()]
+            assert len(changed) == 1
+            assert approvals(app) == {}  # nothing of the old server's served as the new one's
+            assert app.not_ready() is not None
+            assert app.runner.run("all")
+        finally:
+            app.shutdown()
+            app.runner.close()
+        assert f"GET /api/report/{report_id}" not in report_calls(other)
+        assert report_calls(other)[0] == "POST /api/report/patch-comparison"
+        assert {dict(k)["device_class"] for k in approvals(app)} == {"Someone Else's Servers"}
+    finally:
+        other.stop()
+
+
+def test_a_reload_to_another_server_drops_the_stored_id_and_results(
+    sim: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = tmp_path / "state.json"
+    config = make_config(sim, state)
+    app = Exporter(config, lambda: new_config)
+    other = another_server()
+    new_config = make_config(other, state)
+    try:
+        assert app.runner.run("all")
+        sim.set_generation_time(3600)
+        worker = threading.Thread(target=app.runner.run, args=("all",), daemon=True)
+        worker.start()
+        wait_for(lambda: sim.count("poll") >= 2)
+        in_flight = app.store.snapshot["all"].in_flight
+        assert in_flight is not None
+        caplog.clear()
+        assert app.reload() is None
+        assert len([r for r in caplog.records if "server (URL or API user)" in r.getMessage()]) == 1
+        assert approvals(app) == {}  # nothing of the old server's served as the new one's
+        worker.join(20)  # the run in progress notices the new server and starts afresh there
+        assert not worker.is_alive()
+        assert f"GET /api/report/{in_flight.report_id}" not in report_calls(other)
+        assert report_calls(other)[0] == "POST /api/report/patch-comparison"
+        assert {dict(k)["device_class"] for k in approvals(app)} == {"Someone Else's Servers"}
+        stored = json.loads(state.read_text())
+        assert stored["server"] == server_identity(new_config.ncentral)
+    finally:
+        app.shutdown()
+        app.runner.close()
+        other.stop()
+
+
+def test_server_identity_follows_url_and_api_user_and_never_holds_the_token() -> None:
+    def jwt(sub: str, signature: str) -> str:
+        import base64
+
+        claims = base64.urlsafe_b64encode(json.dumps({"sub": sub, "iss": "nc"}).encode()).decode().rstrip("=")
+        return f"eyJhbGciOiJIUzI1NiJ9.{claims}.{signature}"
+
+    def ident(url: str, token: str) -> str:
+        return server_identity(NCentralSettings(url=url, token=token))
+
+    base = ident("https://nc.example.com", jwt("api-user", "sig-one"))
+    assert base == ident("https://nc.example.com/", jwt("api-user", "sig-two"))  # a renewed JWT, same user
+    assert base != ident("https://other.example.com", jwt("api-user", "sig-one"))
+    assert base != ident("https://nc.example.com", jwt("another-user", "sig-one"))
+    assert ident("https://nc.example.com", "opaque-token-1") != ident("https://nc.example.com", "opaque-token-2")
+    assert "sig" not in base and "api-user" not in base
+
+
+# --- 3. memory: a report with more series than max_series is refused before it is built ---
+
+
+def test_a_report_over_max_series_is_invalid_and_the_good_data_stays(sim: Simulator) -> None:
+    app = Exporter(make_config(sim, max_series=30))
+    try:
+        assert app.runner.run("all")
+        good = approvals(app)
+        assert len(good) == 15
+        sim.set_data({"deviceClassSummaries": [
+            {"deviceClass": f"Class {n}", "approvalStatusCounts": {"declined": n}} for n in range(7)
+        ]})
+        assert not app.runner.run("all")
+        assert failures(app, "invalid_response") == 1
+        assert "max_series=30" in (app.store.snapshot["all"].last_error or "")
+        assert approvals(app) == good
+    finally:
+        app.shutdown()
+        app.runner.close()
+
+
+# --- 4. header values parsed strictly ---
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "9" * 5000, "-1", "1e3", "Wed, 99 Foo 2025 99:99:99 GMT", "3\u00b2"])
+def test_an_odd_retry_after_is_ignored(sim: Simulator, app: Exporter, value: str) -> None:
+    sim.add_fault("429", endpoint="poll", count=1, retry_after=value)
+    assert app.runner.run("all")
+    assert failures(app, "internal") == 0
+    assert sim.count("poll") == 2  # retried after the usual backoff
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "9" * 5000, "12abc", "+5", "5, 6"])
+def test_an_odd_content_length_is_an_invalid_response(sim: Simulator, app: Exporter, value: str) -> None:
+    assert app.runner.run("all")
+    good = approvals(app)
+    sim.add_fault("bad_length", endpoint="poll", count=None, value=value)
+    assert not app.runner.run("all")
+    assert failures(app, "invalid_response") == 1
+    assert failures(app, "internal") == 0
+    assert "Content-Length" in (app.store.snapshot["all"].last_error or "")
+    assert approvals(app) == good
+
+
+# --- 5. secrets scrubbed before quoting, however short ---
+
+
+@pytest.mark.parametrize(("jwt", "log_format"), [
+    ("jwt-with\\back\\slashes-and-\"quotes\"-0123456789", "text"),
+    ("jwt-with\\back\\slashes-and-\"quotes\"-0123456789", "json"),
+    ("k3y", "json"),
+])
+def test_an_echoed_token_never_reaches_logs_or_the_landing_page(
+    sim: Simulator, tmp_path: Path, jwt: str, log_format: str
+) -> None:
+    """N-central's error page quotes the credentials it was sent (JSON-escaped, then quoted again by the
+    exporter's excerpt and log format)."""
+    sim.jwt = jwt
+    sim.add_fault("echo_token", endpoint="authenticate", count=None)
+    config = write_yaml(tmp_path / "config.yaml", test_config(sim))
+    exporter = ExporterProcess(tmp_path, "--config.file", str(config), f"--log.format={log_format}")
+    try:
+        exporter.wait_healthy()
+        wait_for(lambda: "report run failed" in exporter.log())
+        page = exporter.get("/").text
+        log = exporter.log()
+        assert "could not process credentials" in page and "could not process credentials" in log
+        assert "<redacted>" in log
+    finally:
+        exporter.stop()
+    for form in {jwt, json.dumps(jwt)[1:-1], repr(jwt)[1:-1], jwt.replace("\\", "\\\\\\\\")}:
+        assert form not in log
+        assert form not in page
+    assert "back" not in log and "back" not in page
+
+
+def test_a_quoted_value_is_scrubbed_before_repr_doubles_its_backslashes() -> None:
+    token = "leak\\ed-token-\\-9876543210"
+    logs.register_secret(token)
+    with pytest.raises(InvalidResponse) as caught:
+        parse_poll({"reportStatus": "ODD", "message": f"echo {token}"}, 1)
+    assert "leak" not in caught.value.message and "<redacted>" in caught.value.message
+    short = "zq9"
+    logs.register_secret(short)
+    assert logs.scrub(f"a {short} b") == "a <redacted> b"
+    record = logging.LogRecord("x", logging.INFO, "", 0, "token %s", (token,), None)
+    record.error = f"it was {token!r}"
+    for formatter in (logs.TextFormatter(), logs.JSONFormatter()):
+        assert "leak" not in formatter.format(record)
+
+
+# --- 6. wrong shapes are invalid_response, the last good data stays ---
+
+
+def with_counts(counts: object) -> dict[str, Any]:
+    return {"deviceClassSummaries": [{"deviceClass": "Laptops", "approvalStatusCounts": counts}]}
+
+
+WRONG_SHAPES: dict[str, dict[str, Any]] = {
+    "counts-list": with_counts([]),
+    "counts-zero": with_counts(0),
+    "counts-false": with_counts(False),
+    "counts-empty-string": with_counts(""),
+    "summaries-null": {"deviceClassSummaries": None},
+    "two-keys-one-label": with_counts({"noApproval": 3, "no_approval": 4}),
+    "two-keys-one-label-spaced": with_counts({"Declined": 3, "declined": 4}),
+}
+
+
+@pytest.mark.parametrize("shape", list(WRONG_SHAPES))
+def test_a_wrong_shape_is_invalid_and_the_good_data_stays(sim: Simulator, app: Exporter, shape: str) -> None:
+    assert app.runner.run("all")
+    good = approvals(app)
+    sim.set_data(WRONG_SHAPES[shape])
+    assert not app.runner.run("all")
+    assert failures(app, "invalid_response") == 1
+    assert approvals(app) == good
+
+
+@pytest.mark.parametrize("report_id", [-1, 2**31, 10**30])
+def test_a_report_id_out_of_range_is_invalid(sim: Simulator, app: Exporter, report_id: int) -> None:
+    assert app.runner.run("all")
+    good = approvals(app)
+    sim.add_fault("bad_report_id", endpoint="submit", count=None, value=str(report_id))
+    assert not app.runner.run("all")
+    assert failures(app, "invalid_response") == 1
+    assert approvals(app) == good
+    assert not any(r.path == f"/api/report/{report_id}" for r in sim.requests)
+
+
+def test_counts_left_out_or_null_are_zero(sim: Simulator, app: Exporter) -> None:
+    sim.set_data({"deviceClassSummaries": [{"deviceClass": "A"}, {"deviceClass": "B", "approvalStatusCounts": None}]})
+    assert app.runner.run("all")
+    assert set(approvals(app).values()) == {0}
+
+
+# --- 7. one exporter per state file; one bad entry costs only itself ---
+
+
+def test_a_second_exporter_on_the_same_state_file_exits_2(sim: Simulator, tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    config = write_yaml(tmp_path / "config.yaml", test_config(sim))
+    first = ExporterProcess(tmp_path, "--config.file", str(config), f"--storage.path={state}")
+    try:
+        first.wait_healthy()
+        for mode in ([], ["--once"]):
+            second = run_command(*mode, "--config.file", str(config), f"--storage.path={state}", timeout=30)
+            assert second.returncode == 2, second.stderr
+            lines = second.stderr.strip().splitlines()
+            assert len(lines) == 1 and str(state) in lines[0] and "another exporter" in lines[0], lines
+            assert "Traceback" not in second.stderr
+    finally:
+        assert first.stop() == 0
+    # Once the first is gone, the file is free again.
+    third = run_command("--once", "--config.file", str(config), f"--storage.path={state}", timeout=30)
+    assert third.returncode == 0, third.stderr
+
+
+def test_one_corrupt_entry_does_not_discard_the_others(
+    sim: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = tmp_path / "state.json"
+    config = make_config(sim, state)
+    first = Exporter(config)
+    assert first.runner.run("all")
+    good = approvals(first)
+    first.shutdown()
+    document = json.loads(state.read_text())
+    document["reports"]["removed-report"] = {"fingerprint": "x", "data": {"approvals": [["A", "declined", -1]]}}
+    state.write_text(json.dumps(document))
+    second = Exporter(config)
+    try:
+        assert approvals(second) == good
+        assert any(
+            r.getMessage() == "ignoring an unreadable entry of the state file"
+            and r.__dict__["report"] == "removed-report"
+            for r in caplog.records
+        )
+    finally:
+        second.shutdown()
+
+
+# --- 8. the state is written only on change; a killed writer's temporary files go at start-up ---
+
+
+def test_a_reload_with_nothing_changed_writes_nothing(sim: Simulator, tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    config = make_config(sim, state)
+    app = Exporter(config, lambda: config)
+    try:
+        assert app.runner.run("all")
+        before, text = state.stat(), state.read_text()
+        for _ in range(5):
+            assert app.reload() is None
+        app.store.save()
+        after = state.stat()
+        assert (after.st_ino, after.st_mtime_ns, after.st_ctime_ns) == (
+            before.st_ino, before.st_mtime_ns, before.st_ctime_ns
+        )
+        assert app.runner.run("all")  # a change is still written
+        assert state.read_text() != text
+    finally:
+        app.shutdown()
+
+
+def test_temporary_files_of_a_killed_writer_are_removed_at_start_up(sim: Simulator, tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    left = [tmp_path / ".state.json.k1ll3d", tmp_path / ".state.json.abc_12"]
+    for path in left:
+        path.write_text('{"version": 1, "rep')  # young: written a moment ago
+    unrelated = tmp_path / ".other.json.abc"
+    unrelated.write_text("{}")
+    app = Exporter(make_config(sim, state))
+    app.shutdown()
+    assert not any(path.exists() for path in left)
+    assert unrelated.exists()
+
+
+# --- 9. implausible stored timestamps are refused on load ---
+
+
+@pytest.mark.parametrize("key", ["last_success_time", "last_run_time", "in_flight"])
+def test_a_stored_timestamp_in_the_future_is_refused(
+    sim: Simulator, tmp_path: Path, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = tmp_path / "state.json"
+    config = make_config(sim, state)
+    first = Exporter(config)
+    assert first.runner.run("all")
+    first.shutdown()
+    document = json.loads(state.read_text())
+    future = time.time() + 86400 * 365 * 3000  # the year ~5000
+    if key == "in_flight":
+        document["reports"]["all"]["in_flight"] = {"report_id": FIRST_REPORT_ID, "submitted_at": future}
+    else:
+        document["reports"]["all"][key] = future
+    state.write_text(json.dumps(document))
+    second = Exporter(config)
+    try:
+        stamp = sample(scrape(second), "ncentral_patch_report_last_success_timestamp_seconds", report="all")
+        assert stamp is None or stamp < time.time() + 300
+        assert any("in the future" in str(r.__dict__.get("error", "")) for r in caplog.records)
+    finally:
+        second.shutdown()
+
+
+def test_a_stored_timestamp_within_the_clock_skew_is_kept(sim: Simulator, tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    config = make_config(sim, state)
+    first = Exporter(config)
+    assert first.runner.run("all")
+    first.shutdown()
+    document = json.loads(state.read_text())
+    document["reports"]["all"]["last_success_time"] = time.time() + 60
+    state.write_text(json.dumps(document))
+    second = Exporter(config)
+    try:
+        assert approvals(second)
+    finally:
+        second.shutdown()
+
