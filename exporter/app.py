@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 from exporter.client import Sleep
 from exporter.collector import ExporterCollector, ReportCollector
-from exporter.config import Config, ConfigError
+from exporter.config import CUSTOMERS, Config, ConfigError, CustomerSettings, ReportSettings
+from exporter.customers import CustomerScan
 from exporter.exposition import Exposition
 from exporter.runner import Runner
 from exporter.scheduler import ReportScheduler
@@ -19,6 +20,11 @@ from exporter.store import Snapshot, Store
 log = logging.getLogger(__name__)
 
 ConfigLoader = Callable[[], Config]
+
+
+def collections(config: Config) -> tuple[ReportSettings | CustomerSettings, ...]:
+    """What the store keeps and the scheduler runs: every report, and the customer scan when configured."""
+    return (*config.reports, *((config.customers,) if config.customers is not None else ()))
 
 
 class Exporter:
@@ -36,8 +42,9 @@ class Exporter:
         self.config = config
         self._load_config = load_config
         self.stop = stop or threading.Event()
-        self.store = Store(config.reports, config.storage_path)
+        self.store = Store(collections(config), config.storage_path)
         self.runner = Runner(config, self.store, self.stop, wall=wall, monotonic=monotonic, sleep=sleep)
+        self.customer_scan = CustomerScan(config, self.store, self.stop, wall=wall, monotonic=monotonic)
         self.scheduler = ReportScheduler(self._run)
         self.meta = ExporterCollector()
         self.reports = ReportCollector(self.store, lambda: self.config.reports, wall)
@@ -46,16 +53,17 @@ class Exporter:
 
     def _run(self, name: str) -> bool:
         try:
-            return self.runner.run(name)
+            return self.customer_scan.run() if name == CUSTOMERS else self.runner.run(name)
         finally:
             self.exposition.refresh()  # the job thread renders the new result, so no scrape waits for it
 
     def start(self) -> None:
-        self.scheduler.start(self.config.reports)
+        self.scheduler.start(collections(self.config))
 
     def run_once(self) -> bool:
-        """Run every report once, in order; True when all succeeded."""
-        return all([self.runner.run(report.name) for report in self.config.reports])
+        """Run every report once, in order, then the customer scan; True when all succeeded."""
+        return all([self.runner.run(report.name) for report in self.config.reports]
+                   + ([self.customer_scan.run()] if self.config.customers is not None else []))
 
     def shutdown(self) -> None:
         """Interrupt any run or backoff at once and write the state."""
@@ -77,10 +85,11 @@ class Exporter:
                     log.exception("unexpected error while loading the configuration")
                     error = f"unexpected {type(exc).__name__} while loading the configuration"
                 else:
-                    fresh = self.store.reconfigure(config.reports)
+                    fresh = self.store.reconfigure(collections(config))
                     self.runner.reconfigure(config)
+                    self.customer_scan.reconfigure(config)
                     self.config = config
-                    self.scheduler.schedule(config.reports, fresh)
+                    self.scheduler.schedule(collections(config), fresh)
                     self.meta.reload_successful = True
                     self.meta.reload_success_time = time.time()
                     log.info("configuration reloaded", extra={"reports": len(config.reports), "restarted": fresh})

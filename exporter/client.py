@@ -88,6 +88,8 @@ class NCentralClient:
         self._monotonic = monotonic
         self._access: _Token | None = None
         self._refresh: _Token | None = None
+        # The customer scan calls from two threads: one of them authenticates or refreshes at a time.
+        self._token_lock = threading.Lock()
         register_secret(settings.token, permanent=True)
         if not settings.verify_tls:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
@@ -109,18 +111,26 @@ class NCentralClient:
             raise
         return parse_poll(answer, report_id)
 
+    # --- the REST API (the customer scan) ---
+
+    def get(self, path: str, deadline: float) -> dict[str, Any]:
+        """An idempotent GET of `path` (with its query); safe to call from two threads at once."""
+        return self._api("GET", path, deadline, idempotent=True)
+
     # --- authentication ---
 
     def _api(
         self, method: str, path: str, deadline: float, *, json_body: Any = None, idempotent: bool
     ) -> dict[str, Any]:
         """A report call with a valid access token; one re-authentication and retry on 401."""
-        token = self._access_token(deadline)
+        with self._token_lock:
+            token = self._access_token(deadline)
         try:
             return self._call(method, path, deadline, bearer=token, json_body=json_body, idempotent=idempotent)
         except _Unauthorized:
             log.info("N-central answered 401 to %s %s; authenticating again", method, path)
-        token = self._authenticate(deadline)
+        with self._token_lock:
+            token = self._authenticate(deadline)
         try:
             return self._call(method, path, deadline, bearer=token, json_body=json_body, idempotent=idempotent)
         except _Unauthorized as exc:

@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
-from exporter.config import ReportSettings
+from exporter.customers import CustomerData
 from exporter.errors import REASONS
 from exporter.report import ReportData
 
@@ -47,6 +47,7 @@ class ReportState:
     runs_total: int = 0
     failures: Mapping[str, int] = field(default_factory=lambda: MappingProxyType(dict.fromkeys(REASONS, 0)))
     in_flight: InFlight | None = None
+    customers: CustomerData | None = None  # the customer scan's result (its state is named "customers")
 
     def with_failure(self, reason: str) -> Mapping[str, int]:
         counts = dict(self.failures)
@@ -57,8 +58,18 @@ class ReportState:
 Snapshot = Mapping[str, ReportState]
 
 
+class Collection(Protocol):
+    """What the store keys a state on: a report's settings, or the customer scan's."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def fingerprint(self) -> str: ...
+
+
 class Store:
-    def __init__(self, reports: Iterable[ReportSettings], path: str | None = None) -> None:
+    def __init__(self, reports: Iterable[Collection], path: str | None = None) -> None:
         self._path = Path(path) if path else None
         self._write_lock = threading.Lock()
         loaded = self._load()
@@ -85,7 +96,7 @@ class Store:
             self._swap(states)
             return True
 
-    def reconfigure(self, reports: Iterable[ReportSettings]) -> list[str]:
+    def reconfigure(self, reports: Iterable[Collection]) -> list[str]:
         """Keep the state of reports that still ask for the same thing; returns the names started afresh."""
         with self._write_lock:
             states: dict[str, ReportState] = {}
@@ -173,6 +184,7 @@ def _to_json(state: ReportState) -> dict[str, Any]:
             if state.in_flight is not None
             else None
         ),
+        "customers": state.customers.to_json() if state.customers is not None else None,
     }
 
 
@@ -211,4 +223,5 @@ def _from_json(raw: Mapping[str, Any]) -> ReportState:
         last_run_time=_optional_float(raw.get("last_run_time")),
         last_reason=_optional_str(raw.get("last_reason")),
         in_flight=in_flight,
+        customers=CustomerData.from_json(raw["customers"]) if raw.get("customers") is not None else None,
     )
