@@ -353,11 +353,6 @@ def _customers(value: object) -> CustomerSettings:
     if not isinstance(services_raw, list) or not services_raw:
         raise ConfigError("customers.patch_services: must be a non-empty list of service names")
     services = tuple(dict.fromkeys(_string(item, "customers.patch_services[]") for item in services_raw))
-    if interval < CUSTOMERS_MIN_INTERVAL:
-        log.warning(
-            "customers.interval is below 15m: every scan makes one call per customer",
-            extra={"interval_seconds": interval},
-        )
     return CustomerSettings(
         interval=interval,
         patch_services=services,
@@ -389,6 +384,12 @@ def parse_config(data: object, env: Mapping[str, str]) -> Config:
     if customers is not None and CUSTOMERS in seen:
         index = next(i for i, report in enumerate(reports) if report.name == CUSTOMERS)
         raise ConfigError(f"reports[{index}].name: {CUSTOMERS!r} is the customer scan's name; choose another")
+    if customers is not None and customers.interval < CUSTOMERS_MIN_INTERVAL:
+        # Only once the whole config is valid: a refused config prints its one error line and nothing else.
+        log.warning(
+            "customers.interval is below 15m: every scan makes one call per customer",
+            extra={"interval_seconds": customers.interval},
+        )
     return Config(ncentral=ncentral, reports=reports, storage_path=storage_path, customers=customers)
 
 

@@ -627,8 +627,11 @@ class _Handler(BaseHTTPRequestHandler):
             customer = estate.customer(org_unit)
             if customer is None:
                 self._json(404, _error(404, _ERROR_KINDS[404], f"Customer with ID {org_unit} was not found!"))
-            elif customer.forbidden:
-                self._json(403, _error(403, _ERROR_KINDS[403], "Access denied to this organization unit"))
+            elif customer.refused == 404:
+                self._json(404, _error(404, _ERROR_KINDS[404], f"Customer with ID {org_unit} was not found!"))
+            elif customer.refused is not None:
+                status = customer.refused
+                self._json(status, _error(status, _ERROR_KINDS[status], "Access denied to this organization unit"))
             else:
                 self._paged(estate.issue_json(customer.customer_id), cap)
 
@@ -716,7 +719,7 @@ FORBIDDEN_CUSTOMER = "Restricted Holdings"
 class EstateCustomer:
     customer_id: int
     name: str
-    forbidden: bool = False  # its active issues answer 403
+    refused: int | None = None  # its active issues answer this status (403 or 404) instead
 
 
 @dataclass(frozen=True)
@@ -782,7 +785,7 @@ def demo_estate(customers: int = 40, devices: int = 3000, seed: int = 12) -> Est
     names = [*DEMO_CUSTOMER_NAMES, FORBIDDEN_CUSTOMER]
     names += [f"Customer {index:03d}" for index in range(len(names), customers)]
     members = tuple(
-        EstateCustomer(1000 + index, name, forbidden=name == FORBIDDEN_CUSTOMER)
+        EstateCustomer(1000 + index, name, refused=403 if name == FORBIDDEN_CUSTOMER else None)
         for index, name in enumerate(names[:customers])
     )
     weights = [rng.uniform(0.2, 3.0) for _ in members]
