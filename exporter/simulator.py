@@ -625,9 +625,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         def answer(estate: Estate, cap: int) -> None:
             customer = estate.customer(org_unit)
-            if customer is None:
-                self._json(404, _error(404, _ERROR_KINDS[404], f"Customer with ID {org_unit} was not found!"))
-            elif customer.refused == 404:
+            if customer is None or customer.refused == 404:
                 self._json(404, _error(404, _ERROR_KINDS[404], f"Customer with ID {org_unit} was not found!"))
             elif customer.refused is not None:
                 status = customer.refused

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import REPO, parse_samples, run_command, sample, select, write_yaml
+from helpers import REPO, Samples, parse_samples, run_command, sample, select, write_yaml
 
 from exporter import landing
 from exporter.app import Exporter
@@ -109,7 +109,7 @@ def make_app() -> Iterator[Any]:
         app.runner.close()
 
 
-def published(app: Exporter) -> tuple[dict[tuple[int, str, str], tuple[float, float]], dict[str, Any]]:
+def published(app: Exporter) -> tuple[dict[tuple[int, str, str], tuple[float, float]], Samples]:
     samples = parse_samples(app.exposition.render().decode())
     devices = select(samples, "ncentral_customer_devices")
     issues = select(samples, "ncentral_customer_patch_issue_devices")
@@ -285,7 +285,7 @@ def test_a_failed_scan_keeps_the_last_good_data_and_recovers(estate_sim: Simulat
     assert sample(samples, "ncentral_patch_report_failures_total", report=CUSTOMERS, reason="http") == 1
     state = app.store.snapshot[CUSTOMERS]
     assert state.last_error is not None and "HTTP 500" in state.last_error
-    for token in estate_sim.issued_tokens + [estate_sim.jwt]:
+    for token in [*estate_sim.issued_tokens, estate_sim.jwt]:
         assert token not in state.last_error
 
     estate_sim.clear_faults()
@@ -355,7 +355,8 @@ def test_landing_page_lists_the_20_worst_customers_escaped(sim: Simulator, make_
     estate = demo_estate()
     worst = EstateCustomer(1, "<script>alert(1)</script> & Co")
     sim.set_estate(Estate(
-        (*estate.customers, worst), (*estate.devices, EstateDevice(1, 1, WS)), (*estate.issues, EstateIssue(1, PATCH_SERVICE)),
+        (*estate.customers, worst), (*estate.devices, EstateDevice(1, 1, WS)),
+        (*estate.issues, EstateIssue(1, PATCH_SERVICE)),
     ))
     app = make_app(config(sim))
     assert app.customer_scan.run()
