@@ -3,7 +3,7 @@ baselines measured in the same run.
 
     .venv/bin/python -m benchmarks.run_all [--quick]
 
-About 2 minutes on 2 cores (up to ~5 while the simulator's responses wait on delayed ACKs); `--quick`
+About 3 minutes on 2 cores (the customer scan alone takes about a minute) (up to ~5 while the simulator's responses wait on delayed ACKs); `--quick`
 shortens every phase, for a smoke run, not for figures.
 """
 
@@ -23,6 +23,7 @@ FULL = {
     "bench_polling": [],
     "bench_memory": ["--runs", "1000", "--series", "1000"],
     "bench_startup": ["--runs", "7"],
+    "bench_customers": ["--runs", "3"],
 }
 QUICK = {
     "bench_scrape": ["--seconds", "1", "--requests", "2000"],
@@ -30,6 +31,7 @@ QUICK = {
     "bench_polling": ["--minutes", "5"],
     "bench_memory": ["--runs", "200", "--series", "1000"],
     "bench_startup": ["--runs", "3"],
+    "bench_customers": ["--runs", "1", "--customers", "50", "--devices", "1000"],
 }
 
 

@@ -71,11 +71,15 @@ def serve_stock(series: int) -> int:
     return int(server.server_address[1])
 
 
-def serve_simulator(series: int, generation_time: float) -> None:
-    from exporter.simulator import Simulator
+def serve_simulator(series: int, generation_time: float, estate: tuple[int, int, float] | None = None) -> None:
+    from exporter.simulator import Simulator, demo_estate
 
     simulator = Simulator(jwt=SIMULATOR_JWT, generation_time=generation_time)
     simulator.set_data(vendor_data(series))
+    if estate is not None:
+        customers, devices, latency = estate
+        simulator.set_estate(demo_estate(customers=customers, devices=devices))
+        simulator.set_latency(latency)
     simulator.start()
     print(f"PORT {simulator.port}", flush=True)
     for line in sys.stdin:
@@ -88,6 +92,9 @@ def serve_simulator(series: int, generation_time: float) -> None:
             print("ok", flush=True)
         elif command == "count":
             print(simulator.count(argument), flush=True)
+        elif command == "max_in_flight":
+            print(simulator.max_in_flight, flush=True)
+            simulator.reset_max_in_flight()
         else:
             print(f"unknown command {command!r}", flush=True)
 
@@ -97,9 +104,13 @@ def main() -> None:
     parser.add_argument("kind", choices=("ours", "stock", "simulator"))
     parser.add_argument("--series", type=int, default=10_000)
     parser.add_argument("--generation-time", type=float, default=0.0)
+    parser.add_argument("--customers", type=int, help="simulator: a customer estate of this many customers ...")
+    parser.add_argument("--devices", type=int, default=10_000, help="... with this many devices ...")
+    parser.add_argument("--latency", type=float, default=0.0, help="... answering each call after this many s")
     args = parser.parse_args()
     if args.kind == "simulator":
-        serve_simulator(args.series, args.generation_time)
+        estate = (args.customers, args.devices, args.latency) if args.customers else None
+        serve_simulator(args.series, args.generation_time, estate)
         return
     port = serve_ours(args.series) if args.kind == "ours" else serve_stock(args.series)
     print(f"PORT {port}", flush=True)

@@ -10,9 +10,12 @@ any other failure fails the run, and the last good result stays served.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -175,7 +178,7 @@ def parse_device(raw: object, where: str) -> Device | None:
     return Device(device_id, customer_id, customer, device_class)
 
 
-def patch_issue_device(raw: object, settings: CustomerSettings, where: str) -> int | None:
+def patch_issue_device(settings: CustomerSettings, raw: object, where: str) -> int | None:
     """The device id of an active issue on a patch service; None for any other issue."""
     if not isinstance(raw, Mapping):
         raise InvalidResponse(f"{where}: expected an object, got {type(raw).__name__}")
@@ -209,7 +212,10 @@ class CustomerScan:
         client_factory: ClientFactory = default_client,
         wall: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
+        """`max_in_flight` other than 2 is for the benchmark's side-by-side baseline only."""
+        self._max_in_flight = max_in_flight
         self._store = store
         self._stop = stop
         self._client_factory = client_factory
@@ -239,7 +245,7 @@ class CustomerScan:
         # A scan never outlasts its interval; retries and backoffs stay within it.
         deadline = started + settings.interval
         try:
-            with ThreadPoolExecutor(max_workers=MAX_IN_FLIGHT, thread_name_prefix="customer-scan") as pool:
+            with ThreadPoolExecutor(max_workers=self._max_in_flight, thread_name_prefix="customer-scan") as pool:
                 devices = self._devices(client, pool, deadline)
                 wanted = sorted(cid for cid, name in devices.names.items() if settings.wanted(name))
                 issues, failed = self._issues(client, pool, settings, wanted, devices, deadline)
@@ -261,12 +267,18 @@ class CustomerScan:
     # --- calls ---
 
     def _pages(
-        self, client: NCentralClient, path: str, deadline: float, pool: ThreadPoolExecutor | None
-    ) -> Iterator[Any]:
-        """Every item of a paged list: page 1, then the pages `totalPages` promises (through `pool` when
-        given, else one after the other)."""
+        self,
+        client: NCentralClient,
+        path: str,
+        deadline: float,
+        parse: Callable[[Any, str], T],
+        pool: ThreadPoolExecutor | None,
+    ) -> Iterator[T]:
+        """Every item of a paged list, parsed: page 1, then the pages `totalPages` promises (through `pool`
+        when given, else one after the other). Each page is parsed where it is fetched, so the raw JSON of
+        only a few pages is ever alive at once."""
 
-        def page(number: int) -> Page:
+        def page(number: int) -> tuple[list[T], int | None]:
             where = f"GET {path}"
             separator = "&" if "?" in path else "?"
             try:
@@ -274,30 +286,30 @@ class CustomerScan:
             except NotSupported as exc:
                 raise NotSupported(f"{where}: HTTP 404 (this N-central has no such endpoint or org unit)",
                                    status=exc.status) from None
-            return parse_page(body, f"{where} page {number}")
+            items, total_pages = parse_page(body, f"{where} page {number}")
+            return [parse(item, f"{where} page {number} data[{i}]") for i, item in enumerate(items)], total_pages
 
-        first = page(1)
-        yield from first.items
-        if first.total_pages is None or first.total_pages <= 1:
+        first, total_pages = page(1)
+        yield from first
+        if total_pages is None or total_pages <= 1:
             return
-        numbers = range(2, first.total_pages + 1)
+        numbers = range(2, total_pages + 1)
         if pool is None:
             for number in numbers:
-                result = page(number)
-                if not result.items:
+                items, _ = page(number)
+                if not items:
                     return  # the list shrank while we paged: nothing more to read
-                yield from result.items
+                yield from items
             return
-        for result in _in_order(pool, [partial(page, number) for number in numbers]):
-            yield from result.items
+        for items, _ in _in_order(pool, [partial(page, number) for number in numbers], self._max_in_flight * 2):
+            yield from items
 
     def _devices(self, client: NCentralClient, pool: ThreadPoolExecutor, deadline: float) -> _Devices:
         names: dict[int, str] = {}
         classes: dict[int, dict[str, int]] = {}
         device_class: dict[int, tuple[int, str]] = {}
         skipped = 0
-        for index, raw in enumerate(self._pages(client, "/api/devices", deadline, pool)):
-            device = parse_device(raw, f"GET /api/devices data[{index}]")
+        for device in self._pages(client, "/api/devices", deadline, parse_device, pool):
             if device is None:
                 skipped += 1
                 continue
@@ -306,7 +318,7 @@ class CustomerScan:
             names[device.customer_id] = device.customer
             per_class = classes.setdefault(device.customer_id, {})
             per_class[device.device_class] = per_class.get(device.device_class, 0) + 1
-            device_class[device.device_id] = (device.customer_id, device.device_class)
+            device_class[device.device_id] = (device.customer_id, sys.intern(device.device_class))
         if skipped:
             log.debug("devices without a customer left out", extra={"report": CUSTOMERS, "devices": skipped})
         return _Devices(names, classes, device_class)
@@ -327,8 +339,7 @@ class CustomerScan:
             path = f"/api/org-units/{customer_id}/active-issues"
             found: set[int] = set()
             try:
-                for index, raw in enumerate(self._pages(client, path, deadline, None)):
-                    device_id = patch_issue_device(raw, settings, f"GET {path} data[{index}]")
+                for device_id in self._pages(client, path, deadline, partial(patch_issue_device, settings), None):
                     # Only the customer's own devices, as listed: an issue may name a device that left.
                     if device_id is not None and devices.device_class.get(device_id, (None,))[0] == customer_id:
                         found.add(device_id)
@@ -339,7 +350,7 @@ class CustomerScan:
         issues: dict[int, set[int]] = {}
         failed: dict[int, UpstreamError] = {}
         tasks = [partial(one, customer_id) for customer_id in wanted]
-        for customer_id, result in zip(wanted, _in_order(pool, tasks), strict=True):
+        for customer_id, result in zip(wanted, _in_order(pool, tasks, self._max_in_flight * 2), strict=True):
             if isinstance(result, UpstreamError):
                 failed[customer_id] = result
                 log.warning(
@@ -431,13 +442,20 @@ class CustomerScan:
                      extra={"report": CUSTOMERS})
 
 
-def _in_order(pool: ThreadPoolExecutor, tasks: Sequence[Callable[[], T]]) -> Iterator[T]:
-    """Run `tasks` on `pool` and yield their results in order; on the first failure the tasks not yet
-    started are cancelled (those running finish) and the failure is raised."""
-    futures: list[Future[T]] = [pool.submit(task) for task in tasks]
+def _in_order(pool: ThreadPoolExecutor, tasks: Sequence[Callable[[], T]], window: int) -> Iterator[T]:
+    """Run `tasks` on `pool` and yield their results in order, with at most `window` results pending (a
+    bound on memory); on the first failure the tasks not yet started are cancelled (those running finish)
+    and the failure is raised."""
+    futures: deque[Future[T]] = deque()
+    queued = iter(tasks)
     try:
-        for future in futures:
-            yield future.result()
+        for task in itertools.islice(queued, window):
+            futures.append(pool.submit(task))
+        while futures:
+            result = futures.popleft().result()
+            for task in itertools.islice(queued, 1):
+                futures.append(pool.submit(task))
+            yield result
     finally:
         for future in futures:
             future.cancel()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import json
 import random
 import secrets
@@ -744,6 +745,10 @@ class Estate:
         return next((c for c in self.customers if str(c.customer_id) == org_unit), None)
 
     def device_json(self) -> list[dict[str, Any]]:
+        return self._device_json
+
+    @functools.cached_property
+    def _device_json(self) -> list[dict[str, Any]]:
         names = {customer.customer_id: customer.name for customer in self.customers}
         return [
             {
@@ -759,8 +764,21 @@ class Estate:
         ]
 
     def issue_json(self, customer_id: int) -> list[dict[str, Any]]:
-        devices = {device.device_id: device for device in self.devices if device.customer_id == customer_id}
-        name = next(c.name for c in self.customers if c.customer_id == customer_id)
+        return self._issue_json.get(customer_id, [])
+
+    @functools.cached_property
+    def _issue_json(self) -> dict[int, list[dict[str, Any]]]:
+        owner = {device.device_id: device.customer_id for device in self.devices}
+        by_customer: dict[int, list[EstateIssue]] = {}
+        for issue in self.issues:
+            if issue.device_id in owner:
+                by_customer.setdefault(owner[issue.device_id], []).append(issue)
+        return {customer.customer_id: self._issues_of(customer, by_customer.get(customer.customer_id, []))
+                for customer in self.customers}
+
+    @staticmethod
+    def _issues_of(customer: EstateCustomer, issues: list[EstateIssue]) -> list[dict[str, Any]]:
+        customer_id, name = customer.customer_id, customer.name
         return [
             {
                 "orgUnitId": customer_id + 100_000, "deviceId": issue.device_id,
@@ -770,8 +788,7 @@ class Estate:
                 "_extra": {"deviceName": f"DEV-{issue.device_id:06d}", "customerTree": ["System", SO_NAME, name],
                            "patchManagementEnabled": True, "transitionTime": "2026-02-25T08:00:00Z"},
             }
-            for index, issue in enumerate(self.issues)
-            if issue.device_id in devices
+            for index, issue in enumerate(issues)
         ]
 
 
