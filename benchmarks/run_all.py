@@ -3,7 +3,8 @@ baselines measured in the same run.
 
     .venv/bin/python -m benchmarks.run_all [--quick]
 
-About 3 minutes on 2 cores (the customer scan alone takes about a minute) (up to ~5 while the simulator's responses wait on delayed ACKs); `--quick`
+About 3 minutes on 2 cores, a minute of it the customer scan (up to ~6 while the simulator's
+responses wait on delayed ACKs); `--quick`
 shortens every phase, for a smoke run, not for figures.
 """
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from helpers import REPO, Samples, parse_samples, run_command, sample, select, write_yaml
 
 from exporter import landing
@@ -399,3 +400,14 @@ def test_customer_metrics_and_config_keys_are_documented() -> None:
         assert f"`customers.{key}`" in readme, key
         assert re.search(rf"^\s*#?\s*{key}:", example, re.MULTILINE), key
     assert re.search(r"^#?\s*customers:", example, re.MULTILINE)
+
+
+def test_example_customers_section_is_valid_when_uncommented() -> None:
+    example = (REPO / "config.example.yaml").read_text(encoding="utf-8")
+    block = example[example.index("# customers:"):].splitlines()
+    section = yaml.safe_load("\n".join(line.removeprefix("# ") for line in block))
+    settings = parse_config({"ncentral": {"url": "https://n.example", "api_token": "x"}, **section}, env={}).customers
+    assert settings is not None
+    assert settings.interval == 3600.0
+    assert settings.patch_services == ("Patch Status v2", "Patch Status")
+    assert not settings.wanted("Test Lab") and settings.wanted("Acme Corp")
