@@ -283,9 +283,14 @@ class CustomerScan:
             separator = "&" if "?" in path else "?"
             try:
                 body = client.get(f"{path}{separator}pageNumber={number}&pageSize={PAGE_SIZE}", deadline)
+            # The client's 403/404 texts speak of the patch reports; these say what they mean here.
             except NotSupported as exc:
                 raise NotSupported(f"{where}: HTTP 404 (this N-central has no such endpoint or org unit)",
                                    status=exc.status) from None
+            except Forbidden as exc:
+                raise Forbidden(f"{where}: HTTP 403 (the API user may not read this; create it at the SO "
+                                "level with a role that can view devices and their status)",
+                                status=exc.status) from None
             items, total_pages = parse_page(body, f"{where} page {number}")
             return [parse(item, f"{where} page {number} data[{i}]") for i, item in enumerate(items)], total_pages
 

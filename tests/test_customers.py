@@ -411,3 +411,40 @@ def test_example_customers_section_is_valid_when_uncommented() -> None:
     assert settings.interval == 3600.0
     assert settings.patch_services == ("Patch Status v2", "Patch Status")
     assert not settings.wanted("Test Lab") and settings.wanted("Acme Corp")
+
+
+def test_simulator_answers_429_beyond_its_concurrency_limit(sim: Simulator) -> None:
+    """The simulator's limit is real: two calls at once against a limit of one, one is refused."""
+    import threading
+
+    import requests
+
+    token = requests.post(f"{sim.url}/api/auth/authenticate", headers={"Authorization": f"Bearer {sim.jwt}"},
+                          timeout=5).json()["tokens"]["access"]["token"]
+    sim.set_concurrency_limit(1)
+    sim.set_latency(0.5)
+    statuses: list[int] = []
+    barrier = threading.Barrier(2)
+
+    def call() -> None:
+        barrier.wait()
+        statuses.append(requests.get(f"{sim.url}/api/devices?pageSize=1000", timeout=10,
+                                     headers={"Authorization": f"Bearer {token}"}).status_code)
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(15)
+    assert sorted(statuses) == [200, 429]
+    assert sim.max_in_flight == 1
+
+
+def test_device_list_refused_fails_the_run_as_forbidden(estate_sim: Simulator, make_app: Any) -> None:
+    app = make_app(config(estate_sim))
+    estate_sim.add_fault("403", endpoint="devices")
+    assert not app.customer_scan.run()
+    state = app.store.snapshot[CUSTOMERS]
+    assert state.last_reason == "forbidden"
+    assert state.last_error is not None and "GET /api/devices: HTTP 403" in state.last_error
+    assert "patch reports" not in state.last_error
