@@ -4,6 +4,11 @@ It implements authenticate, refresh, validate, health, submit and poll as N-cent
 (tokens that expire, reports IN_PROGRESS for `generation_time`, then COMPLETED), and produces faults on
 demand: error statuses, 429 with or without Retry-After, HTML pages, garbage, truncated or oversized
 bodies, wrong types, connection resets, slow answers, and FAILED/ABORTED/never-ending reports.
+
+For the customer scan it holds an estate of customers (names that need escaping, non-ASCII ones, two
+sharing a name, one whose active issues answer 403), devices and active issues on patch and other
+services, and serves `GET /api/devices` and `GET /api/org-units/{id}/active-issues` paged with a page cap
+smaller than the 1000 asked for, answering 429 to calls beyond its concurrency limit per endpoint.
 """
 
 from __future__ import annotations
