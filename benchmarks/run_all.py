@@ -3,7 +3,8 @@ baselines measured in the same run.
 
     .venv/bin/python -m benchmarks.run_all [--quick]
 
-About 2 minutes on 2 cores (up to ~5 while the simulator's responses wait on delayed ACKs); `--quick`
+About 3 minutes on 2 cores, a minute of it the customer scan (up to ~6 while the simulator's
+responses wait on delayed ACKs); `--quick`
 shortens every phase, for a smoke run, not for figures.
 """
 
@@ -24,6 +25,7 @@ FULL = {
     "bench_memory": ["--runs", "1000", "--series", "1000"],
     "bench_ingest": [],
     "bench_startup": ["--runs", "7"],
+    "bench_customers": ["--runs", "3"],
 }
 QUICK = {
     "bench_scrape": ["--seconds", "1", "--requests", "2000"],
@@ -32,6 +34,7 @@ QUICK = {
     "bench_memory": ["--runs", "200", "--series", "1000"],
     "bench_ingest": ["--old-mb", "0"],
     "bench_startup": ["--runs", "3"],
+    "bench_customers": ["--runs", "1", "--customers", "50", "--devices", "1000"],
 }
 
 

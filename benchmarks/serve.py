@@ -94,6 +94,9 @@ def serve_simulator(series: int, generation_time: float, data_file: str | None =
             print("ok", flush=True)
         elif command == "count":
             print(simulator.count(argument), flush=True)
+        elif command == "max_in_flight":
+            print(simulator.max_in_flight, flush=True)
+            simulator.reset_max_in_flight()
         else:
             print(f"unknown command {command!r}", flush=True)
 

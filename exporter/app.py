@@ -10,15 +10,29 @@ from collections.abc import Callable
 
 from exporter.client import Sleep
 from exporter.collector import ExporterCollector, ReportCollector, RuntimeCollector
-from exporter.config import SENSIBLE_MIN_INTERVAL, Config, ConfigError, ReportSettings
+from exporter.config import (
+    CUSTOMERS,
+    SENSIBLE_MIN_INTERVAL,
+    Config,
+    ConfigError,
+    CustomerSettings,
+    ReportSettings,
+    server_identity,
+)
+from exporter.customers import CustomerScan
 from exporter.exposition import Exposition
 from exporter.runner import Runner
 from exporter.scheduler import ReportScheduler
-from exporter.store import Snapshot, Store, server_identity
+from exporter.store import Snapshot, Store
 
 log = logging.getLogger(__name__)
 
 ConfigLoader = Callable[[], Config]
+
+
+def collections(config: Config) -> tuple[ReportSettings | CustomerSettings, ...]:
+    """What the store keeps and the scheduler runs: every report, and the customer scan when configured."""
+    return (*config.reports, *((config.customers,) if config.customers is not None else ()))
 
 
 class Exporter:
@@ -36,8 +50,9 @@ class Exporter:
         self.config = config
         self._load_config = load_config
         self.stop = stop or threading.Event()
-        self.store = Store(config.reports, config.storage_path, server=server_identity(config.ncentral))
+        self.store = Store(collections(config), config.storage_path, server=server_identity(config.ncentral))
         self.runner = Runner(config, self.store, self.stop, wall=wall, monotonic=monotonic, sleep=sleep)
+        self.customer_scan = CustomerScan(config, self.store, self.stop, wall=wall, monotonic=monotonic)
         self.scheduler = ReportScheduler(self._run)
         self.meta = ExporterCollector()
         self.reports = ReportCollector(self.store, lambda: self.config.reports, wall)
@@ -47,16 +62,17 @@ class Exporter:
 
     def _run(self, name: str) -> bool:
         try:
-            return self.runner.run(name)
+            return self.customer_scan.run() if name == CUSTOMERS else self.runner.run(name)
         finally:
             self.exposition.refresh()  # the job thread renders the new result, so no scrape waits for it
 
     def start(self) -> None:
-        self.scheduler.start(self.config.reports)
+        self.scheduler.start(collections(self.config))
 
     def run_once(self) -> bool:
-        """Run every report once, in order; True when all succeeded."""
-        return all([self.runner.run(report.name) for report in self.config.reports])
+        """Run every report once, in order, then the customer scan; True when all succeeded."""
+        return all([self.runner.run(report.name) for report in self.config.reports]
+                   + ([self.customer_scan.run()] if self.config.customers is not None else []))
 
     def shutdown(self) -> None:
         """Interrupt any run or backoff at once and write the state."""
@@ -81,10 +97,11 @@ class Exporter:
                     error = f"unexpected {type(exc).__name__} while loading the configuration"
                 else:
                     run_now = self._run_now(self.config, config)
-                    fresh = self.store.reconfigure(config.reports, server=server_identity(config.ncentral))
+                    fresh = self.store.reconfigure(collections(config), server=server_identity(config.ncentral))
                     self.runner.reconfigure(config)
+                    self.customer_scan.reconfigure(config)
                     self.config = config
-                    self.scheduler.schedule(config.reports, [*fresh, *run_now])
+                    self.scheduler.schedule(collections(config), [*fresh, *run_now])
                     self.meta.reload_successful = True
                     self.meta.reload_success_time = time.time()
                     log.info("configuration reloaded", extra={
@@ -97,19 +114,19 @@ class Exporter:
             return error
 
     def _run_now(self, old: Config, new: Config) -> list[str]:
-        """Reports a reload should run at once besides those with new filters: all of them when the
-        N-central settings changed (URL, token, TLS, …), and any changed report whose last run failed, so a
-        fixed mistake shows at once rather than after the interval. (The scheduler skips a report whose
-        job is running; that run itself starts again with the new settings, see `Runner.run`.)"""
+        """Collections a reload should run at once besides those with new filters: all of them when the
+        N-central settings changed (URL, token, TLS, …), and any changed one whose last run failed, so a
+        fixed mistake shows at once rather than after the interval. (The scheduler skips a collection whose
+        job is running; a report run itself starts again with the new settings, see `Runner.run`.)"""
         if new.ncentral != old.ncentral:
-            return [report.name for report in new.reports]
-        before = {report.name: report for report in old.reports}
+            return [collection.name for collection in collections(new)]
+        before = {collection.name: collection for collection in collections(old)}
         snapshot = self.store.snapshot
         return [
-            report.name
-            for report in new.reports
-            if before.get(report.name) not in (None, report)
-            and (state := snapshot.get(report.name)) is not None
+            collection.name
+            for collection in collections(new)
+            if before.get(collection.name) not in (None, collection)
+            and (state := snapshot.get(collection.name)) is not None
             and state.last_run_time is not None
             and not state.last_run_success
         ]

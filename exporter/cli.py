@@ -68,12 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def demo_config(url: str, token: str) -> Config:
-    from exporter.config import Config, NCentralSettings, ReportSettings
+    from exporter.config import Config, CustomerSettings, NCentralSettings, ReportSettings
 
     return Config(
         ncentral=NCentralSettings(url=url, token=token, request_timeout=10.0, retry_backoff=0.5),
         reports=(ReportSettings(name="all", interval=DEMO_INTERVAL, poll_interval=0.5, poll_max_interval=2.0,
                                 timeout=60.0),),
+        customers=CustomerSettings(interval=DEMO_INTERVAL),
     )
 
 

@@ -120,6 +120,8 @@ class NCentralClient:
         # Swapped whole after each authentication; read by the metrics and --check-connection.
         self.server: ServerInfo | None = None
         self.target = host_port(settings.url)
+        # The customer scan calls from two threads: one of them authenticates or refreshes at a time.
+        self._token_lock = threading.Lock()
         register_secret(settings.token, permanent=True)
         if not settings.verify_tls:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
@@ -161,6 +163,13 @@ class NCentralClient:
         message = answer.get("message")
         return message if isinstance(message, str) else ""
 
+    # --- the REST API (the customer scan) ---
+
+    def get(self, path: str, deadline: float) -> dict[str, Any]:
+        """An idempotent GET of `path` (with its query); safe to call from two threads at once."""
+        # The device and active-issue endpoints predate 2025.4: only the patch reports need that release.
+        return self._api("GET", path, deadline, idempotent=True, check_version=False)
+
     # --- authentication ---
 
     def _api(
@@ -168,14 +177,16 @@ class NCentralClient:
         check_version: bool = True,
     ) -> dict[str, Any]:
         """A report call with a valid access token; one re-authentication and retry on 401."""
-        token = self._access_token(deadline)
+        with self._token_lock:
+            token = self._access_token(deadline)
         if check_version:
             self._require_supported()
         try:
             return self._call(method, path, deadline, bearer=token, json_body=json_body, idempotent=idempotent)
         except _Unauthorized:
             log.info("N-central answered 401 to %s %s; authenticating again", method, path)
-        token = self._authenticate(deadline)
+        with self._token_lock:
+            token = self._authenticate(deadline)
         try:
             return self._call(method, path, deadline, bearer=token, json_body=json_body, idempotent=idempotent)
         except _Unauthorized as exc:

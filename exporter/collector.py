@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator, Sequence
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter import __version__
+from exporter import __version__, customers
 from exporter.client import ServerInfo
-from exporter.config import ReportSettings
+from exporter.config import CUSTOMERS, ReportSettings
 from exporter.errors import REASONS
 from exporter.store import Snapshot, Store
 
@@ -92,7 +92,8 @@ def families(snapshot: Snapshot, expired: frozenset[str]) -> list[Metric]:
         runs.add_metric([name], state.runs_total)
         for reason in (*REASONS, *sorted(set(state.failures) - set(REASONS))):
             failures.add_metric([name, reason], state.failures.get(reason, 0))
-    return [approvals, installs, success, last_success, duration, runs, failures]
+    return [approvals, installs, success, last_success, duration, runs, failures,
+            *customers.families(snapshot.get(CUSTOMERS))]
 
 
 class ExporterCollector(Collector):

@@ -6,6 +6,8 @@ and exit 2 without a traceback.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import hashlib
 import json
@@ -113,11 +115,48 @@ class ReportSettings:
         }
 
 
+# The customer scan's name in the store, the state file and the run metrics' `report` label.
+CUSTOMERS = "customers"
+# Below this a scan interval is probably a mistake: every run costs one call per customer.
+CUSTOMERS_MIN_INTERVAL = 900.0
+
+
+@dataclass(frozen=True)
+class CustomerSettings:
+    """The optional per-customer scan (devices and their active issues)."""
+
+    interval: float = 3600.0
+    patch_services: tuple[str, ...] = ("Patch Status v2", "Patch Status")
+    include: re.Pattern[str] | None = None
+    exclude: re.Pattern[str] | None = None
+    name: str = field(default=CUSTOMERS, init=False)
+
+    def wanted(self, customer: str) -> bool:
+        """Whether a customer of this name is scanned and published (regexes searched, not anchored)."""
+        if self.include is not None and not self.include.search(customer):
+            return False
+        return self.exclude is None or not self.exclude.search(customer)
+
+    def is_patch_service(self, service_name: str) -> bool:
+        return service_name.strip().casefold() in {name.casefold() for name in self.patch_services}
+
+    @property
+    def fingerprint(self) -> str:
+        """What the scan publishes; a stored result is kept only while this stays the same."""
+        spec = [
+            sorted(name.casefold() for name in self.patch_services),
+            self.include.pattern if self.include is not None else None,
+            self.exclude.pattern if self.exclude is not None else None,
+        ]
+        return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Config:
     ncentral: NCentralSettings
     reports: tuple[ReportSettings, ...]
     storage_path: str | None = None
+    customers: CustomerSettings | None = None
 
 
 def resolve_start_date(spec: str, today: dt.date) -> str:
@@ -346,8 +385,34 @@ def _report(value: object, key: str) -> ReportSettings:
     )
 
 
+def _regex(value: object, key: str) -> re.Pattern[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: must be a regular expression (a string), got {_show(value)}")
+    try:
+        return re.compile(value)
+    except re.error as exc:
+        raise ConfigError(f"{key}: invalid regular expression {_show(value)}: {exc}") from None
+
+
+def _customers(value: object) -> CustomerSettings:
+    raw = _mapping(value if value is not None else {}, CUSTOMERS, {"interval", "patch_services", "include", "exclude"})
+    interval = _positive_duration(raw.get("interval", "1h"), "customers.interval")
+    services_raw = raw.get("patch_services", list(CustomerSettings.patch_services))
+    if not isinstance(services_raw, list) or not services_raw:
+        raise ConfigError("customers.patch_services: must be a non-empty list of service names")
+    services = tuple(dict.fromkeys(_string(item, "customers.patch_services[]") for item in services_raw))
+    return CustomerSettings(
+        interval=interval,
+        patch_services=services,
+        include=_regex(raw.get("include"), "customers.include"),
+        exclude=_regex(raw.get("exclude"), "customers.exclude"),
+    )
+
+
 def parse_config(data: object, env: Mapping[str, str]) -> Config:
-    raw = _mapping(data if data is not None else {}, "", {"ncentral", "reports", "storage"})
+    raw = _mapping(data if data is not None else {}, "", {"ncentral", "reports", "storage", CUSTOMERS})
     if "ncentral" not in raw:
         raise ConfigError("ncentral: required")
     ncentral = _ncentral(raw["ncentral"], env)
@@ -365,7 +430,17 @@ def parse_config(data: object, env: Mapping[str, str]) -> Config:
         seen.add(report.name)
     storage = _mapping(raw.get("storage") or {}, "storage", {"path"})
     storage_path = _string(storage["path"], "storage.path") if "path" in storage else None
-    return Config(ncentral=ncentral, reports=reports, storage_path=storage_path)
+    customers = _customers(raw[CUSTOMERS]) if CUSTOMERS in raw else None
+    if customers is not None and CUSTOMERS in seen:
+        index = next(i for i, report in enumerate(reports) if report.name == CUSTOMERS)
+        raise ConfigError(f"reports[{index}].name: {CUSTOMERS!r} is the customer scan's name; choose another")
+    if customers is not None and customers.interval < CUSTOMERS_MIN_INTERVAL:
+        # Only once the whole config is valid: a refused config prints its one error line and nothing else.
+        log.warning(
+            "customers.interval is below 15m: every scan makes one call per customer",
+            extra={"interval_seconds": customers.interval},
+        )
+    return Config(ncentral=ncentral, reports=reports, storage_path=storage_path, customers=customers)
 
 
 class _Located(str):
@@ -415,3 +490,26 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
         return parse_config(data, os.environ if env is None else env)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def server_identity(settings: NCentralSettings) -> str:
+    """Which N-central server and API user results come from: a digest of the URL (trailing `/` stripped)
+    and of the JWT's subject (of the whole JWT if it has none). Never the token itself."""
+    digest = hashlib.sha256()
+    digest.update(settings.url.rstrip("/").encode("utf-8", "surrogatepass"))
+    digest.update(b"\0")
+    digest.update(_token_identity(settings.token).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()[:24]
+
+
+def _token_identity(token: str) -> str:
+    """The JWT's `iss` and `sub` claims (the user, stable when the token is renewed) or the token's digest."""
+    parts = token.split(".")
+    if len(parts) == 3 and len(parts[1]) <= 8192:
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        except (ValueError, binascii.Error, RecursionError):
+            claims = None
+        if isinstance(claims, dict) and isinstance(claims.get("sub"), str) and claims["sub"]:
+            return f"sub:{claims.get('iss')!s}:{claims['sub']}"
+    return "token:" + hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()

@@ -39,7 +39,7 @@ def _render_key(snapshot: Snapshot, expired: frozenset[str]) -> tuple[object, ..
     identity first, and kept alive, so a new object can never pass for an old one."""
     return (expired, *(
         (name, state.data, state.last_success_time, state.last_duration, state.last_run_success,
-         state.runs_total, tuple(state.failures.items()))
+         state.runs_total, tuple(state.failures.items()), state.customers)
         for name, state in snapshot.items()
     ))
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from html import escape
 
 from exporter import __version__
-from exporter.config import ReportSettings
+from exporter.config import CUSTOMERS, ReportSettings
 from exporter.report import KNOWN_APPROVAL_STATUSES, ReportData
 from exporter.store import ReportState
 
@@ -139,6 +139,43 @@ def _report_section(
     return "".join(section)
 
 
+def customers_section(state: ReportState | None, next_run: dt.datetime | None, now: float, limit: int = 20) -> str:
+    """The customer scan's outcome and its `limit` customers with the largest share of devices with a patch
+    problem; empty when the scan is not configured."""
+    if state is None or (state.customers is None and state.last_run_time is None and next_run is None):
+        return ""
+    if state.last_run_time is None:
+        outcome = "no scan finished yet"
+    elif state.last_run_success:
+        outcome = '<span class="ok">success</span>'
+    else:
+        outcome = f'<span class="bad">failed: {escape(state.last_reason or "unknown")}</span>'
+        if state.last_error:
+            outcome += f"<br><small>{escape(state.last_error)}</small>"
+    next_text = next_run.strftime("%Y-%m-%d %H:%M:%S UTC") if next_run else "not scheduled"
+    parts = [
+        f'<section class="customers" id="{CUSTOMERS}"><h2>Customers</h2><table>'
+        f"<tr><th>last scan</th><td>{outcome}</td></tr>"
+        f"<tr><th>last success</th><td>{_when(state.last_success_time, now)}</td></tr>"
+        f"<tr><th>next scan</th><td>{escape(next_text)}</td></tr></table>"
+    ]
+    if state.customers is not None:
+        totals = state.customers.per_customer()
+        worst = sorted(totals, key=lambda row: (-row[3] / row[2] if row[2] else 0.0, -row[3], row[1], row[0]))
+        body = "".join(
+            f'<tr><td>{escape(name)}</td><td class="n">{customer_id}</td><td class="n">{devices}</td>'
+            f'<td class="n">{issues}</td><td class="n">{(issues / devices if devices else 0.0):.1%}</td></tr>'
+            for customer_id, name, devices, issues in worst[:limit]
+        )
+        parts.append(
+            f"<h3>The {min(limit, len(worst))} of {len(worst)} customers with the largest share of devices "
+            "with a patch problem</h3><table><tr><th>customer</th><th>id</th><th>devices</th>"
+            f"<th>with a patch problem</th><th>share</th></tr>{body}</table>"
+        )
+    parts.append("</section>")
+    return "".join(parts)
+
+
 def render(
     reports: tuple[ReportSettings, ...],
     snapshot: Mapping[str, ReportState],
@@ -149,6 +186,9 @@ def render(
     sections = "".join(
         _report_section(report, snapshot.get(report.name), next_runs.get(report.name), now) for report in reports
     )
+    # A report may be named "customers" when the customer scan is off: then that state is the report's.
+    scanned = all(report.name != CUSTOMERS for report in reports)
+    customers = customers_section(snapshot.get(CUSTOMERS), next_runs.get(CUSTOMERS), now) if scanned else ""
     page = (
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<title>N-central patch exporter</title>"
@@ -156,6 +196,6 @@ def render(
         f"<h1>N-central patch exporter</h1><p>Version {escape(__version__)}</p>"
         f'<ul><li><a href="{escape(telemetry_path)}">Metrics</a></li>'
         '<li><a href="/-/healthy">Health</a></li><li><a href="/-/ready">Readiness</a></li></ul>'
-        f"{sections}</body></html>"
+        f"{sections}{customers}</body></html>"
     )
     return page.encode("utf-8")

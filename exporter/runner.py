@@ -10,10 +10,10 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from exporter.client import NCentralClient, ServerInfo, Sleep, interruptible_sleep
-from exporter.config import Config, NCentralSettings, ReportSettings
+from exporter.config import Config, NCentralSettings, ReportSettings, server_identity
 from exporter.errors import InternalError, NotSupported, ReportTimeout, Stopped, UpstreamError
 from exporter.report import COMPLETED, ReportData
-from exporter.store import InFlight, ReportState, Store, server_identity
+from exporter.store import InFlight, ReportState, Store
 
 log = logging.getLogger(__name__)
 

@@ -5,13 +5,22 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from exporter.config import ReportSettings
-
 log = logging.getLogger(__name__)
+
+
+class Scheduled(Protocol):
+    """A collection with a schedule: a report's settings, or the customer scan's."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def interval(self) -> float: ...
 
 
 class ReportScheduler:
@@ -25,11 +34,11 @@ class ReportScheduler:
             timezone=dt.UTC,
         )
 
-    def start(self, reports: Iterable[ReportSettings]) -> None:
+    def start(self, reports: Iterable[Scheduled]) -> None:
         self.schedule(reports, fresh=())
         self._scheduler.start()
 
-    def schedule(self, reports: Iterable[ReportSettings], fresh: Iterable[str]) -> None:
+    def schedule(self, reports: Iterable[Scheduled], fresh: Iterable[str]) -> None:
         """(Re)schedule jobs: new, changed-interval and `fresh` reports run at once; removed ones go."""
         wanted = {report.name: report for report in reports}
         restart = set(fresh)

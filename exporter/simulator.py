@@ -5,7 +5,13 @@ OpenAPI description documents them (`ErrorResponse` bodies, `errors[]` on valida
 configurable release in `server-info/extra`, tokens that expire, reports IN_PROGRESS for
 `generation_time`, then COMPLETED), and produces faults on demand: error statuses, 429 with or without
 Retry-After, HTML pages, garbage, truncated or oversized bodies, wrong types, connection resets, slow
-answers, and FAILED/ABORTED/never-ending reports.
+answers, and FAILED/ABORTED/never-ending reports; and hostile ones: a body that drips in a byte at a
+time, a malformed Content-Length, report ids out of range, an error page quoting the credentials it was sent.
+
+For the customer scan it holds an estate of customers (names that need escaping, non-ASCII ones, two
+sharing a name, one whose active issues answer 403), devices and active issues on patch and other
+services, and serves `GET /api/devices` and `GET /api/org-units/{id}/active-issues` paged with a page cap
+smaller than the 1000 asked for, answering 429 to calls beyond its concurrency limit per endpoint.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import json
+import random
 import re
 import secrets
 import socket
@@ -21,6 +29,7 @@ import struct
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -98,6 +107,7 @@ DEFAULT_DATA: dict[str, Any] = {
 
 ENDPOINTS: tuple[str, ...] = ("authenticate", "refresh", "validate", "health", "submit", "poll")
 ENDPOINTS += ("server_info", "server_info_extra")  # GET /api/server-info and /api/server-info/extra
+ENDPOINTS += ("devices", "active_issues")  # GET /api/devices and /api/org-units/{id}/active-issues
 # What each fault answers; see `_answer_fault`.
 FAULTS = (
     "400", "401", "403", "404", "429", "500", "502", "503", "html", "garbage", "truncated", "error_body",
@@ -107,6 +117,10 @@ FAULTS = (
     "drip", "bad_length", "bad_report_id", "echo_token",
 )
 OUTCOMES = ("COMPLETED", "FAILED", "ABORTED", "IN_PROGRESS")
+# The customer estate: N-central serves fewer items per page than the 1000 asked for here, and answers 429
+# to calls beyond its concurrency limit per endpoint.
+DEFAULT_PAGE_CAP = 500
+DEFAULT_CONCURRENCY_LIMIT = 2
 
 
 @dataclass
@@ -151,6 +165,12 @@ class _State:
     faults: list[Fault] = field(default_factory=list)
     requests: list[RecordedRequest] = field(default_factory=list)
     issued_tokens: list[str] = field(default_factory=list)
+    estate: Estate = field(default_factory=lambda: demo_estate())
+    page_cap: int = DEFAULT_PAGE_CAP
+    concurrency_limit: int = DEFAULT_CONCURRENCY_LIMIT
+    latency: float = 0.0
+    in_flight: dict[str, int] = field(default_factory=dict)
+    max_in_flight: int = 0
 
 
 class Simulator:
@@ -295,6 +315,55 @@ class Simulator:
     def count(self, endpoint: str) -> int:
         with self._lock:
             return sum(1 for request in self._state.requests if request.endpoint == endpoint)
+
+    # --- knobs of the customer estate (devices and active issues) ---
+
+    def set_estate(self, estate: Estate) -> None:
+        with self._lock:
+            self._state.estate = estate
+
+    @property
+    def estate(self) -> Estate:
+        with self._lock:
+            return self._state.estate
+
+    def set_page_cap(self, items: int) -> None:
+        """The most items a page holds, whatever pageSize asks for."""
+        with self._lock:
+            self._state.page_cap = items
+
+    def set_concurrency_limit(self, calls: int) -> None:
+        """Calls in flight per endpoint beyond this are answered 429."""
+        with self._lock:
+            self._state.concurrency_limit = calls
+
+    def set_latency(self, seconds: float) -> None:
+        """How long each devices or active-issues call takes to answer."""
+        with self._lock:
+            self._state.latency = seconds
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most devices/active-issues calls that were in flight at once (any endpoint) since reset."""
+        with self._lock:
+            return self._state.max_in_flight
+
+    def reset_max_in_flight(self) -> None:
+        with self._lock:
+            self._state.max_in_flight = 0
+
+    def _enter(self, endpoint: str) -> bool:
+        with self._lock:
+            state = self._state
+            if state.in_flight.get(endpoint, 0) >= state.concurrency_limit:
+                return False
+            state.in_flight[endpoint] = state.in_flight.get(endpoint, 0) + 1
+            state.max_in_flight = max(state.max_in_flight, sum(state.in_flight.values()))
+            return True
+
+    def _leave(self, endpoint: str) -> None:
+        with self._lock:
+            self._state.in_flight[endpoint] -= 1
 
     # --- request handling (called from handler threads) ---
 
@@ -484,7 +553,7 @@ class _Handler(BaseHTTPRequestHandler):
             return routes[(method, path)]
         if method == "GET" and path.startswith("/api/report/"):
             return "poll"
-        return "unknown"
+        return _estate_endpoint(method, path) or "unknown"
 
     def _handle(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -505,6 +574,8 @@ class _Handler(BaseHTTPRequestHandler):
             "poll": self._poll,
             "server_info": self._server_info,
             "server_info_extra": self._server_info_extra,
+            "devices": self._devices,
+            "active_issues": self._active_issues,
         }
         handler = handlers.get(endpoint)
         if endpoint in ("submit", "poll") and not self.sim.has_patch_reports():
@@ -579,6 +650,67 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, _error(404, _ERROR_KINDS[404], f"Report {tail} not found"))
             return
         self._json(200, status)
+
+    # --- the customer estate ---
+
+    def _estate_call(self, endpoint: str, answer: Callable[[Estate, int], None]) -> None:
+        """Authorise, enforce the concurrency limit, wait the latency, then answer."""
+        if not self._authorized():
+            return
+        if not self.sim._enter(endpoint):
+            self._json(429, _error(429, _ERROR_KINDS[429], "Too many concurrent requests; retry when one ends"))
+            return
+        try:
+            with self.sim._lock:
+                latency, estate, cap = self.sim._state.latency, self.sim._state.estate, self.sim._state.page_cap
+            if latency > 0:
+                self.sim._stopping.wait(latency)
+            answer(estate, cap)
+        finally:
+            self.sim._leave(endpoint)
+
+    def _paged(self, items: list[dict[str, Any]], cap: int) -> None:
+        query = urllib.parse.parse_qs(self.path.partition("?")[2])
+        try:
+            number = int(query.get("pageNumber", ["1"])[0])
+            size = int(query.get("pageSize", ["50"])[0])
+        except ValueError:
+            number = size = 0
+        if number < 1 or not (size == -1 or 1 <= size <= 1000):
+            self._json(400, _error(400, _ERROR_KINDS[400], "pageNumber must be >= 1, pageSize 1..1000 or -1"))
+            return
+        served = cap if size == -1 else min(size, cap)
+        pages = -(-len(items) // served)
+        data = items[(number - 1) * served:number * served]
+        base = self.path.partition("?")[0]
+
+        def link(page: int) -> str | None:
+            return f"{base}?pageNumber={page}&pageSize={served}" if 1 <= page <= max(pages, 1) else None
+
+        self._json(200, {
+            "data": data, "pageNumber": number, "pageSize": served, "itemCount": len(data),
+            "totalItems": len(items), "totalPages": pages,
+            "_links": {"firstPage": link(1), "previousPage": link(number - 1), "nextPage": link(number + 1),
+                       "lastPage": link(pages)},
+        })
+
+    def _devices(self, _body: bytes) -> None:
+        self._estate_call("devices", lambda estate, cap: self._paged(estate.device_json(), cap))
+
+    def _active_issues(self, _body: bytes) -> None:
+        org_unit = self.path.partition("?")[0].removeprefix("/api/org-units/").removesuffix("/active-issues")
+
+        def answer(estate: Estate, cap: int) -> None:
+            customer = estate.customer(org_unit)
+            if customer is None or customer.refused == 404:
+                self._json(404, _error(404, _ERROR_KINDS[404], f"Customer with ID {org_unit} was not found!"))
+            elif customer.refused is not None:
+                status = customer.refused
+                self._json(status, _error(status, _ERROR_KINDS[status], "Access denied to this organization unit"))
+            else:
+                self._paged(estate.issue_json(customer.customer_id), cap)
+
+        self._estate_call("active_issues", answer)
 
     # --- faults ---
 
@@ -677,6 +809,139 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
+
+
+# --- the customer estate: customers, devices and active issues ----------------------------------------
+
+PATCH_SERVICE = "Patch Status v2"
+LEGACY_PATCH_SERVICE = "Patch Status"
+OTHER_SERVICES = ("Windows UAC Status", "Disk Space", "Agent Status", "CPU", "Windows Service")
+DEVICE_CLASSES = ("Workstations - Windows", "Laptops - Windows", "Servers - Windows", "Workstations - macOS")
+SO_NAME = "Demo Service Organization"
+# Names a label value, an HTML page and a Grafana regex must carry unchanged.
+DEMO_CUSTOMER_NAMES = (
+    "Acme Corp", "Acme Corp", "Müller & Söhne GmbH", "Café Zürich AG", "東京テクノロジー株式会社",
+    'Smith "Quotes" & <Sons>', "O'Brien\\Backslash IT", "<script>alert(1)</script> Ltd", "Ελληνική Εταιρεία",
+    "Żółw Sp. z o.o.", "Regex (Round) [Square] {Curly}|Pipe*+?.^", "Test Lab",
+)
+FORBIDDEN_CUSTOMER = "Restricted Holdings"
+
+
+@dataclass(frozen=True)
+class EstateCustomer:
+    customer_id: int
+    name: str
+    refused: int | None = None  # its active issues answer this status (403 or 404) instead
+
+
+@dataclass(frozen=True)
+class EstateDevice:
+    device_id: int
+    customer_id: int
+    device_class: str
+
+
+@dataclass(frozen=True)
+class EstateIssue:
+    device_id: int
+    service_name: str
+    notification_state: int = 5
+
+
+@dataclass(frozen=True)
+class Estate:
+    customers: tuple[EstateCustomer, ...]
+    devices: tuple[EstateDevice, ...]
+    issues: tuple[EstateIssue, ...] = ()
+
+    def customer(self, org_unit: str) -> EstateCustomer | None:
+        return next((c for c in self.customers if str(c.customer_id) == org_unit), None)
+
+    def device_json(self) -> list[dict[str, Any]]:
+        return self._device_json
+
+    @functools.cached_property
+    def _device_json(self) -> list[dict[str, Any]]:
+        names = {customer.customer_id: customer.name for customer in self.customers}
+        return [
+            {
+                "deviceId": device.device_id, "longName": f"DEV-{device.device_id:06d}",
+                "deviceClass": device.device_class, "deviceClassLabel": device.device_class, "isProbe": False,
+                "orgUnitId": device.customer_id + 100_000, "soId": 50, "soName": SO_NAME,
+                "customerId": device.customer_id, "customerName": names[device.customer_id],
+                "siteId": device.customer_id + 100_000, "siteName": "Main site",
+                "supportedOs": "Microsoft Windows 11", "lastApplianceCheckinTime": "2026-02-26T15:15:30Z",
+                "deviceStatus": {"state": 1, "status": 1},
+            }
+            for device in self.devices
+        ]
+
+    def issue_json(self, customer_id: int) -> list[dict[str, Any]]:
+        return self._issue_json.get(customer_id, [])
+
+    @functools.cached_property
+    def _issue_json(self) -> dict[int, list[dict[str, Any]]]:
+        owner = {device.device_id: device.customer_id for device in self.devices}
+        by_customer: dict[int, list[EstateIssue]] = {}
+        for issue in self.issues:
+            if issue.device_id in owner:
+                by_customer.setdefault(owner[issue.device_id], []).append(issue)
+        return {customer.customer_id: self._issues_of(customer, by_customer.get(customer.customer_id, []))
+                for customer in self.customers}
+
+    @staticmethod
+    def _issues_of(customer: EstateCustomer, issues: list[EstateIssue]) -> list[dict[str, Any]]:
+        customer_id, name = customer.customer_id, customer.name
+        return [
+            {
+                "orgUnitId": customer_id + 100_000, "deviceId": issue.device_id,
+                "notificationState": issue.notification_state, "serviceId": 7000 + index % 50,
+                "serviceName": issue.service_name, "serviceType": "AMP", "taskId": 900_000 + index,
+                "serviceItemId": 0,
+                "_extra": {"deviceName": f"DEV-{issue.device_id:06d}", "customerTree": ["System", SO_NAME, name],
+                           "patchManagementEnabled": True, "transitionTime": "2026-02-25T08:00:00Z"},
+            }
+            for index, issue in enumerate(issues)
+        ]
+
+
+def demo_estate(customers: int = 40, devices: int = 3000, seed: int = 12) -> Estate:
+    """A deterministic estate: the demo names first (one customer refusing its active issues), devices
+    spread unevenly, each customer with its own share of devices with patch issues (some with two patch
+    services failing), and issues on other services too."""
+    rng = random.Random(seed)
+    names = [*DEMO_CUSTOMER_NAMES, FORBIDDEN_CUSTOMER]
+    names += [f"Customer {index:03d}" for index in range(len(names), customers)]
+    members = tuple(
+        EstateCustomer(1000 + index, name, refused=403 if name == FORBIDDEN_CUSTOMER else None)
+        for index, name in enumerate(names[:customers])
+    )
+    weights = [rng.uniform(0.2, 3.0) for _ in members]
+    problem_rate = {customer.customer_id: rng.choice((0.0, 0.03, 0.1, 0.25, 0.45)) for customer in members}
+    estate_devices: list[EstateDevice] = []
+    issues: list[EstateIssue] = []
+    for number in range(devices):
+        customer = members[number] if number < len(members) else rng.choices(members, weights)[0]
+        device = EstateDevice(2_000_000 + number, customer.customer_id,
+                              rng.choices(DEVICE_CLASSES, (50, 30, 15, 5))[0])
+        estate_devices.append(device)
+        if rng.random() < problem_rate[customer.customer_id]:
+            issues.append(EstateIssue(device.device_id, PATCH_SERVICE, rng.choice((1, 5))))
+            if rng.random() < 0.2:
+                issues.append(EstateIssue(device.device_id, LEGACY_PATCH_SERVICE))
+        if rng.random() < 0.15:
+            issues.append(EstateIssue(device.device_id, rng.choice(OTHER_SERVICES)))
+    return Estate(members, tuple(estate_devices), tuple(issues))
+
+
+def _estate_endpoint(method: str, path: str) -> str | None:
+    if method != "GET":
+        return None
+    if path == "/api/devices":
+        return "devices"
+    if path.startswith("/api/org-units/") and path.endswith("/active-issues"):
+        return "active_issues"
+    return None
 
 
 def main() -> None:

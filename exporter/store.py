@@ -6,8 +6,6 @@ results and in-flight report ids survive restarts (written atomically on every c
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import fcntl
 import hashlib
@@ -21,9 +19,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
-from exporter.config import NCentralSettings, ReportSettings
+from exporter.customers import CustomerData
 from exporter.errors import REASONS
 from exporter.report import ReportData, valid_report_id
 
@@ -53,6 +51,7 @@ class ReportState:
     runs_total: int = 0
     failures: Mapping[str, int] = field(default_factory=lambda: MappingProxyType(dict.fromkeys(REASONS, 0)))
     in_flight: InFlight | None = None
+    customers: CustomerData | None = None  # the customer scan's result (its state is named "customers")
 
     def with_failure(self, reason: str) -> Mapping[str, int]:
         counts = dict(self.failures)
@@ -63,10 +62,20 @@ class ReportState:
 Snapshot = Mapping[str, ReportState]
 
 
+class Collection(Protocol):
+    """What the store keys a state on: a report's settings, or the customer scan's."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def fingerprint(self) -> str: ...
+
+
 class Store:
     def __init__(
         self,
-        reports: Iterable[ReportSettings],
+        reports: Iterable[Collection],
         path: str | None = None,
         *,
         server: str | None = None,
@@ -124,7 +133,7 @@ class Store:
             self._swap(states)
             return True
 
-    def reconfigure(self, reports: Iterable[ReportSettings], *, server: str | None = None) -> list[str]:
+    def reconfigure(self, reports: Iterable[Collection], *, server: str | None = None) -> list[str]:
         """Keep the state of reports that still ask the same server for the same thing; returns the names
         started afresh. Writes the state file only if something changed."""
         with self._write_lock:
@@ -276,29 +285,6 @@ class StateFileLock:
             self._fd = None
 
 
-def server_identity(settings: NCentralSettings) -> str:
-    """Which N-central server and API user results come from: a digest of the URL (trailing `/` stripped)
-    and of the JWT's subject (of the whole JWT if it has none). Never the token itself."""
-    digest = hashlib.sha256()
-    digest.update(settings.url.rstrip("/").encode("utf-8", "surrogatepass"))
-    digest.update(b"\0")
-    digest.update(_token_identity(settings.token).encode("utf-8", "surrogatepass"))
-    return digest.hexdigest()[:24]
-
-
-def _token_identity(token: str) -> str:
-    """The JWT's `iss` and `sub` claims (the user, stable when the token is renewed) or the token's digest."""
-    parts = token.split(".")
-    if len(parts) == 3 and len(parts[1]) <= 8192:
-        try:
-            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-        except (ValueError, binascii.Error, RecursionError):
-            claims = None
-        if isinstance(claims, dict) and isinstance(claims.get("sub"), str) and claims["sub"]:
-            return f"sub:{claims.get('iss')!s}:{claims['sub']}"
-    return "token:" + hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
-
-
 def check_storage_path(path: str) -> str | None:
     """Why the state file cannot be kept at `path`, or None. Start-up and --check-config refuse a path that
     fails, rather than log an error at every write; a missing directory is not created (a typo would
@@ -332,6 +318,7 @@ def _to_json(state: ReportState) -> dict[str, Any]:
             if state.in_flight is not None
             else None
         ),
+        "customers": state.customers.to_json() if state.customers is not None else None,
     }
 
 
@@ -377,4 +364,5 @@ def _from_json(raw: Mapping[str, Any], now: float | None = None) -> ReportState:
         last_run_time=_not_future(_optional_float(raw.get("last_run_time")), "last_run_time", now),
         last_reason=_optional_str(raw.get("last_reason")),
         in_flight=in_flight,
+        customers=CustomerData.from_json(raw["customers"]) if raw.get("customers") is not None else None,
     )

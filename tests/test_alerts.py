@@ -38,6 +38,7 @@ EXPECTED_ALERTS = {
     "NCentralPatchInstallFailuresPresent",
     "NCentralPatchInstallFailuresRising",
     "NCentralPatchNoApprovalBacklog",
+    "NCentralPatchCustomerBehind",
 }
 FAST_FOR = "1s"
 

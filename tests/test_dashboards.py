@@ -23,6 +23,8 @@ DASHBOARD = DASHBOARDS / "ncentral-patch-overview.json"
 PROVISIONING = REPO / "grafana" / "provisioning"
 DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}
 FILTER_VARIABLES = ("job", "instance", "report", "device_class")
+# The Customers row's own filter: customer metrics carry no report label, so it narrows by job and instance.
+CUSTOMER_VARIABLES = ("customer",)
 
 # Which filters a query on each metric must select on (every metric is filtered by job and instance).
 REPORT_METRICS = {
@@ -31,6 +33,7 @@ REPORT_METRICS = {
     "ncentral_patch_report_runs_total", "ncentral_patch_report_failures_total",
 }
 DEVICE_CLASS_METRICS = {"ncentral_patch_approvals"}
+CUSTOMER_METRICS = {"ncentral_customer_devices", "ncentral_customer_patch_issue_devices"}
 # A metric name in a PromQL expression and, if present, its label matchers.
 SELECTOR = re.compile(r"\b(ncentral_[a-z_]+|up)\b(\s*\{[^}]*\})?")
 # Grafana escapes these characters in a multi-value / "All" variable for a Prometheus regex matcher.
@@ -103,8 +106,8 @@ def test_dashboard_variables(path: Path) -> None:
     datasource = variables["datasource"]
     assert datasource["type"] == "datasource"
     assert datasource["query"] == "prometheus"
-    assert list(variables) == ["datasource", *FILTER_VARIABLES]
-    for name in FILTER_VARIABLES:
+    assert list(variables) == ["datasource", *FILTER_VARIABLES, *CUSTOMER_VARIABLES]
+    for name in (*FILTER_VARIABLES, *CUSTOMER_VARIABLES):
         variable = variables[name]
         assert variable["type"] == "query", name
         assert variable["datasource"] == DATASOURCE_REF, name
@@ -119,6 +122,10 @@ def test_dashboard_variables(path: Path) -> None:
             assert f'{earlier}=~"${earlier}"' in query, (name, query)
         if index > 0:
             assert 'job=~"$job"' in query, (name, query)
+    for name in CUSTOMER_VARIABLES:
+        query = variable_query(variables[name])
+        assert 'job=~"$job", instance=~"$instance"' in query, (name, query)
+        assert query.startswith("label_values(ncentral_customer_devices{"), (name, query)
 
 
 @pytest.mark.parametrize("path", all_dashboards(), ids=lambda path: path.name)
@@ -148,6 +155,8 @@ def test_every_query_selects_on_the_variables(path: Path) -> None:
                     assert 'report=~"$report"' in matchers, where
                 if metric in DEVICE_CLASS_METRICS:
                     assert 'device_class=~"$device_class"' in matchers, where
+                if metric in CUSTOMER_METRICS:
+                    assert 'customer=~"$customer"' in matchers, where
 
 
 @pytest.mark.parametrize("path", all_dashboards(), ids=lambda path: path.name)
@@ -228,10 +237,20 @@ def interpolate(expr: str, values: dict[str, list[str]]) -> str:
         expr = expr.replace(name, INTERVAL_VARIABLES[name])
     # Longest names first, so $instance is not taken for $in...; ${name} as well as $name.
     for name in sorted(values, key=len, reverse=True):
-        regex = grafana_regex(values[name])
+        # "All" of a variable with a custom all value (`allValue`) is sent as that value, not the list.
+        regex = values[name][0][len(ALL_VALUE):] if values[name][0].startswith(ALL_VALUE) else grafana_regex(
+            values[name])
         expr = expr.replace("${" + name + "}", regex).replace("$" + name, regex)
     assert "$" not in expr, f"uninterpolated variable in {expr}"
     return expr
+
+
+ALL_VALUE = "<all>"
+
+
+def all_of(variable: dict[str, Any], values: list[str]) -> list[str]:
+    """What Grafana sends for "All": the variable's custom all value, or every value."""
+    return [ALL_VALUE + variable["allValue"]] if variable.get("allValue") else values
 
 
 def label_values(prometheus: PrometheusServer, query: str, start: float) -> list[str]:
@@ -264,13 +283,14 @@ def test_every_dashboard_query_returns_data(demo_prometheus: tuple[PrometheusSer
 
     # The variables, in dashboard order, each with "All" selected.
     values: dict[str, list[str]] = {}
-    for name in FILTER_VARIABLES:
+    for name in (*FILTER_VARIABLES, *CUSTOMER_VARIABLES):
         query = interpolate(variable_query(variables[name]), values)
         values[name] = label_values(prometheus, query, started)
         assert values[name], f"variable {name} ({query}) has no values"
+        values[name] = all_of(variables[name], values[name])
     assert values["job"] == ["ncentral-patch-exporter"]
     assert values["instance"] == [exporter]
-    assert values["report"] == ["all"]
+    assert values["report"] == ["all", "customers"]  # the customer scan's run health is under "customers"
     assert {"Laptops - Windows", "Workstations - Windows"} <= set(values["device_class"])
 
     end = time.time()
@@ -298,3 +318,34 @@ def test_every_dashboard_query_returns_data(demo_prometheus: tuple[PrometheusSer
     assert per_class[("Laptops - Windows", "no_approval")] == 150
     assert per_class[("Laptops - Windows", "approved_for_install")] == 6424
     assert per_class[("Workstations - Windows", "declined")] == 414
+
+
+def test_customer_row_against_prometheus(demo_prometheus: tuple[PrometheusServer, str, float]) -> None:
+    """The Customers row's queries, with every customer selected (names that need escaping in a Grafana
+    regex, non-ASCII ones), give the demo estate's exact totals; selecting one customer narrows to it."""
+    from exporter.simulator import demo_estate
+
+    prometheus, _, started = demo_prometheus
+    dashboard = load_dashboard()
+    variables = variables_of(dashboard)
+    values: dict[str, list[str]] = {}
+    for name in (*FILTER_VARIABLES, *CUSTOMER_VARIABLES):
+        values[name] = label_values(prometheus, interpolate(variable_query(variables[name]), values), started)
+    estate = demo_estate()
+    published = [c for c in estate.customers if c.refused is None]
+    assert values["customer"] == sorted({c.name for c in published})
+    # 500 customers would make a 500-name regex, and Grafana does not escape `"` in one: "All" is `.*`.
+    assert variables["customer"]["allValue"] == ".*"
+    values["customer"] = all_of(variables["customer"], values["customer"])
+    exprs = {
+        target["refId"]: target["expr"]
+        for panel in panels_of(dashboard) if panel["title"] == "Customers" for target in panel["targets"]
+    }
+    devices = prometheus.query(interpolate(exprs["A"], values))
+    ids = {c.customer_id for c in published}
+    assert sum(float(row["value"][1]) for row in devices) == sum(1 for d in estate.devices if d.customer_id in ids)
+    assert {row["metric"]["customer_id"] for row in devices} == {str(i) for i in ids}
+    # One customer whose name needs regex escaping, as Grafana sends it when it alone is selected.
+    tricky = next(c for c in published if c.name.startswith("Regex ("))
+    one = prometheus.query(interpolate(exprs["C"], {**values, "customer": [tricky.name]}))
+    assert [row["metric"]["customer"] for row in one] == [tricky.name]

@@ -27,11 +27,10 @@ from helpers import (
 
 from exporter import logs
 from exporter.app import Exporter
-from exporter.config import Config, NCentralSettings, ReportSettings
+from exporter.config import Config, NCentralSettings, ReportSettings, server_identity
 from exporter.errors import InvalidResponse
 from exporter.report import parse_poll
 from exporter.simulator import FIRST_REPORT_ID, Simulator
-from exporter.store import server_identity
 
 
 def make_config(sim: Simulator, storage: Path | None = None, **ncentral: Any) -> Config:

@@ -1,0 +1,118 @@
+"""The customer scan at scale: the real scan (client, store, exposition) against the simulator in its own
+process holding 10,000 devices in 500 customers and answering every devices/active-issues call after 50 ms.
+Prints the API calls per run against the target (device pages + one page per customer), the most calls in
+flight, the wall time per run next to the same scan with one call in flight (the side-by-side baseline,
+measured in the same run), and the resident set before the first run and after the last.
+
+    .venv/bin/python -m benchmarks.bench_customers [--runs 3] [--customers 500] [--devices 10000] [--latency 0.05]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+
+from benchmarks.common import SIMULATOR_JWT, Figure, ServerProcess, finish, rss_kib
+
+# The simulator serves at most this many items a page, whatever the exporter asks for (it asks 1000).
+PAGE_CAP = 500
+RSS_GROWTH_LIMIT_MIB = 20e6 / 2**20  # "under 20 MB", read as 20·10⁶ bytes, the stricter reading
+
+
+def run(runs: int, customers: int, devices: int, latency: float) -> list[Figure]:
+    from exporter.app import Exporter
+    from exporter.config import Config, CustomerSettings, NCentralSettings
+    from exporter.customers import CustomerScan
+
+    args = ["--series", "10", "--customers", str(customers), "--devices", str(devices), "--latency", str(latency)]
+    with ServerProcess("simulator", *args) as sim:
+        config = Config(
+            ncentral=NCentralSettings(url=sim.url, token=SIMULATOR_JWT, request_timeout=10.0, retry_backoff=0.5),
+            reports=(),
+            customers=CustomerSettings(),
+        )
+        app = Exporter(config)
+        gc.collect()
+        rss_before = rss_kib() / 1024
+
+        def calls() -> int:
+            return int(sim.command("count devices")) + int(sim.command("count active_issues"))
+
+        walls: list[float] = []
+        per_run: list[int] = []
+        most = 0
+        try:
+            for number in range(1, runs + 1):
+                before = calls()
+                began = time.perf_counter()
+                if not app.customer_scan.run():
+                    raise AssertionError(f"run {number} failed: {app.store.snapshot['customers'].last_error}")
+                walls.append(time.perf_counter() - began)
+                per_run.append(calls() - before)
+                most = max(most, int(sim.command("max_in_flight")))
+                assert app.exposition.render() and app.exposition.render(gzipped=True)
+            gc.collect()
+            rss_after = rss_kib() / 1024
+            state = app.store.snapshot["customers"]
+            assert state.customers is not None
+            series = len(state.customers.rows)
+        finally:
+            app.shutdown()
+            app.customer_scan.close()
+            app.runner.close()
+
+        # The baseline: the same scan, one call at a time.
+        sequential = Exporter(config)
+        sequential.customer_scan = CustomerScan(config, sequential.store, sequential.stop, max_in_flight=1)
+        try:
+            began = time.perf_counter()
+            assert sequential.customer_scan.run()
+            baseline_wall = time.perf_counter() - began
+            baseline_most = int(sim.command("max_in_flight"))
+        finally:
+            sequential.shutdown()
+            sequential.customer_scan.close()
+            sequential.runner.close()
+
+    pages = -(-devices // PAGE_CAP)
+    target_calls = pages + customers
+    wall = statistics.median(walls)
+    growth = rss_after - rss_before
+    print(f"\n## Customer scan: {devices} devices in {customers} customers, {latency * 1000:.0f} ms a call, "
+          f"{runs} runs, {series} series published")
+    print(f"calls per run      {', '.join(map(str, per_run))} (target {pages} device pages + {customers} customers "
+          f"= {target_calls})")
+    print(f"most in flight     {most} (one at a time: {baseline_most})")
+    print(f"wall per run       {', '.join(f'{w:.2f}' for w in walls)} s (median {wall:.2f} s; "
+          f"one at a time: {baseline_wall:.2f} s)")
+    print(f"RSS                {rss_before:.1f} MiB before the first run, {rss_after:.1f} MiB after run {runs} "
+          f"({growth:+.1f} MiB)")
+    return [
+        Figure("customer scan", f"API calls per run ({devices} devices, {customers} customers)",
+               str(max(per_run)), f"{target_calls} (pages + customers)", max(per_run) / target_calls,
+               "= pages + customers", all(count == target_calls for count in per_run)),
+        Figure("customer scan", "most calls in flight", str(most), f"{baseline_most} (one at a time)", None,
+               "≤ 2", most <= 2),
+        Figure("customer scan", f"wall time per run ({latency * 1000:.0f} ms a call)", f"{wall:.2f} s",
+               f"{baseline_wall:.2f} s (one at a time)", wall / baseline_wall, "", True),
+        Figure("customer scan", f"RSS growth over {runs} runs", f"{growth:+.1f} MiB",
+               f"{rss_before:.1f} MiB before", rss_after / rss_before, "< 20 MB (19.1 MiB)",
+               growth < RSS_GROWTH_LIMIT_MIB),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--customers", type=int, default=500)
+    parser.add_argument("--devices", type=int, default=10_000)
+    parser.add_argument("--latency", type=float, default=0.05, help="seconds the simulator takes per call")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH as JSON")
+    args = parser.parse_args()
+    finish(run(args.runs, args.customers, args.devices, args.latency), args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,508 @@
+"""The customer scan: devices per customer and device class, and how many of them have an active issue on
+a patch service. A second kind of collection next to the patch reports, on the same client, store,
+run metrics, schedule and exposition cache.
+
+One run: `GET /api/devices` paged, then `GET /api/org-units/{customerId}/active-issues` paged for each
+customer that the include/exclude regexes keep, at most two calls in flight. A customer whose active
+issues answer 403 or 404 keeps its last good counts (and is counted in `ncentral_customer_scan_errors_total`);
+any other failure fails the run, and the last good result stays served.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from functools import partial
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from exporter.client import NCentralClient, interruptible_sleep
+from exporter.config import CUSTOMERS, Config, CustomerSettings, NCentralSettings, server_identity
+from exporter.errors import (
+    Forbidden,
+    InternalError,
+    InvalidResponse,
+    NotSupported,
+    Stopped,
+    UpstreamError,
+)
+from exporter.logs import scrub
+
+if TYPE_CHECKING:
+    from exporter.store import ReportState, Store
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 1000  # the most N-central accepts; it may serve fewer, so paging follows totalPages
+MAX_IN_FLIGHT = 2  # N-central limits concurrent calls per endpoint and answers 429 beyond
+MAX_PAGES = 10_000  # a guard against an answer that never stops promising more pages
+# Per-customer failures that do not fail the run: the customer is skipped and keeps its last counts.
+CUSTOMER_ERROR_REASONS = (Forbidden.reason, NotSupported.reason)
+UNKNOWN_CLASS = "Unknown"
+
+T = TypeVar("T")
+ClientFactory = Callable[[NCentralSettings, threading.Event], NCentralClient]
+
+
+class CustomerCount(NamedTuple):
+    customer_id: int
+    customer: str
+    device_class: str
+    devices: int
+    patch_issue_devices: int
+
+
+@dataclass(frozen=True)
+class CustomerData:
+    """One scan's published counts, and the per-customer errors counted since the exporter started."""
+
+    rows: tuple[CustomerCount, ...]
+    scan_errors: Mapping[str, int] = field(
+        default_factory=lambda: MappingProxyType(dict.fromkeys(CUSTOMER_ERROR_REASONS, 0))
+    )
+
+    def to_json(self) -> dict[str, Any]:
+        # Error counts are counters of this process, like the run failures: not persisted.
+        return {"rows": [list(row) for row in self.rows]}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> CustomerData:
+        """Read what `to_json` wrote, strictly: raises InvalidResponse, ValueError, TypeError or KeyError."""
+        rows = []
+        for customer_id, customer, device_class, devices, issues in raw["rows"]:
+            count = _count(devices, "state")
+            rows.append(CustomerCount(
+                _int(customer_id, "state"), _text(customer, "state"), _text(device_class, "state"), count,
+                min(_count(issues, "state"), count),
+            ))
+        return cls(rows=tuple(rows))
+
+    def per_customer(self) -> list[tuple[int, str, int, int]]:
+        """(customer_id, customer, devices, patch_issue_devices) summed over device classes."""
+        totals: dict[tuple[int, str], list[int]] = {}
+        for row in self.rows:
+            entry = totals.setdefault((row.customer_id, row.customer), [0, 0])
+            entry[0] += row.devices
+            entry[1] += row.patch_issue_devices
+        return [(cid, name, devices, issues) for (cid, name), (devices, issues) in totals.items()]
+
+
+# --- parsing: N-central JSON → typed values (all validation of upstream data is here) ----------------
+
+
+class Device(NamedTuple):
+    device_id: int
+    customer_id: int
+    customer: str
+    device_class: str
+
+
+class Page(NamedTuple):
+    items: list[Any]
+    total_pages: int | None
+
+
+def _short(value: object) -> str:
+    text = scrub(repr(value))  # before cutting: no part of a token may survive the cut
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _int(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not -(2**63) <= value < 2**63:
+        raise InvalidResponse(f"{where}: expected an integer, got {_short(value)}")
+    return value
+
+
+def _count(value: object, where: str) -> int:
+    count = _int(value, where)
+    if count < 0:
+        raise InvalidResponse(f"{where}: count is negative: {count}")
+    return count
+
+
+def _text(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidResponse(f"{where}: expected a non-empty string, got {_short(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a \ud800 escape: no label value can carry it
+        raise InvalidResponse(f"{where}: not valid Unicode text: {_short(value)}") from None
+    return value
+
+
+def _optional_text(value: object, where: str) -> str | None:
+    if value is None or value == "":
+        return None
+    return _text(value, where)
+
+
+def parse_page(body: Mapping[str, Any], where: str) -> Page:
+    """A paged answer. `totalPages` is what paging follows; the page size served may be smaller than the
+    one asked for. Without `totalPages` (some list endpoints answer only data and totalItems), a page
+    count is derived from `totalItems` and the size of this page."""
+    items = body.get("data")
+    if not isinstance(items, list):
+        raise InvalidResponse(f"{where}: answer has no data list (got {_short(items)})")
+    total_pages = body.get("totalPages")
+    if total_pages is not None:
+        pages = _count(total_pages, f"{where}: totalPages")
+    elif body.get("totalItems") is not None and items:
+        total_items = _count(body.get("totalItems"), f"{where}: totalItems")
+        pages = -(-total_items // len(items))
+    else:
+        return Page(items, None)
+    if pages > MAX_PAGES:
+        raise InvalidResponse(f"{where}: implausible page count {pages}")
+    return Page(items, pages)
+
+
+def parse_device(raw: object, where: str) -> Device | None:
+    """A device, or None for one that belongs to no customer (e.g. the service organisation's own)."""
+    if not isinstance(raw, Mapping):
+        raise InvalidResponse(f"{where}: expected an object, got {type(raw).__name__}")
+    device_id = _int(raw.get("deviceId"), f"{where}.deviceId")
+    if raw.get("customerId") is None:
+        return None
+    customer_id = _int(raw.get("customerId"), f"{where}.customerId")
+    customer = _optional_text(raw.get("customerName"), f"{where}.customerName") or f"customer {customer_id}"
+    device_class = _optional_text(raw.get("deviceClass"), f"{where}.deviceClass") or UNKNOWN_CLASS
+    return Device(device_id, customer_id, customer, device_class)
+
+
+def patch_issue_device(settings: CustomerSettings, raw: object, where: str) -> int | None:
+    """The device id of an active issue on a patch service; None for any other issue."""
+    if not isinstance(raw, Mapping):
+        raise InvalidResponse(f"{where}: expected an object, got {type(raw).__name__}")
+    service = _optional_text(raw.get("serviceName"), f"{where}.serviceName")
+    if service is None or not settings.is_patch_service(service):
+        return None
+    return _int(raw.get("deviceId"), f"{where}.deviceId")
+
+
+# --- the scan ----------------------------------------------------------------------------------------
+
+
+def default_client(settings: NCentralSettings, stop: threading.Event) -> NCentralClient:
+    return NCentralClient(settings, sleep=interruptible_sleep(stop))
+
+
+@dataclass(frozen=True)
+class _Devices:
+    names: dict[int, str]  # customer id → name (the last one seen)
+    classes: dict[int, dict[str, int]]  # customer id → device class → devices
+    device_class: dict[int, tuple[int, str]]  # device id → (customer id, device class)
+
+
+class CustomerScan:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        stop: threading.Event,
+        *,
+        client_factory: ClientFactory = default_client,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        max_in_flight: int = MAX_IN_FLIGHT,
+    ) -> None:
+        """`max_in_flight` other than 2 is for the benchmark's side-by-side baseline only."""
+        self._max_in_flight = max_in_flight
+        self._store = store
+        self._stop = stop
+        self._client_factory = client_factory
+        self._wall = wall
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._config = config
+        self._client = client_factory(config.ncentral, stop)
+
+    def reconfigure(self, config: Config) -> None:
+        with self._lock:
+            if config.ncentral != self._config.ncentral:
+                # Not closed: a run may be using it; it goes when that run lets go of it.
+                self._client = self._client_factory(config.ncentral, self._stop)
+            self._config = config
+
+    def close(self) -> None:
+        self._client.close()
+
+    def run(self) -> bool:
+        """Scan once; True on success. Never raises for N-central's faults."""
+        with self._lock:
+            settings, client = self._config.customers, self._client
+        if settings is None or self._stop.is_set():
+            return False
+        started = self._monotonic()
+        # A scan never outlasts its interval; retries and backoffs stay within it.
+        deadline = started + settings.interval
+        try:
+            with ThreadPoolExecutor(max_workers=self._max_in_flight, thread_name_prefix="customer-scan") as pool:
+                devices = self._devices(client, pool, deadline)
+                wanted = sorted(cid for cid, name in devices.names.items() if settings.wanted(name))
+                issues, failed = self._issues(client, pool, settings, wanted, devices, deadline)
+            self._record_success(settings, client, devices, wanted, issues, failed, self._monotonic() - started)
+            return True
+        except Stopped:
+            if self._stop.is_set():
+                log.info("customer scan interrupted by shutdown", extra={"report": CUSTOMERS})
+                return False
+            raise
+        except UpstreamError as exc:
+            self._record_failure(settings, client, exc, self._monotonic() - started)
+        except Exception as exc:  # a bug must not stop the schedule or lose the run's count
+            log.exception("unexpected error in the customer scan", extra={"report": CUSTOMERS})
+            error = InternalError(f"unexpected {type(exc).__name__} in the exporter (see the log)")
+            self._record_failure(settings, client, error, self._monotonic() - started)
+        return False
+
+    # --- calls ---
+
+    def _pages(
+        self,
+        client: NCentralClient,
+        path: str,
+        deadline: float,
+        parse: Callable[[Any, str], T],
+        pool: ThreadPoolExecutor | None,
+    ) -> Iterator[T]:
+        """Every item of a paged list, parsed: page 1, then the pages `totalPages` promises (through `pool`
+        when given, else one after the other). Each page is parsed where it is fetched, so the raw JSON of
+        only a few pages is ever alive at once."""
+
+        def page(number: int) -> tuple[list[T], int | None]:
+            where = f"GET {path}"
+            separator = "&" if "?" in path else "?"
+            try:
+                body = client.get(f"{path}{separator}pageNumber={number}&pageSize={PAGE_SIZE}", deadline)
+            # The client's 403/404 texts speak of the patch reports; these say what they mean here.
+            except NotSupported as exc:
+                raise NotSupported(f"{where}: HTTP 404 (this N-central has no such endpoint or org unit)",
+                                   status=exc.status) from None
+            except Forbidden as exc:
+                raise Forbidden(f"{where}: HTTP 403 (the API user may not read this; create it at the SO "
+                                "level with a role that can view devices and their status)",
+                                status=exc.status) from None
+            items, total_pages = parse_page(body, f"{where} page {number}")
+            return [parse(item, f"{where} page {number} data[{i}]") for i, item in enumerate(items)], total_pages
+
+        first, total_pages = page(1)
+        yield from first
+        if total_pages is None or total_pages <= 1:
+            return
+        numbers = range(2, total_pages + 1)
+        if pool is None:
+            for number in numbers:
+                items, _ = page(number)
+                if not items:
+                    return  # the list shrank while we paged: nothing more to read
+                yield from items
+            return
+        for items, _ in _in_order(pool, [partial(page, number) for number in numbers], self._max_in_flight * 2):
+            yield from items
+
+    def _devices(self, client: NCentralClient, pool: ThreadPoolExecutor, deadline: float) -> _Devices:
+        names: dict[int, str] = {}
+        classes: dict[int, dict[str, int]] = {}
+        device_class: dict[int, tuple[int, str]] = {}
+        skipped = 0
+        for device in self._pages(client, "/api/devices", deadline, parse_device, pool):
+            if device is None:
+                skipped += 1
+                continue
+            if device.device_id in device_class:
+                continue  # the list moved between pages: a device seen twice counts once
+            names[device.customer_id] = device.customer
+            per_class = classes.setdefault(device.customer_id, {})
+            per_class[device.device_class] = per_class.get(device.device_class, 0) + 1
+            device_class[device.device_id] = (device.customer_id, sys.intern(device.device_class))
+        if skipped:
+            log.debug("devices without a customer left out", extra={"report": CUSTOMERS, "devices": skipped})
+        return _Devices(names, classes, device_class)
+
+    def _issues(
+        self,
+        client: NCentralClient,
+        pool: ThreadPoolExecutor,
+        settings: CustomerSettings,
+        wanted: list[int],
+        devices: _Devices,
+        deadline: float,
+    ) -> tuple[dict[int, set[int]], dict[int, UpstreamError]]:
+        """Per customer, its devices with an active issue on a patch service; and the customers whose
+        active issues were refused (403/404)."""
+
+        def one(customer_id: int) -> set[int] | UpstreamError:
+            path = f"/api/org-units/{customer_id}/active-issues"
+            found: set[int] = set()
+            try:
+                for device_id in self._pages(client, path, deadline, partial(patch_issue_device, settings), None):
+                    # Only the customer's own devices, as listed: an issue may name a device that left.
+                    if device_id is not None and devices.device_class.get(device_id, (None,))[0] == customer_id:
+                        found.add(device_id)
+            except (Forbidden, NotSupported) as exc:
+                return exc
+            return found
+
+        issues: dict[int, set[int]] = {}
+        failed: dict[int, UpstreamError] = {}
+        tasks = [partial(one, customer_id) for customer_id in wanted]
+        for customer_id, result in zip(wanted, _in_order(pool, tasks, self._max_in_flight * 2), strict=True):
+            if isinstance(result, UpstreamError):
+                failed[customer_id] = result
+                log.warning(
+                    "customer's active issues refused; keeping its last counts",
+                    extra={
+                        "report": CUSTOMERS, "customer_id": customer_id, "customer": devices.names[customer_id],
+                        "reason": result.reason, "status": result.status if result.status is not None else "none",
+                    },
+                )
+            else:
+                issues[customer_id] = result
+        return issues, failed
+
+    # --- outcome ---
+
+    def _record_success(
+        self,
+        settings: CustomerSettings,
+        client: NCentralClient,
+        devices: _Devices,
+        wanted: list[int],
+        issues: dict[int, set[int]],
+        failed: dict[int, UpstreamError],
+        duration: float,
+    ) -> None:
+        now = self._wall()
+        state = self._store.snapshot.get(CUSTOMERS)
+        previous = state.customers if state is not None else None
+        last_good: dict[int, dict[str, int]] = {}
+        for row in previous.rows if previous is not None else ():
+            last_good.setdefault(row.customer_id, {})[row.device_class] = row.patch_issue_devices
+        rows: list[CustomerCount] = []
+        for customer_id in wanted:
+            if customer_id in issues:
+                problem: dict[str, int] = {}
+                for device_id in issues[customer_id]:
+                    device_class = devices.device_class[device_id][1]
+                    problem[device_class] = problem.get(device_class, 0) + 1
+            elif customer_id in last_good:
+                problem = last_good[customer_id]
+            else:
+                continue  # refused and never scanned: no count is better than a made-up 0
+            for device_class, count in sorted(devices.classes[customer_id].items()):
+                rows.append(CustomerCount(
+                    customer_id, devices.names[customer_id], device_class, count,
+                    min(problem.get(device_class, 0), count),
+                ))
+        errors = dict(previous.scan_errors if previous is not None else CustomerData(()).scan_errors)
+        for error in failed.values():
+            errors[error.reason] = errors.get(error.reason, 0) + 1
+        data = CustomerData(tuple(rows), MappingProxyType(errors))
+
+        def change(state: ReportState) -> ReportState:
+            return replace(
+                state, customers=data, last_success_time=now, last_duration=duration, last_run_success=True,
+                last_run_time=now, last_reason=None, last_error=None, runs_total=state.runs_total + 1,
+            )
+
+        self._update(settings, client, change)
+        log.info(
+            "customer scan succeeded",
+            extra={
+                "report": CUSTOMERS, "result": "success", "duration_seconds": round(duration, 3),
+                "customers": len(wanted), "devices": len(devices.device_class), "customers_refused": len(failed),
+            },
+        )
+
+    def _record_failure(
+        self, settings: CustomerSettings, client: NCentralClient, exc: UpstreamError, duration: float
+    ) -> None:
+        now = self._wall()
+
+        def change(state: ReportState) -> ReportState:
+            return replace(
+                state, last_run_success=False, last_run_time=now, last_reason=exc.reason, last_error=exc.message,
+                runs_total=state.runs_total + 1, failures=state.with_failure(exc.reason),
+            )
+
+        self._update(settings, client, change)
+        log.warning(
+            "customer scan failed",
+            extra={
+                "report": CUSTOMERS, "result": "failure", "reason": exc.reason,
+                "status": exc.status if exc.status is not None else "none",
+                "duration_seconds": round(duration, 3), "error": exc.message,
+            },
+        )
+
+    def _update(
+        self, settings: CustomerSettings, client: NCentralClient, change: Callable[[ReportState], ReportState]
+    ) -> None:
+        # Refused when a reload changed the scan's settings or the N-central server meanwhile.
+        server = server_identity(client.settings)
+        if not self._store.update(CUSTOMERS, change, fingerprint=settings.fingerprint, server=server):
+            log.info("customer scan settings or N-central server changed during the run; its result is dropped",
+                     extra={"report": CUSTOMERS})
+
+
+def _in_order(pool: ThreadPoolExecutor, tasks: Sequence[Callable[[], T]], window: int) -> Iterator[T]:
+    """Run `tasks` on `pool` and yield their results in order, with at most `window` results pending (a
+    bound on memory); on the first failure the tasks not yet started are cancelled (those running finish)
+    and the failure is raised."""
+    futures: deque[Future[T]] = deque()
+    queued = iter(tasks)
+    try:
+        for task in itertools.islice(queued, window):
+            futures.append(pool.submit(task))
+        while futures:
+            result = futures.popleft().result()
+            for task in itertools.islice(queued, 1):
+                futures.append(pool.submit(task))
+            yield result
+    finally:
+        for future in futures:
+            future.cancel()
+        for future in futures:
+            if not future.cancelled():
+                future.exception()  # wait for it: no call may outlive the run
+
+
+# --- metrics -----------------------------------------------------------------------------------------
+
+
+def families(state: ReportState | None) -> list[Metric]:
+    """The customer metrics from the scan's state in the store; none while the scan has no data."""
+    if state is None or state.customers is None:
+        return []
+    labels = ["customer_id", "customer", "device_class"]
+    devices = GaugeMetricFamily(
+        "ncentral_customer_devices",
+        "Devices N-central manages, per customer and device class, as of the last successful customer scan.",
+        labels=labels,
+    )
+    issues = GaugeMetricFamily(
+        "ncentral_customer_patch_issue_devices",
+        "Devices with at least one active issue on a patch service, per customer and device class.",
+        labels=labels,
+    )
+    errors = CounterMetricFamily(
+        "ncentral_customer_scan_errors",
+        "Customers whose active issues N-central refused during a scan (403, 404), by reason.",
+        labels=["reason"],
+    )
+    for row in state.customers.rows:
+        values = [str(row.customer_id), row.customer, row.device_class]
+        devices.add_metric(values, row.devices)
+        issues.add_metric(values, row.patch_issue_devices)
+    for reason, count in state.customers.scan_errors.items():
+        errors.add_metric([reason], count)
+    return [devices, issues, errors]

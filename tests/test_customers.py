@@ -1,0 +1,451 @@
+"""The customer scan: its config section, and end-to-end runs against the simulator over real HTTP (exact
+counts per customer and device class, paging, refused customers, include/exclude, 429, faults, the state
+file), its metrics, the landing page's customers table and `--demo --once`."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from helpers import REPO, Samples, parse_samples, run_command, sample, select, write_yaml
+
+from exporter import landing
+from exporter.app import Exporter
+from exporter.config import CUSTOMERS, ConfigError, parse_config
+from exporter.simulator import (
+    LEGACY_PATCH_SERVICE,
+    PATCH_SERVICE,
+    Estate,
+    EstateCustomer,
+    EstateDevice,
+    EstateIssue,
+    Simulator,
+    demo_estate,
+)
+
+WS, LAPTOP, SERVER = "Workstations - Windows", "Laptops - Windows", "Servers - Windows"
+ALPHA, BETA, GAMMA, DENIED, UMLAUT = 11, 12, 13, 14, 15
+
+# A small estate whose every count is known by hand.
+CUSTOMERS_ = (
+    EstateCustomer(ALPHA, 'Alpha & <Co> "AG"'),
+    EstateCustomer(BETA, "Beta GmbH"),
+    EstateCustomer(GAMMA, "Test Gamma"),
+    EstateCustomer(DENIED, "Denied Ltd", refused=403),
+    EstateCustomer(UMLAUT, "Ümlaut 東京"),
+)
+DEVICES = (
+    EstateDevice(101, ALPHA, WS), EstateDevice(102, ALPHA, WS), EstateDevice(103, ALPHA, WS),
+    EstateDevice(104, ALPHA, SERVER), EstateDevice(105, ALPHA, SERVER),
+    EstateDevice(201, BETA, LAPTOP), EstateDevice(202, BETA, LAPTOP), EstateDevice(203, BETA, WS),
+    EstateDevice(301, GAMMA, WS),
+    EstateDevice(401, DENIED, WS), EstateDevice(402, DENIED, WS),
+    EstateDevice(501, UMLAUT, SERVER),
+)
+ISSUES = (
+    EstateIssue(101, PATCH_SERVICE), EstateIssue(101, LEGACY_PATCH_SERVICE),  # two patch issues: counted once
+    EstateIssue(102, "Disk Space"),  # not a patch service
+    EstateIssue(104, "patch status v2", notification_state=1),  # names match case-insensitively
+    EstateIssue(201, PATCH_SERVICE),
+    EstateIssue(203, "Windows UAC Status"),
+    EstateIssue(301, PATCH_SERVICE),
+    EstateIssue(401, PATCH_SERVICE),
+)
+# (customer_id, customer, device_class) → (devices, devices with a patch problem)
+EXPECTED = {
+    (ALPHA, 'Alpha & <Co> "AG"', SERVER): (2, 1),
+    (ALPHA, 'Alpha & <Co> "AG"', WS): (3, 1),
+    (BETA, "Beta GmbH", LAPTOP): (2, 1),
+    (BETA, "Beta GmbH", WS): (1, 0),
+    (GAMMA, "Test Gamma", WS): (1, 1),
+    (UMLAUT, "Ümlaut 東京", SERVER): (1, 0),
+}
+
+
+def small_estate(**refused: int | None) -> Estate:
+    """The estate above; `refused` maps a customer's name in lower case ("denied") to a refusal status."""
+    customers = tuple(
+        EstateCustomer(c.customer_id, c.name, refused.get(c.name.split()[0].lower(), c.refused))
+        for c in CUSTOMERS_
+    )
+    return Estate(customers, DEVICES, ISSUES)
+
+
+@pytest.fixture
+def estate_sim(sim: Simulator) -> Simulator:
+    sim.set_estate(small_estate())
+    sim.set_page_cap(2)  # 12 devices → 6 pages; Alpha's 4 issues → 2 pages
+    return sim
+
+
+def config(sim: Simulator, customers: dict[str, Any] | None = None, **ncentral: Any) -> dict[str, Any]:
+    return {
+        "ncentral": {"url": sim.url, "api_token": sim.jwt, "request_timeout": "5s", "retry_backoff": "10ms",
+                     **ncentral},
+        "reports": [{"name": "all", "poll_interval": "10ms", "timeout": "10s"}],
+        CUSTOMERS: customers if customers is not None else {},
+    }
+
+
+@pytest.fixture
+def make_app() -> Iterator[Any]:
+    apps: list[Exporter] = []
+
+    def make(document: dict[str, Any], storage: Path | None = None) -> Exporter:
+        if storage is not None:
+            document = {**document, "storage": {"path": str(storage)}}
+        app = Exporter(parse_config(document, env={}))
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.shutdown()
+        app.customer_scan.close()
+        app.runner.close()
+
+
+def published(app: Exporter) -> tuple[dict[tuple[int, str, str], tuple[float, float]], Samples]:
+    samples = parse_samples(app.exposition.render().decode())
+    devices = select(samples, "ncentral_customer_devices")
+    issues = select(samples, "ncentral_customer_patch_issue_devices")
+    assert set(devices) == set(issues), "every devices series has its patch-issue twin"
+    counts = {}
+    for labels, value in devices.items():
+        tags = dict(labels)
+        counts[(int(tags["customer_id"]), tags["customer"], tags["device_class"])] = (value, issues[labels])
+    return counts, samples
+
+
+# --- config ------------------------------------------------------------------------------------------
+
+
+def test_section_absent_means_off_and_empty_means_defaults() -> None:
+    base: dict[str, Any] = {"ncentral": {"url": "https://n.example", "api_token": "x"}}
+    assert parse_config(base, env={}).customers is None
+    settings = parse_config({**base, CUSTOMERS: None}, env={}).customers
+    assert settings is not None
+    assert settings.interval == 3600.0
+    assert settings.patch_services == ("Patch Status v2", "Patch Status")
+    assert settings.include is None and settings.exclude is None
+    assert settings.is_patch_service("  PATCH status V2 ")
+    assert not settings.is_patch_service("Patch Status v3")
+    # Without the section a report may be named "customers".
+    assert parse_config({**base, "reports": [{"name": CUSTOMERS}]}, env={}).customers is None
+
+
+def test_include_and_exclude_search_the_name() -> None:
+    settings = parse_config({
+        "ncentral": {"url": "https://n.example", "api_token": "x"},
+        CUSTOMERS: {"interval": "2h", "patch_services": ["My Patch"], "include": "GmbH|AG", "exclude": "^Test "},
+    }, env={}).customers
+    assert settings is not None
+    assert settings.interval == 7200.0
+    assert settings.wanted("Beta GmbH") and settings.wanted("Alpha AG")
+    assert not settings.wanted("Test Gamma AG")
+    assert not settings.wanted("Other Ltd")
+
+
+@pytest.mark.parametrize(("section", "expected"), [
+    ({"interval": "soon"}, "customers.interval: invalid duration"),
+    ({"include": "(unclosed"}, "customers.include: invalid regular expression"),
+    ({"exclude": 5}, "customers.exclude: must be a regular expression"),
+    ({"patch_services": []}, "customers.patch_services: must be a non-empty list"),
+    ({"patch_services": "Patch Status"}, "customers.patch_services: must be a non-empty list"),
+    ({"colour": "red"}, "customers.colour: unknown key"),
+])
+def test_bad_section_is_one_clear_line(section: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config({"ncentral": {"url": "https://n.example", "api_token": "x"}, CUSTOMERS: section}, env={})
+    assert expected in str(error.value)
+
+
+def test_report_named_customers_is_refused_with_exit_2(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "config.yml", {
+        "ncentral": {"url": "https://n.example", "api_token": "x"},
+        "reports": [{"name": "all"}, {"name": CUSTOMERS}],
+        CUSTOMERS: {"interval": "1m"},
+    })
+    result = run_command("--config.file", str(path), "--check-config")
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "reports[1].name: 'customers' is the customer scan's name" in line
+    assert "Traceback" not in result.stderr
+
+
+def test_interval_below_15m_warns(caplog: pytest.LogCaptureFixture) -> None:
+    base: dict[str, Any] = {"ncentral": {"url": "https://n.example", "api_token": "x"}}
+    with caplog.at_level(logging.WARNING, logger="exporter.config"):
+        parse_config({**base, CUSTOMERS: {"interval": "15m"}}, env={})
+        assert not caplog.records
+        parse_config({**base, CUSTOMERS: {"interval": "5m"}}, env={})
+    assert "customers.interval is below 15m" in caplog.text
+
+
+# --- end to end against the simulator -------------------------------------------------------------------
+
+
+def test_exact_counts_paging_and_refused_customer(estate_sim: Simulator, make_app: Any) -> None:
+    app = make_app(config(estate_sim))
+    assert app.customer_scan.run()
+    counts, samples = published(app)
+    assert counts == EXPECTED  # Denied (403, never scanned) is not published: no made-up 0
+    assert sample(samples, "ncentral_customer_scan_errors_total", reason="forbidden") == 1
+    assert sample(samples, "ncentral_customer_scan_errors_total", reason="not_supported") == 0
+    assert sample(samples, "ncentral_patch_report_last_run_success", report=CUSTOMERS) == 1
+    assert sample(samples, "ncentral_patch_report_runs_total", report=CUSTOMERS) == 1
+    # Paging: 12 devices at 2 a page; per customer one page, Alpha's 4 issues two; always asking 1000.
+    assert estate_sim.count("devices") == 6
+    assert estate_sim.count("active_issues") == 6
+    calls = [r for r in estate_sim.requests if r.endpoint in ("devices", "active_issues")]
+    assert all("pageSize=1000" in r.path for r in calls)
+    assert {r.path for r in calls if r.endpoint == "devices"} == {
+        f"/api/devices?pageNumber={n}&pageSize=1000" for n in range(1, 7)
+    }
+    assert estate_sim.max_in_flight <= 2
+
+
+def test_refused_customer_keeps_its_last_good_counts(estate_sim: Simulator, make_app: Any) -> None:
+    estate_sim.set_estate(small_estate(denied=None))
+    app = make_app(config(estate_sim))
+    assert app.customer_scan.run()
+    counts, _ = published(app)
+    assert counts[(DENIED, "Denied Ltd", WS)] == (2, 1)
+
+    # Now 403, then 404: the customer keeps 1 device with a patch problem; the run is still a success.
+    for status, reason in ((403, "forbidden"), (404, "not_supported")):
+        estate_sim.set_estate(small_estate(denied=status))
+        assert app.customer_scan.run()
+        counts, samples = published(app)
+        assert counts[(DENIED, "Denied Ltd", WS)] == (2, 1)
+        assert {key: value for key, value in counts.items() if key[0] != DENIED} == EXPECTED
+        assert sample(samples, "ncentral_customer_scan_errors_total", reason=reason) == 1
+        assert sample(samples, "ncentral_patch_report_last_run_success", report=CUSTOMERS) == 1
+
+
+def test_refused_customer_is_logged_once_per_run(
+    estate_sim: Simulator, make_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(config(estate_sim))
+    with caplog.at_level(logging.WARNING, logger="exporter.customers"):
+        assert app.customer_scan.run()
+    refused = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == 1
+    assert refused[0].__dict__["customer"] == "Denied Ltd"
+    assert refused[0].__dict__["customer_id"] == DENIED
+
+
+def test_include_and_exclude_scope_calls_and_series(estate_sim: Simulator, make_app: Any) -> None:
+    app = make_app(config(estate_sim, {"include": "^(Alpha|Beta|Test)", "exclude": "^Test "}))
+    assert app.customer_scan.run()
+    counts, _ = published(app)
+    assert counts == {key: value for key, value in EXPECTED.items() if key[0] in (ALPHA, BETA)}
+    # Active issues only of the customers kept: Alpha (two pages) and Beta.
+    assert sorted(r.path.split("?")[0] for r in estate_sim.requests if r.endpoint == "active_issues") == [
+        f"/api/org-units/{ALPHA}/active-issues", f"/api/org-units/{ALPHA}/active-issues",
+        f"/api/org-units/{BETA}/active-issues",
+    ]
+
+
+def test_429_is_retried_and_the_counts_are_exact(estate_sim: Simulator, make_app: Any) -> None:
+    estate_sim.add_fault("429", endpoint="active_issues", count=3)
+    estate_sim.add_fault("429", endpoint="devices", count=1, retry_after="0")
+    app = make_app(config(estate_sim))
+    assert app.customer_scan.run()
+    counts, samples = published(app)
+    assert counts == EXPECTED
+    assert estate_sim.count("active_issues") == 6 + 3
+    assert estate_sim.count("devices") == 6 + 1
+    assert sample(samples, "ncentral_patch_report_failures_total", report=CUSTOMERS, reason="rate_limited") == 0
+
+
+def test_at_most_two_calls_in_flight_within_the_concurrency_limit(estate_sim: Simulator, make_app: Any) -> None:
+    estate_sim.set_latency(0.05)
+    estate_sim.set_concurrency_limit(2)
+    app = make_app(config(estate_sim))
+    assert app.customer_scan.run()
+    assert estate_sim.max_in_flight == 2  # both slots used, never a third
+    assert estate_sim.count("active_issues") == 6  # no 429 answered, none retried
+    assert published(app)[0] == EXPECTED
+
+
+def test_a_failed_scan_keeps_the_last_good_data_and_recovers(estate_sim: Simulator, make_app: Any) -> None:
+    app = make_app(config(estate_sim, retries=1))
+    assert app.customer_scan.run()
+    estate_sim.add_fault("500", endpoint="active_issues", count=None)
+    estate_sim.set_estate(Estate(CUSTOMERS_, DEVICES, ()))  # what would be published if the run went through
+    assert not app.customer_scan.run()
+    counts, samples = published(app)
+    assert counts == EXPECTED
+    assert sample(samples, "ncentral_patch_report_last_run_success", report=CUSTOMERS) == 0
+    assert sample(samples, "ncentral_patch_report_failures_total", report=CUSTOMERS, reason="http") == 1
+    state = app.store.snapshot[CUSTOMERS]
+    assert state.last_error is not None and "HTTP 500" in state.last_error
+    for token in [*estate_sim.issued_tokens, estate_sim.jwt]:
+        assert token not in state.last_error
+
+    estate_sim.clear_faults()
+    assert app.customer_scan.run()
+    counts, samples = published(app)
+    assert all(issues == 0 for _, issues in counts.values())
+    assert sample(samples, "ncentral_patch_report_last_run_success", report=CUSTOMERS) == 1
+
+
+def test_invalid_device_list_fails_the_run_as_invalid_response(estate_sim: Simulator, make_app: Any) -> None:
+    app = make_app(config(estate_sim))
+    estate_sim.add_fault("garbage", endpoint="devices")
+    assert not app.customer_scan.run()
+    samples = parse_samples(app.exposition.render().decode())
+    assert sample(samples, "ncentral_patch_report_failures_total", report=CUSTOMERS, reason="invalid_response") == 1
+    assert not select(samples, "ncentral_customer_devices")
+
+
+def test_state_file_round_trip(estate_sim: Simulator, make_app: Any, tmp_path: Path) -> None:
+    storage = tmp_path / "state.json"
+    first = make_app(config(estate_sim), storage)
+    assert first.customer_scan.run()
+    first.shutdown()
+    before = len(estate_sim.requests)
+
+    restarted = make_app(config(estate_sim), storage)  # no run: what it serves comes from the file
+    counts, samples = published(restarted)
+    assert counts == EXPECTED
+    assert sample(samples, "ncentral_patch_report_last_run_success", report=CUSTOMERS) == 1
+    assert len(estate_sim.requests) == before
+    # A refused customer in the next run still keeps the counts the file brought back.
+    estate_sim.set_estate(small_estate(alpha=403))
+    assert restarted.customer_scan.run()
+    assert published(restarted)[0] == EXPECTED
+    restarted.shutdown()  # releases the state file for the next exporter
+
+    # A changed scope starts afresh: the stored counts answered another question.
+    rescoped = make_app(config(estate_sim, {"exclude": "Beta"}), storage)
+    assert not select(parse_samples(rescoped.exposition.render().decode()), "ncentral_customer_devices")
+
+
+def test_reload_adds_and_removes_the_scan(estate_sim: Simulator, tmp_path: Path) -> None:
+    document = config(estate_sim)
+    del document[CUSTOMERS]
+    path = write_yaml(tmp_path / "config.yml", document)
+    from exporter.config import load_config
+
+    app = Exporter(load_config(str(path), env={}), lambda: load_config(str(path), env={}))
+    try:
+        assert CUSTOMERS not in app.store.snapshot
+        write_yaml(path, config(estate_sim))
+        assert app.reload() is None
+        assert app.run_once()
+        assert published(app)[0] == EXPECTED
+        write_yaml(path, document)
+        assert app.reload() is None
+        samples = parse_samples(app.exposition.render().decode())
+        assert not select(samples, "ncentral_customer_devices")
+        assert not select(samples, "ncentral_patch_report_runs_total", report=CUSTOMERS)
+    finally:
+        app.shutdown()
+
+
+# --- the landing page and the demo ----------------------------------------------------------------------
+
+
+def test_landing_page_lists_the_20_worst_customers_escaped(sim: Simulator, make_app: Any) -> None:
+    estate = demo_estate()
+    worst = EstateCustomer(1, "<script>alert(1)</script> & Co")
+    sim.set_estate(Estate(
+        (*estate.customers, worst), (*estate.devices, EstateDevice(1, 1, WS)),
+        (*estate.issues, EstateIssue(1, PATCH_SERVICE)),
+    ))
+    app = make_app(config(sim))
+    assert app.customer_scan.run()
+    state = app.store.snapshot[CUSTOMERS]
+    assert state.customers is not None
+    page = landing.render(app.config.reports, app.store.snapshot, {}, "/metrics", 0.0).decode()
+    section = page[page.index('<section class="customers"'):]
+    rows = re.findall(r'<tr><td>(.*?)</td><td class="n">(\d+)</td><td class="n">(\d+)</td>'
+                      r'<td class="n">(\d+)</td>', section)
+    assert len(rows) == 20
+    shares = sorted((issues / devices for _, _, devices, issues in state.customers.per_customer()), reverse=True)
+    assert [int(issues) / int(devices) for _, _, devices, issues in rows] == shares[:20]
+    # The worst (1 of 1 device) comes first, escaped.
+    assert rows[0][:2] == ("&lt;script&gt;alert(1)&lt;/script&gt; &amp; Co", "1")
+    assert "<script>" not in page
+    assert "Restricted Holdings" not in section  # refused and never scanned: not listed
+
+
+def test_demo_once_prints_the_customer_metrics() -> None:
+    result = run_command("--demo", "--once", timeout=60)
+    assert result.returncode == 0, result.stderr
+    samples = parse_samples(result.stdout)
+    estate = demo_estate()
+    devices = select(samples, "ncentral_customer_devices")
+    refused = {c.customer_id for c in estate.customers if c.refused}
+    assert sum(devices.values()) == sum(1 for d in estate.devices if d.customer_id not in refused)
+    assert sample(samples, "ncentral_customer_scan_errors_total", reason="forbidden") == 1
+    assert sample(samples, "ncentral_patch_report_last_run_success", report=CUSTOMERS) == 1
+    names = {dict(labels)["customer"] for labels in devices}
+    assert {"Müller & Söhne GmbH", "東京テクノロジー株式会社", 'Smith "Quotes" & <Sons>'} <= names
+
+
+def test_customer_metrics_and_config_keys_are_documented() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    example = (REPO / "config.example.yaml").read_text(encoding="utf-8")
+    for name in ("ncentral_customer_devices", "ncentral_customer_patch_issue_devices",
+                 "ncentral_customer_scan_errors_total"):
+        assert f"`{name}`" in readme, name
+    for key in ("interval", "patch_services", "include", "exclude"):
+        assert f"`customers.{key}`" in readme, key
+        assert re.search(rf"^\s*#?\s*{key}:", example, re.MULTILINE), key
+    assert re.search(r"^#?\s*customers:", example, re.MULTILINE)
+
+
+def test_example_customers_section_is_valid_when_uncommented() -> None:
+    example = (REPO / "config.example.yaml").read_text(encoding="utf-8")
+    block = example[example.index("# customers:"):].splitlines()
+    section = yaml.safe_load("\n".join(line.removeprefix("# ") for line in block))
+    settings = parse_config({"ncentral": {"url": "https://n.example", "api_token": "x"}, **section}, env={}).customers
+    assert settings is not None
+    assert settings.interval == 3600.0
+    assert settings.patch_services == ("Patch Status v2", "Patch Status")
+    assert not settings.wanted("Test Lab") and settings.wanted("Acme Corp")
+
+
+def test_simulator_answers_429_beyond_its_concurrency_limit(sim: Simulator) -> None:
+    """The simulator's limit is real: two calls at once against a limit of one, one is refused."""
+    import threading
+
+    import requests
+
+    token = requests.post(f"{sim.url}/api/auth/authenticate", headers={"Authorization": f"Bearer {sim.jwt}"},
+                          timeout=5).json()["tokens"]["access"]["token"]
+    sim.set_concurrency_limit(1)
+    sim.set_latency(0.5)
+    statuses: list[int] = []
+    barrier = threading.Barrier(2)
+
+    def call() -> None:
+        barrier.wait()
+        statuses.append(requests.get(f"{sim.url}/api/devices?pageSize=1000", timeout=10,
+                                     headers={"Authorization": f"Bearer {token}"}).status_code)
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(15)
+    assert sorted(statuses) == [200, 429]
+    assert sim.max_in_flight == 1
+
+
+def test_device_list_refused_fails_the_run_as_forbidden(estate_sim: Simulator, make_app: Any) -> None:
+    app = make_app(config(estate_sim))
+    estate_sim.add_fault("403", endpoint="devices")
+    assert not app.customer_scan.run()
+    state = app.store.snapshot[CUSTOMERS]
+    assert state.last_reason == "forbidden"
+    assert state.last_error is not None and "GET /api/devices: HTTP 403" in state.last_error
+    assert "patch reports" not in state.last_error
