@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import struct
 import threading
+import time
 import zlib
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ from exporter.collector import ExporterCollector, ReportCollector, families
 from exporter.store import Snapshot, Store
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+RUNTIME_MAX_AGE = 1.0  # seconds; Prometheus scrapes far less often, so a real scrape always sees fresh values
 OPENMETRICS_CONTENT_TYPE = om_exposition.CONTENT_TYPE_LATEST  # version 1.0.0
 _EOF = b"# EOF\n"
 # ID1 ID2, deflate, no flags, mtime 0, no extra flags, OS unknown (RFC 1952 2.3).
@@ -91,10 +93,14 @@ class Exposition:
     def __init__(self, store: Store, reports: ReportCollector, exporter: ExporterCollector) -> None:
         self._store = store
         self._reports = reports
+        # Process, platform and gc metrics read /proc and walk the gc stats (~150 us): under a flood of
+        # scrapes they are rendered at most once per RUNTIME_MAX_AGE; the rest of the live part per scrape.
+        self.runtime = CollectorRegistry(auto_describe=False)
+        ProcessCollector(registry=self.runtime)
+        PlatformCollector(registry=self.runtime)
+        GCCollector(registry=self.runtime)
+        self._runtime: dict[bool, tuple[float, bytes]] = {}
         self.live = CollectorRegistry(auto_describe=False)
-        ProcessCollector(registry=self.live)
-        PlatformCollector(registry=self.live)
-        GCCollector(registry=self.live)
         self.live.register(exporter)
         self._cached: _Rendered | None = None
         self._lock = threading.Lock()
@@ -141,10 +147,20 @@ class Exposition:
         rendered = self._report_part(openmetrics)
         form = rendered.openmetrics if openmetrics else rendered.text
         assert form is not None
-        live = _openmetrics(self.live) if openmetrics else generate_latest(self.live)
+        rest = _openmetrics(self.live) if openmetrics else generate_latest(self.live)
+        live = self._runtime_part(openmetrics) + rest
         if gzipped:
             return form.gzip_head, form.gzip_tail(live)
         return form.text, live
+
+    def _runtime_part(self, openmetrics: bool) -> bytes:
+        now = time.monotonic()
+        cached = self._runtime.get(openmetrics)
+        if cached is not None and now - cached[0] < RUNTIME_MAX_AGE:
+            return cached[1]
+        text = _openmetrics(self.runtime).removesuffix(_EOF) if openmetrics else generate_latest(self.runtime)
+        self._runtime[openmetrics] = (now, text)
+        return text
 
     def render_reports(self) -> bytes:
         """Only the report metrics: what `--once` prints for the textfile collector."""

@@ -40,7 +40,7 @@ MAX_HEAD = 65536  # bytes of request line and headers
 MAX_BODY = 65536  # bytes of a request body (only /-/reload takes one, and ignores it)
 MAX_PENDING_AUTH = 100  # credentials waiting for a bcrypt check; beyond it, 503 at once
 WORKERS = 4  # threads handling requests (the GIL makes more pointless); bcrypt has one more of its own
-_CHUNK = 256 * 1024  # written at a time, so a slow reader never makes the loop copy a whole body
+_CHUNK = 256 * 1024  # written to a TLS transport at a time, so a slow reader never makes it copy a whole body
 _TEXT = "text/plain; charset=utf-8"
 _GET = "GET, HEAD"
 
@@ -199,9 +199,7 @@ class WebServer:
         self._bcrypt = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="web-bcrypt")
         self._in_flight = 0
         self._pending_auth = 0
-        self._waiting: collections.OrderedDict[asyncio.StreamWriter, None] = collections.OrderedDict()
-        self._connections: set[asyncio.StreamWriter] = set()
-        self._server: asyncio.Server | None = None
+        self._waiting: collections.OrderedDict[asyncio.Task[None], None] = collections.OrderedDict()
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, name="web", daemon=True)
         self._landing = landing.PageCache()
@@ -235,12 +233,8 @@ class WebServer:
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         self._loop.set_exception_handler(_exception_handler)
-        try:
-            self._server = self._loop.run_until_complete(
-                asyncio.start_server(self._connection, sock=self._socket, limit=MAX_HEAD)
-            )
-        finally:
-            self._started.set()
+        self._accepting = self._loop.create_task(self._accept())
+        self._started.set()
         try:
             self._loop.run_forever()
         finally:
@@ -248,14 +242,21 @@ class WebServer:
             self._loop.close()
 
     async def _close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for writer in list(self._connections):
-            writer.transport.abort()
         tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _accept(self) -> None:
+        while True:
+            try:
+                connection, peer = await self._loop.sock_accept(self._socket)
+            except OSError as exc:  # out of file descriptors, most likely: let some connections end first
+                log.warning("cannot accept a connection", extra={"error": str(exc)})
+                await asyncio.sleep(0.1)
+                continue
+            task = self._loop.create_task(self._connection(connection, str(peer[0])))
+            self._wait(task)
 
     def _current(self) -> _Settings:
         """The settings, re-read first if the web config file or a certificate, key or CA file it names
@@ -283,81 +284,78 @@ class WebServer:
             return ()
         return file_state((self._web_config_file, *config.files))
 
-    def _wait(self, writer: asyncio.StreamWriter) -> None:
-        """The connection now waits for (or reads) a request: it counts against MAX_WAITING."""
-        self._waiting[writer] = None
-        self._waiting.move_to_end(writer)
+    def _wait(self, task: asyncio.Task[None]) -> None:
+        """The connection now waits for (or reads) a request: it counts against MAX_WAITING, and the one
+        that waited longest is closed beyond it."""
+        self._waiting[task] = None
+        self._waiting.move_to_end(task)
         while len(self._waiting) > MAX_WAITING:
             oldest, _ = self._waiting.popitem(last=False)
-            oldest.transport.abort()
+            oldest.cancel()
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._connections.add(writer)
-        peer = writer.get_extra_info("peername")
-        client = str(peer[0]) if peer else "?"
-        ended_well = False
+    async def _connection(self, connection: socket.socket, client: str) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        deadline = self._loop.time() + READ_TIMEOUT
+        channel: _Channel | None = None
         try:
-            self._wait(writer)
             settings = self._current()
-            deadline = self._loop.time() + READ_TIMEOUT
-            if settings.config.tls is not None:
+            if settings.config.tls is None:
+                channel = _PlainChannel(self._loop, connection)
+            else:
                 async with asyncio.timeout_at(deadline):
-                    await writer.start_tls(settings.config.tls, ssl_handshake_timeout=READ_TIMEOUT)
-                if settings.config.allowed_sans and not _san_allowed(writer, settings.config.allowed_sans):
+                    channel = await _TLSChannel.handshake(self._loop, connection, settings.config.tls)
+                if settings.config.allowed_sans and not channel.san_allowed(settings.config.allowed_sans):
                     log.info("client certificate SAN not allowed", extra={"client": client})
                     return
-            await self._serve(reader, writer, deadline)
-            ended_well = True
+            await self._serve(channel, task, deadline)
         except (ConnectionError, TimeoutError, ssl.SSLError, asyncio.IncompleteReadError, OSError) as exc:
             log.debug("client connection ended", extra={"client": client, "error": repr(exc)})
         except asyncio.CancelledError:
-            pass  # the server shuts down: the connection simply ends
+            pass  # shut down, or closed as the oldest of too many waiting connections
         except Exception:
             log.error("error while serving a connection", exc_info=True, extra={"client": client})
         finally:
-            self._waiting.pop(writer, None)
-            self._connections.discard(writer)
-            if ended_well:
-                writer.close()
+            self._waiting.pop(task, None)
+            if channel is not None:
+                channel.close()
             else:
-                writer.transport.abort()
+                connection.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, deadline: float) -> None:
+    async def _serve(self, channel: _Channel, task: asyncio.Task[None], deadline: float) -> None:
         """Requests one after the other on one connection (HTTP/1.1 keep-alive)."""
         buffer = b""
         first = True
         while True:
-            self._wait(writer)
+            self._wait(task)
             if not buffer:
                 # Between requests a connection may idle; the first request must come with the connection.
                 async with asyncio.timeout_at(deadline if first else self._loop.time() + IDLE_TIMEOUT):
-                    buffer = await reader.read(MAX_HEAD)
+                    buffer = await channel.recv()
                 if not buffer:
                     return
                 if not first:
                     deadline = self._loop.time() + READ_TIMEOUT
             first = False
             async with asyncio.timeout_at(deadline):
-                request, buffer, early = await self._read_request(reader, writer, buffer)
-            self._waiting.pop(writer, None)
+                request, buffer, early = await self._read_request(channel, buffer)
+            self._waiting.pop(task, None)
             settings = self._current()  # basic auth and headers follow the file per request, as in exporter-toolkit
             response = early or await self._respond(request, settings)
-            close = response.close or _wants_close(request) or bool(request.body) or "transfer-encoding" in (
-                request.headers)
+            close = response.close or _wants_close(request) or bool(request.body)
             async with asyncio.timeout(WRITE_TIMEOUT):
-                await self._write(writer, request, response, close, settings)
+                await channel.send(_head(request, response, close, settings), () if request.method == "HEAD"
+                                   else response.body)
             if close:
                 return
 
-    async def _read_request(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, buffer: bytes
-    ) -> tuple[Request, bytes, Response | None]:
+    async def _read_request(self, channel: _Channel, buffer: bytes) -> tuple[Request, bytes, Response | None]:
         """A whole request (headers and body) from `buffer` and the connection; the bytes after it; an
         answer to give at once when the request is malformed."""
         while (end := buffer.find(b"\r\n\r\n")) < 0:
             if len(buffer) > MAX_HEAD:
                 return _MALFORMED, b"", _text(431, "Request headers too large\n", close=True)
-            chunk = await reader.read(MAX_HEAD)
+            chunk = await channel.recv()
             if not chunk:
                 raise asyncio.IncompleteReadError(buffer, None)
             buffer += chunk
@@ -376,9 +374,12 @@ class WebServer:
             return request, b"", _text(413, "Request body too large or malformed\n", close=True)
         length = int(length_text)
         if length > len(rest) and request.headers.get("expect", "").lower() == "100-continue":
-            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if length > len(rest):
-            rest += await reader.readexactly(length - len(rest))
+            await channel.send(b"HTTP/1.1 100 Continue\r\n\r\n", ())
+        while length > len(rest):
+            chunk = await channel.recv()
+            if not chunk:
+                raise asyncio.IncompleteReadError(rest, length)
+            rest += chunk
         whole = Request(request.method, request.path, request.version, request.headers, rest[:length])
         return whole, rest[length:], None
 
@@ -422,34 +423,6 @@ class WebServer:
             return await self._loop.run_in_executor(self._bcrypt, auth.verify, *pair)
         finally:
             self._pending_auth -= 1
-
-    async def _write(
-        self, writer: asyncio.StreamWriter, request: Request, response: Response, close: bool, settings: _Settings
-    ) -> None:
-        length = sum(len(part) for part in response.body)
-        lines = [
-            f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}",
-            "Server: ncentral-patch-exporter",
-            f"Date: {_date()}",
-            f"Content-Type: {response.content_type}",
-            f"Content-Length: {length}",
-            *(f"{name}: {value}" for name, value in {**settings.config.headers, **response.headers}.items()),
-        ]
-        if close:
-            lines.append("Connection: close")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        if request.method == "HEAD" or not length:
-            writer.write(head)
-        elif length <= 16384:
-            writer.write(head + b"".join(response.body))
-        else:
-            writer.write(head)
-            for part in response.body:
-                view = memoryview(part)
-                for start in range(0, len(view), _CHUNK):
-                    writer.write(view[start:start + _CHUNK])
-                    await writer.drain()
-        await writer.drain()
 
     # --- worker threads ---------------------------------------------------------------------------------
 
@@ -496,11 +469,97 @@ def _date() -> str:
     return str(_date_cache[1])
 
 
-def _san_allowed(writer: asyncio.StreamWriter, allowed: tuple[str, ...]) -> bool:
-    ssl_object = writer.get_extra_info("ssl_object")
-    sans: Any = ((ssl_object.getpeercert() if ssl_object else None) or {}).get("subjectAltName", ())
-    names = {str(value) for _, value in sans}
-    return not names.isdisjoint(allowed)
+def _head(request: Request, response: Response, close: bool, settings: _Settings) -> bytes:
+    lines = [
+        f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}",
+        "Server: ncentral-patch-exporter",
+        f"Date: {_date()}",
+        f"Content-Type: {response.content_type}",
+        f"Content-Length: {sum(len(part) for part in response.body)}",
+        *(f"{name}: {value}" for name, value in {**settings.config.headers, **response.headers}.items()),
+    ]
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+class _Channel:
+    """A connection's bytes in and out, plain or TLS."""
+
+    async def recv(self) -> bytes:
+        raise NotImplementedError
+
+    async def send(self, head: bytes, body: tuple[bytes, ...]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _PlainChannel(_Channel):
+    """The socket itself through the loop's socket calls: a body goes out straight from the cached bytes,
+    never copied into a transport's buffer."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, connection: socket.socket) -> None:
+        self._loop = loop
+        self._socket = connection
+        connection.setblocking(False)
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    async def recv(self) -> bytes:
+        return await self._loop.sock_recv(self._socket, MAX_HEAD)
+
+    async def send(self, head: bytes, body: tuple[bytes, ...]) -> None:
+        if sum(len(part) for part in body) <= 16384:
+            await self._loop.sock_sendall(self._socket, b"".join((head, *body)))
+            return
+        await self._loop.sock_sendall(self._socket, head)
+        for part in body:
+            await self._loop.sock_sendall(self._socket, part)
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+class _TLSChannel(_Channel):
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    @classmethod
+    async def handshake(
+        cls, loop: asyncio.AbstractEventLoop, connection: socket.socket, context: ssl.SSLContext
+    ) -> _TLSChannel:
+        reader = asyncio.StreamReader(limit=MAX_HEAD, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        try:
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol, connection, ssl=context, ssl_handshake_timeout=READ_TIMEOUT
+            )
+        except BaseException:
+            connection.close()
+            raise
+        return cls(reader, asyncio.StreamWriter(transport, protocol, reader, loop))
+
+    def san_allowed(self, allowed: tuple[str, ...]) -> bool:
+        sans: Any = (self._writer.get_extra_info("peercert") or {}).get("subjectAltName", ())
+        names = {str(value) for _, value in sans}
+        return not names.isdisjoint(allowed)
+
+    async def recv(self) -> bytes:
+        return await self._reader.read(MAX_HEAD)
+
+    async def send(self, head: bytes, body: tuple[bytes, ...]) -> None:
+        self._writer.write(head)
+        for part in body:
+            view = memoryview(part)
+            for start in range(0, len(view), _CHUNK):  # never a whole body copied into the TLS buffer
+                self._writer.write(view[start:start + _CHUNK])
+                await self._writer.drain()
+        await self._writer.drain()
+
+    def close(self) -> None:
+        self._writer.transport.abort()
 
 
 def _exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -522,7 +581,9 @@ def _listen(address: tuple[str, int]) -> socket.socket:
         host = "::" if socket.has_ipv6 else "0.0.0.0"  # noqa: S104 - the operator asked for all addresses
     elif ":" in host:
         family = socket.AF_INET6
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP. Without it the
+    # last segment of every answer waits for the client's delayed ACK (~40 ms on Linux).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6 and host == "::":

@@ -89,6 +89,7 @@ def stock(exposition: Exposition, reports: ReportCollector) -> bytes:
     part first, then the live part)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(reports)
+    registry.register(exposition.runtime)
     registry.register(exposition.live)
     return generate_latest(registry)
 
