@@ -200,6 +200,7 @@ class WebServer:
         self._in_flight = 0
         self._pending_auth = 0
         self._waiting: collections.OrderedDict[asyncio.Task[None], None] = collections.OrderedDict()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, name="web", daemon=True)
         self._landing = landing.PageCache()
@@ -233,7 +234,7 @@ class WebServer:
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         self._loop.set_exception_handler(_exception_handler)
-        self._accepting = self._loop.create_task(self._accept())
+        self._tasks.add(self._loop.create_task(self._accept()))
         self._started.set()
         try:
             self._loop.run_forever()
@@ -256,6 +257,8 @@ class WebServer:
                 await asyncio.sleep(0.1)
                 continue
             task = self._loop.create_task(self._connection(connection, str(peer[0])))
+            self._tasks.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(self._tasks.discard)
             self._wait(task)
 
     def _current(self) -> _Settings:
