@@ -24,7 +24,7 @@ import pytest
 import requests
 import yaml
 from cryptography import x509
-from helpers import ExporterProcess, parse_samples, sample, test_config, wait_for, write_yaml
+from helpers import ExporterProcess, parse_samples, run_command, sample, test_config, wait_for, write_yaml
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from test_web import make_certificate
@@ -518,3 +518,11 @@ def test_every_report_series_sample_is_the_same_in_both_formats(demo: ExporterPr
         if s.name.startswith("ncentral_patch_approvals")
     }
     assert om_samples == {key: value for key, value in text.items() if key[0] == "ncentral_patch_approvals"}
+
+
+def test_negative_max_requests_exits_2_with_one_line() -> None:
+    result = run_command("--demo", "--web.max-requests=-1", "--web.listen-address=127.0.0.1:0")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "ncentral-patch-exporter: error: --web.max-requests: must be 0 (no limit) or more"
+    ]
