@@ -408,6 +408,9 @@ class WebServer:
         self._in_flight += 1
         try:
             return await self._loop.run_in_executor(self._pool, self._handle, request)
+        except Exception:
+            log.error("error while handling a request", exc_info=True, extra={"path": request.path})
+            return _text(500, "Internal server error\n", close=True)
         finally:
             self._in_flight -= 1
 
