@@ -20,6 +20,7 @@ from benchmarks.common import PYTHON, REPO, Figure, load_figures, machine, print
 
 FULL = {
     "bench_scrape": ["--seconds", "5", "--requests", "20000"],
+    "bench_nginx": ["--seconds", "4", "--rounds", "3"],
     "bench_inflight": ["--rounds", "4", "--requests", "2500", "--seconds", "4"],
     "bench_polling": [],
     "bench_memory": ["--runs", "1000", "--series", "1000"],
@@ -29,6 +30,7 @@ FULL = {
 }
 QUICK = {
     "bench_scrape": ["--seconds", "1", "--requests", "2000"],
+    "bench_nginx": ["--seconds", "1", "--rounds", "1"],
     "bench_inflight": ["--rounds", "1", "--requests", "500", "--seconds", "1"],
     "bench_polling": ["--minutes", "5"],
     "bench_memory": ["--runs", "200", "--series", "1000"],

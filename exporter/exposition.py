@@ -1,15 +1,21 @@
 """The /metrics body: report metrics rendered once per change, the small live part per scrape.
 
 Report data changes once per run, so its text (and gzip form) is rendered once, by the job thread after
-the run (or by a scrape, when data has aged past `max_data_age`), and served as bytes. Gzip members
-concatenate into one valid gzip stream, so the live part is compressed on its own and put in front of
-the cached member.
+the run (or by a scrape, when data has aged past `max_data_age`), and served as bytes. The same holds for
+the OpenMetrics form, rendered once a scrape has asked for it.
+
+A gzip answer is one RFC 1952 member (curl and browsers read no further than the first member): the
+cached report part is raw deflate ended with a sync flush (byte-aligned, not final), so the per-scrape
+live part, deflated on its own and finished, can follow it in the same stream; the CRC-32 is continued
+over the live bytes and the trailer written per scrape.
 """
 
 from __future__ import annotations
 
-import gzip
+import struct
 import threading
+import time
+import zlib
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -19,18 +25,47 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.openmetrics import exposition as om_exposition
 
 from exporter.collector import ExporterCollector, ReportCollector, families
 from exporter.store import Snapshot, Store
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+RUNTIME_MAX_AGE = 1.0  # seconds; Prometheus scrapes far less often, so a real scrape always sees fresh values
+OPENMETRICS_CONTENT_TYPE = om_exposition.CONTENT_TYPE_LATEST  # version 1.0.0
+_EOF = b"# EOF\n"
+# ID1 ID2, deflate, no flags, mtime 0, no extra flags, OS unknown (RFC 1952 2.3).
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+
+
+@dataclass(frozen=True)
+class _Form:
+    """The report part in one format: its text, and the gzip header plus that text as sync-flushed raw
+    deflate, with the CRC-32 and length the trailer continues from."""
+
+    text: bytes
+    gzip_head: bytes
+    crc: int
+
+    @classmethod
+    def of(cls, text: bytes) -> _Form:
+        deflate = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+        head = GZIP_HEADER + deflate.compress(text) + deflate.flush(zlib.Z_SYNC_FLUSH)
+        return cls(text, head, zlib.crc32(text))
+
+    def gzip_tail(self, live: bytes) -> bytes:
+        """The rest of the gzip member after `gzip_head`: `live` deflated and finished, then the trailer."""
+        deflate = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+        body = deflate.compress(live) + deflate.flush(zlib.Z_FINISH)
+        size = (len(self.text) + len(live)) & 0xFFFFFFFF
+        return body + struct.pack("<II", zlib.crc32(live, self.crc), size)
 
 
 @dataclass(frozen=True)
 class _Rendered:
     key: tuple[object, ...]
-    text: bytes
-    gzipped: bytes
+    text: _Form
+    openmetrics: _Form | None
 
 
 def _render_key(snapshot: Snapshot, expired: frozenset[str]) -> tuple[object, ...]:
@@ -58,50 +93,82 @@ class Exposition:
     def __init__(self, store: Store, reports: ReportCollector, exporter: ExporterCollector) -> None:
         self._store = store
         self._reports = reports
+        # Process, platform and gc metrics read /proc and walk the gc stats (~150 us): under a flood of
+        # scrapes they are rendered at most once per RUNTIME_MAX_AGE; the rest of the live part per scrape.
+        self.runtime = CollectorRegistry(auto_describe=False)
+        ProcessCollector(registry=self.runtime)
+        PlatformCollector(registry=self.runtime)
+        GCCollector(registry=self.runtime)
+        self._runtime: dict[bool, tuple[float, bytes]] = {}
         self.live = CollectorRegistry(auto_describe=False)
-        ProcessCollector(registry=self.live)
-        PlatformCollector(registry=self.live)
-        GCCollector(registry=self.live)
         self.live.register(exporter)
         self._cached: _Rendered | None = None
         self._lock = threading.Lock()
+        # OpenMetrics is rendered once a scrape has asked for it (Prometheus does); from then on the job
+        # thread renders it after each run too.
+        self._openmetrics_wanted = False
 
     def refresh(self) -> None:
         """Render the report part now (the job thread calls this after a run), not in the next scrape."""
-        self._report_part()
+        self._report_part(self._openmetrics_wanted)
 
-    def _report_part(self) -> _Rendered:
+    def _report_part(self, openmetrics_form: bool = False) -> _Rendered:
         snapshot = self._store.snapshot
         expired = self._reports.expired(snapshot)
         key = _render_key(snapshot, expired)
         cached = self._cached
-        if cached is not None and cached.key == key:
+        if cached is not None and cached.key == key and (cached.openmetrics or not openmetrics_form):
             return cached
         with self._lock:
             cached = self._cached
-            if cached is not None and cached.key == key:
+            if cached is not None and cached.key != key:
+                cached = None
+            if cached is not None and (cached.openmetrics or not openmetrics_form):
                 return cached
+            self._openmetrics_wanted = self._openmetrics_wanted or openmetrics_form
             registry = CollectorRegistry(auto_describe=False)
             registry.register(_SnapshotCollector(families(snapshot, expired)))  # type: ignore[arg-type]
-            text = generate_latest(registry)
-            self._cached = _Rendered(key, text, gzip.compress(text, compresslevel=6, mtime=0))
+            text = cached.text if cached is not None else _Form.of(generate_latest(registry))
+            om: _Form | None = None
+            if self._openmetrics_wanted:
+                # The report part comes first; the live part that follows it ends the body with `# EOF`.
+                om = _Form.of(_openmetrics(registry).removesuffix(_EOF))
+            self._cached = _Rendered(key, text, om)
             return self._cached
 
-    def render(self, *, gzipped: bool = False) -> bytes:
-        return b"".join(self.render_parts(gzipped=gzipped))
+    def render(self, *, gzipped: bool = False, openmetrics: bool = False) -> bytes:
+        return b"".join(self.render_parts(gzipped=gzipped, openmetrics=openmetrics))
 
-    def render_parts(self, *, gzipped: bool = False) -> tuple[bytes, bytes]:
-        """The body as (live part, cached report part), to be written one after the other: the cached bytes
+    def render_parts(self, *, gzipped: bool = False, openmetrics: bool = False) -> tuple[bytes, bytes]:
+        """The body as (cached report part, live part), to be written one after the other: the cached bytes
         are never copied (joining them per scrape costs a body-sized allocation, 1.2 MB at 10,000 series,
-        that glibc keeps resident in every handler thread's arena)."""
-        reports = self._report_part()
-        live = generate_latest(self.live)
+        that glibc keeps resident in every handler thread's arena). OpenMetrics 1.0.0 when `openmetrics`,
+        else the text format 0.0.4; one gzip member when `gzipped`."""
+        rendered = self._report_part(openmetrics)
+        form = rendered.openmetrics if openmetrics else rendered.text
+        assert form is not None
+        rest = _openmetrics(self.live) if openmetrics else generate_latest(self.live)
+        live = self._runtime_part(openmetrics) + rest
         if gzipped:
-            return gzip.compress(live, compresslevel=1, mtime=0), reports.gzipped
-        return live, reports.text
+            return form.gzip_head, form.gzip_tail(live)
+        return form.text, live
+
+    def _runtime_part(self, openmetrics: bool) -> bytes:
+        now = time.monotonic()
+        cached = self._runtime.get(openmetrics)
+        if cached is not None and now - cached[0] < RUNTIME_MAX_AGE:
+            return cached[1]
+        text = _openmetrics(self.runtime).removesuffix(_EOF) if openmetrics else generate_latest(self.runtime)
+        self._runtime[openmetrics] = (now, text)
+        return text
 
     def render_reports(self) -> bytes:
         """Only the report metrics: what `--once` prints for the textfile collector."""
         registry = CollectorRegistry(auto_describe=False)
         registry.register(self._reports)
         return generate_latest(registry)
+
+
+def _openmetrics(registry: CollectorRegistry) -> bytes:
+    text: bytes = om_exposition.generate_latest(registry)  # type: ignore[no-untyped-call]
+    return text

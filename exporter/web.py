@@ -1,22 +1,48 @@
-"""The HTTP front: /metrics, /, /-/healthy, /-/ready, /-/reload; TLS and basic auth from the web config."""
+"""The HTTP front: /metrics, /, /-/healthy, /-/ready, /-/reload; TLS and basic auth from the web config.
+
+One event loop thread owns every socket: it accepts, does the TLS handshake, reads requests and writes
+answers, all without blocking. A connection costs a thread only while its request is being handled: a
+request that has fully arrived goes to a small, fixed pool of worker threads, and bcrypt checks to one
+thread of their own. So idle, slow or half-open connections cost a file descriptor and a little memory,
+never a thread, and they are bounded too: a request must arrive whole within `READ_TIMEOUT` of its first
+byte (of the connection, for the first request), at most `MAX_WAITING` connections wait for a request
+(the oldest is closed first), and at most `max_requests` requests are handled at once (beyond that, 503
+at once, as node_exporter's `--web.max-requests`).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import concurrent.futures
+import email.utils
 import logging
 import socket
 import ssl
-import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass, field
 from typing import Any
 
 from exporter import landing
 from exporter.app import Exporter
-from exporter.exposition import CONTENT_TYPE
-from exporter.webconfig import BasicAuth, WebConfig
+from exporter.config import ConfigError
+from exporter.exposition import CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE
+from exporter.webconfig import BasicAuth, WebConfig, file_state, load_web_config
 
 log = logging.getLogger(__name__)
+
+READ_TIMEOUT = 10.0  # seconds to receive a request's headers and body, from its first byte
+IDLE_TIMEOUT = 300.0  # seconds a keep-alive connection may wait for its next request
+WRITE_TIMEOUT = 60.0  # seconds for a client to take an answer
+MAX_WAITING = 1000  # connections kept waiting for (or sending) a request; beyond it the oldest is closed
+MAX_HEAD = 65536  # bytes of request line and headers
+MAX_BODY = 65536  # bytes of a request body (only /-/reload takes one, and ignores it)
+MAX_PENDING_AUTH = 100  # credentials waiting for a bcrypt check; beyond it, 503 at once
+WORKERS = 4  # threads handling requests (the GIL makes more pointless); bcrypt has one more of its own
+_CHUNK = 256 * 1024  # written to a TLS transport at a time, so a slow reader never makes it copy a whole body
+_TEXT = "text/plain; charset=utf-8"
+_GET = "GET, HEAD"
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:
@@ -27,199 +53,552 @@ def parse_listen_address(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _qualities(header: str) -> list[tuple[str, dict[str, str], float]]:
+    """The entries of an Accept or Accept-Encoding header: (value, parameters, q)."""
+    entries = []
+    for part in header.split(","):
+        value, *params = (item.strip() for item in part.split(";"))
+        if not value:
+            continue
+        parameters = {}
+        for param in params:
+            name, _, setting = param.partition("=")
+            parameters[name.strip().lower()] = setting.strip().strip('"')
+        try:
+            quality = float(parameters.pop("q", "1"))
+        except ValueError:
+            quality = 0.0
+        entries.append((value.lower(), parameters, quality))
+    return entries
+
+
 def accepts_gzip(header: str) -> bool:
     """Whether `Accept-Encoding` allows gzip (`gzip;q=0` refuses it)."""
-    for part in header.split(","):
-        coding, _, params = part.strip().partition(";")
-        if coding.strip().lower() in ("gzip", "x-gzip"):
-            quality = params.strip().lower().removeprefix("q=")
-            try:
-                return not params.strip() or float(quality) > 0
-            except ValueError:
-                return False
+    for coding, _, quality in _qualities(header):
+        if coding in ("gzip", "x-gzip"):
+            return quality > 0
     return False
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
+def wants_openmetrics(header: str) -> bool:
+    """Whether `Accept` prefers OpenMetrics 1.0.0 to the text format 0.0.4. Like prometheus_client's
+    `choose_encoder`, OpenMetrics without a version or of version 1.x counts (0.0.1 does not); unlike it,
+    q-values count too, and a tie goes to OpenMetrics (Prometheus lists it first)."""
+    best_openmetrics = best_text = 0.0
+    for media, parameters, quality in _qualities(header):
+        if media == "application/openmetrics-text":
+            if parameters.get("version", "1.0.0").split(".")[0] == "1":
+                best_openmetrics = max(best_openmetrics, quality)
+        elif media in ("text/plain", "text/*", "*/*"):
+            best_text = max(best_text, quality)
+    return best_openmetrics > 0 and best_openmetrics >= best_text
 
-    def __init__(
-        self,
-        address: tuple[str, int],
-        handler: type[BaseHTTPRequestHandler],
-        tls: ssl.SSLContext | None,
-        allowed_sans: tuple[str, ...] = (),
-    ) -> None:
-        host, port = address
-        self.tls = tls
-        self.allowed_sans = allowed_sans
-        if not host:
-            # Like Go's ":PORT": every address, IPv6 and IPv4 where the host has both.
-            self.address_family = socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET
-            host = "::" if socket.has_ipv6 else "0.0.0.0"  # noqa: S104 - the operator asked for all addresses
-        elif ":" in host:
-            self.address_family = socket.AF_INET6
-        super().__init__((host, port), handler)
 
-    def server_bind(self) -> None:
-        if self.address_family == socket.AF_INET6 and self.server_address[0] == "::":
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    version: str
+    headers: dict[str, str]  # names in lower case
+    body: bytes = b""
 
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        # The TLS handshake runs in the connection's own thread, so a slow client cannot stall accept().
-        if self.tls is not None:
-            try:
-                request.settimeout(10)
-                request = self.tls.wrap_socket(request, server_side=True)
-            except (OSError, ssl.SSLError) as exc:
-                log.debug("TLS handshake failed", extra={"client": client_address[0], "error": str(exc)})
-                return
-            if self.allowed_sans and not self._san_allowed(request):
-                log.info("client certificate SAN not allowed", extra={"client": client_address[0]})
-                request.close()
-                return
-        super().finish_request(request, client_address)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that hangs up or sends nonsense is not worth a traceback on stderr (which would also
-        # break --log.format json); a bug in a handler is, through our own logger.
-        exc = sys.exc_info()[1]
-        if isinstance(exc, ConnectionError | TimeoutError | ssl.SSLError):
-            log.debug("client connection error", extra={"client": client_address[0], "error": repr(exc)})
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: tuple[bytes, ...]
+    content_type: str = _TEXT
+    headers: dict[str, str] = field(default_factory=dict)
+    close: bool = False
+
+
+def _text(status: int, text: str, headers: dict[str, str] | None = None, close: bool = False) -> Response:
+    return Response(status, (text.encode(),), _TEXT, headers or {}, close)
+
+
+_REASONS = {
+    100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+    405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required", 413: "Content Too Large",
+    431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
+}
+
+
+class _BadRequest(Exception):
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+def parse_head(head: bytes) -> Request:
+    """The request line and headers (up to the blank line); raises _BadRequest with the answer to give."""
+    try:
+        text = head.decode("latin-1")
+    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
+        raise _BadRequest(_text(400, "Bad request\n", close=True)) from None
+    lines = text.split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[0].isalpha() or not parts[1]:
+        raise _BadRequest(_text(400, "Bad request line\n", close=True))
+    method, target, version = parts
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        raise _BadRequest(_text(505, "Only HTTP/1.0 and HTTP/1.1 are served\n", close=True))
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip() or line[0] in " \t":
+            raise _BadRequest(_text(400, "Bad header line\n", close=True))
+        key = name.lower()
+        value = value.strip()
+        if key in headers:
+            if key in ("content-length", "host", "authorization"):
+                raise _BadRequest(_text(400, f"Repeated {name} header\n", close=True))
+            headers[key] += ", " + value
         else:
-            log.error("error while handling a request", exc_info=True, extra={"client": client_address[0]})
+            headers[key] = value
+    if target.startswith(("http://", "https://")):  # absolute form: only the path matters here
+        target = "/" + target.split("://", 1)[1].partition("/")[2]
+    return Request(method, target.split("?", 1)[0], version, headers)
 
-    def _san_allowed(self, connection: ssl.SSLSocket) -> bool:
-        sans: Any = (connection.getpeercert() or {}).get("subjectAltName", ())
-        names = {str(value) for _, value in sans}
-        return not names.isdisjoint(self.allowed_sans)
+
+@dataclass(frozen=True)
+class _Settings:
+    """What the web config decides, swapped whole when the file (or a file it names) changes."""
+
+    config: WebConfig
+    auth: BasicAuth
+    state: tuple[object, ...]
 
 
 class WebServer:
     def __init__(
-        self, app: Exporter, address: tuple[str, int], telemetry_path: str, web_config: WebConfig
+        self,
+        app: Exporter,
+        address: tuple[str, int],
+        telemetry_path: str,
+        web_config: WebConfig,
+        *,
+        web_config_file: str | None = None,
+        max_requests: int = 40,
+        demo: bool = False,
     ) -> None:
+        """`web_config` is what `web_config_file` held at start; the file is read again when it or a file
+        it names changes. `max_requests` 0 means no limit."""
         self.app = app
         self.telemetry_path = telemetry_path
-        self.auth = BasicAuth(web_config.users)
-        self.extra_headers = web_config.headers
-        web = self
-
-        class Handler(_Handler):
-            server_web = web
-
-        self._server = _Server(address, Handler, web_config.tls, web_config.allowed_sans)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="web", daemon=True)
+        self.max_requests = max_requests
+        self.demo = demo
+        self._web_config_file = web_config_file
+        self._settings = _Settings(web_config, BasicAuth(web_config.users), self._file_state(web_config))
+        self._failed_state: tuple[object, ...] | None = None
+        self._socket = _listen(address)
+        self._loop = asyncio.new_event_loop()
+        self._pool = concurrent.futures.ThreadPoolExecutor(WORKERS, thread_name_prefix="web")
+        self._bcrypt = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="web-bcrypt")
+        self._in_flight = 0
+        self._pending_auth = 0
+        self._waiting: collections.OrderedDict[asyncio.Task[None], None] = collections.OrderedDict()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="web", daemon=True)
+        self._landing = landing.PageCache()
 
     @property
     def address(self) -> tuple[str, int]:
-        host, port = self._server.server_address[:2]
+        host, port = self._socket.getsockname()[:2]
         return str(host), int(port)
+
+    @property
+    def web_config(self) -> WebConfig:
+        return self._settings.config
 
     def start(self) -> None:
         self._thread.start()
+        self._started.wait()
 
     def shutdown(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        if self._thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(10)
+            finally:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(10)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._bcrypt.shutdown(wait=False, cancel_futures=True)
+        self._socket.close()
 
+    # --- the event loop thread ------------------------------------------------------------------------
 
-class _Handler(BaseHTTPRequestHandler):
-    server_web: WebServer
-    protocol_version = "HTTP/1.1"
-    server_version = "ncentral-patch-exporter"
-    timeout = 120  # idle keep-alive connections do not hold a thread for ever
-    # TCP_NODELAY: headers and body are two writes, and without it the body's last segment waits for the
-    # client's delayed ACK (~40 ms on Linux): every response, on a keep-alive connection.
-    disable_nagle_algorithm = True
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.set_exception_handler(_exception_handler)
+        self._tasks.add(self._loop.create_task(self._accept()))
+        self._started.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            self._loop.close()
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http request", extra={"client": self.client_address[0], "line": format % args})
+    async def _close(self) -> None:
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
-    def do_GET(self) -> None:
-        self._route("GET")
+    async def _accept(self) -> None:
+        while True:
+            try:
+                connection, peer = await self._loop.sock_accept(self._socket)
+            except OSError as exc:  # out of file descriptors, most likely: let some connections end first
+                log.warning("cannot accept a connection", extra={"error": str(exc)})
+                await asyncio.sleep(0.1)
+                continue
+            task = self._loop.create_task(self._connection(connection, str(peer[0])))
+            self._tasks.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(self._tasks.discard)
+            self._wait(task)
 
-    def do_HEAD(self) -> None:
-        self._route("HEAD")
+    def _current(self) -> _Settings:
+        """The settings, re-read first if the web config file or a certificate, key or CA file it names
+        changed (exporter-toolkit re-reads on every connection too); a broken new file keeps the old ones."""
+        settings = self._settings
+        if self._web_config_file is None:
+            return settings
+        state = self._file_state(settings.config)
+        if state == settings.state or state == self._failed_state:
+            return settings
+        try:
+            config = load_web_config(self._web_config_file)
+        except ConfigError as exc:
+            self._failed_state = state
+            log.error("web config reload failed; keeping the old settings", extra={"error": str(exc)})
+            return settings
+        auth = settings.auth if config.users == settings.config.users else BasicAuth(config.users)
+        self._settings = _Settings(config, auth, self._file_state(config))
+        self._failed_state = None
+        log.info("web config reloaded", extra={"path": self._web_config_file, "tls": config.tls is not None})
+        return self._settings
 
-    def do_POST(self) -> None:
-        self._route("POST")
+    def _file_state(self, config: WebConfig) -> tuple[object, ...]:
+        if self._web_config_file is None:
+            return ()
+        return file_state((self._web_config_file, *config.files))
 
-    def _route(self, method: str) -> None:
-        web = self.server_web
-        path = self.path.split("?", 1)[0]
-        if self.headers.get("Transfer-Encoding") or self.headers.get("Content-Length", "0") != "0":
-            # No endpoint needs a request body; one left unread would be parsed as the next request on
-            # this connection, so the connection ends with this answer.
-            self.close_connection = True
-        if path == "/-/healthy":
-            self._send(200, b"Healthy\n", "text/plain; charset=utf-8", method)
-            return
-        if not web.auth.check(self.headers.get("Authorization")):
-            self._send(401, b"Unauthorized\n", "text/plain; charset=utf-8", method,
-                       {"WWW-Authenticate": 'Basic realm="ncentral-patch-exporter"'})
-            return
-        if method == "POST" and path != "/-/reload":
-            self._send(405, b"Method not allowed\n", "text/plain; charset=utf-8", method, {"Allow": "GET, HEAD"})
-        elif path == web.telemetry_path:
-            self._metrics(method)
-        elif path == "/":
-            page = landing.render(
-                web.app.config.reports, web.app.store.snapshot, web.app.next_runs(), web.telemetry_path, time.time()
-            )
-            self._send(200, page, "text/html; charset=utf-8", method)
-        elif path == "/-/ready":
-            reason = web.app.not_ready()
-            if reason is None:
-                self._send(200, b"Ready\n", "text/plain; charset=utf-8", method)
+    def _wait(self, task: asyncio.Task[None]) -> None:
+        """The connection now waits for (or reads) a request: it counts against MAX_WAITING, and the one
+        that waited longest is closed beyond it."""
+        self._waiting[task] = None
+        self._waiting.move_to_end(task)
+        while len(self._waiting) > MAX_WAITING:
+            oldest, _ = self._waiting.popitem(last=False)
+            oldest.cancel()
+
+    async def _connection(self, connection: socket.socket, client: str) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        deadline = self._loop.time() + READ_TIMEOUT
+        channel: _Channel | None = None
+        try:
+            settings = self._current()
+            if settings.config.tls is None:
+                channel = _PlainChannel(self._loop, connection)
             else:
-                self._send(503, f"Not ready: {reason}\n".encode(), "text/plain; charset=utf-8", method)
-        elif path == "/-/reload":
-            if method != "POST":
-                self._send(405, b"Use POST to reload\n", "text/plain; charset=utf-8", method, {"Allow": "POST"})
-                return
-            if not self._drain_body():
-                self._send(413, b"Request body too large or malformed\n", "text/plain; charset=utf-8", method)
-                return
-            error = web.app.reload()
-            if error is None:
-                self._send(200, b"Reloaded\n", "text/plain; charset=utf-8", method)
+                async with asyncio.timeout_at(deadline):
+                    channel = await _TLSChannel.handshake(self._loop, connection, settings.config.tls)
+                if settings.config.allowed_sans and not channel.san_allowed(settings.config.allowed_sans):
+                    log.info("client certificate SAN not allowed", extra={"client": client})
+                    return
+            await self._serve(channel, task, deadline)
+        except (ConnectionError, TimeoutError, ssl.SSLError, asyncio.IncompleteReadError, OSError) as exc:
+            log.debug("client connection ended", extra={"client": client, "error": repr(exc)})
+        except asyncio.CancelledError:
+            pass  # shut down, or closed as the oldest of too many waiting connections
+        except Exception:
+            log.error("error while serving a connection", exc_info=True, extra={"client": client})
+        finally:
+            self._waiting.pop(task, None)
+            if channel is not None:
+                channel.close()
             else:
-                self._send(400, f"Reload refused: {error}\n".encode(), "text/plain; charset=utf-8", method)
-        else:
-            self._send(404, b"Not found\n", "text/plain; charset=utf-8", method)
+                connection.close()
 
-    def _metrics(self, method: str) -> None:
-        gzipped = accepts_gzip(self.headers.get("Accept-Encoding", ""))
-        parts = self.server_web.app.exposition.render_parts(gzipped=gzipped)
-        headers = {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"} if gzipped else {}
-        self._send(200, parts, CONTENT_TYPE, method, headers)
+    async def _serve(self, channel: _Channel, task: asyncio.Task[None], deadline: float) -> None:
+        """Requests one after the other on one connection (HTTP/1.1 keep-alive)."""
+        buffer = b""
+        first = True
+        while True:
+            self._wait(task)
+            if not buffer:
+                # Between requests a connection may idle; the first request must come with the connection.
+                async with asyncio.timeout_at(deadline if first else self._loop.time() + IDLE_TIMEOUT):
+                    buffer = await channel.recv()
+                if not buffer:
+                    return
+                if not first:
+                    deadline = self._loop.time() + READ_TIMEOUT
+            first = False
+            async with asyncio.timeout_at(deadline):
+                request, buffer, early = await self._read_request(channel, buffer)
+            self._waiting.pop(task, None)
+            settings = self._current()  # basic auth and headers follow the file per request, as in exporter-toolkit
+            response = early or await self._respond(request, settings)
+            close = response.close or _wants_close(request) or bool(request.body)
+            async with asyncio.timeout(WRITE_TIMEOUT):
+                await channel.send(_head(request, response, close, settings), () if request.method == "HEAD"
+                                   else response.body)
+            if close:
+                return
 
-    def _drain_body(self) -> bool:
-        """Read the (ignored) request body of a reload; False if it is malformed or too large."""
-        length = self.headers.get("Content-Length") or "0"
-        if not (length.isascii() and length.isdecimal()) or int(length) > 65536:
+    async def _read_request(self, channel: _Channel, buffer: bytes) -> tuple[Request, bytes, Response | None]:
+        """A whole request (headers and body) from `buffer` and the connection; the bytes after it; an
+        answer to give at once when the request is malformed."""
+        while (end := buffer.find(b"\r\n\r\n")) < 0:
+            if len(buffer) > MAX_HEAD:
+                return _MALFORMED, b"", _text(431, "Request headers too large\n", close=True)
+            chunk = await channel.recv()
+            if not chunk:
+                raise asyncio.IncompleteReadError(buffer, None)
+            buffer += chunk
+        if end > MAX_HEAD:
+            return _MALFORMED, b"", _text(431, "Request headers too large\n", close=True)
+        try:
+            request = parse_head(buffer[:end])
+        except _BadRequest as bad:
+            return _MALFORMED, b"", bad.response
+        rest = buffer[end + 4:]
+        if "transfer-encoding" in request.headers:
+            # No endpoint takes a body; a chunked one is not worth parsing to throw away.
+            return request, b"", _text(411, "A request body needs Content-Length\n", close=True)
+        length_text = request.headers.get("content-length", "0")
+        if not (length_text.isascii() and length_text.isdecimal()) or int(length_text) > MAX_BODY:
+            return request, b"", _text(413, "Request body too large or malformed\n", close=True)
+        length = int(length_text)
+        if length > len(rest) and request.headers.get("expect", "").lower() == "100-continue":
+            await channel.send(b"HTTP/1.1 100 Continue\r\n\r\n", ())
+        while length > len(rest):
+            chunk = await channel.recv()
+            if not chunk:
+                raise asyncio.IncompleteReadError(rest, length)
+            rest += chunk
+        whole = Request(request.method, request.path, request.version, request.headers, rest[:length])
+        return whole, rest[length:], None
+
+    async def _respond(self, request: Request, settings: _Settings) -> Response:
+        known = {self.telemetry_path: _GET, "/": _GET, "/-/ready": _GET, "/-/reload": "POST", "/-/healthy": _GET}
+        allowed = known.get(request.path)
+        if request.path == "/-/healthy":
+            if request.method not in ("GET", "HEAD"):
+                return _text(405, "Method not allowed\n", {"Allow": _GET})
+            return _text(200, "Healthy\n")
+        authorised = await self._authorised(settings.auth, request) if settings.auth.enabled else True
+        if authorised is None:
+            return _text(503, "Too many authentication checks in progress, try again later.\n")
+        if not authorised:
+            return _text(401, "Unauthorized\n", {"WWW-Authenticate": 'Basic realm="ncentral-patch-exporter"'})
+        if allowed is None:
+            return _text(404, "Not found\n")
+        if request.method not in allowed.split(", "):
+            hint = "Use POST to reload\n" if request.path == "/-/reload" else "Method not allowed\n"
+            return _text(405, hint, {"Allow": allowed})
+        if self.max_requests and self._in_flight >= self.max_requests:
+            return _text(503, f"Limit of concurrent requests reached ({self.max_requests}), try again later.\n")
+        self._in_flight += 1
+        try:
+            return await self._loop.run_in_executor(self._pool, self._handle, request)
+        except Exception:
+            log.error("error while handling a request", exc_info=True, extra={"path": request.path})
+            return _text(500, "Internal server error\n", close=True)
+        finally:
+            self._in_flight -= 1
+
+    async def _authorised(self, auth: BasicAuth, request: Request) -> bool | None:
+        """Whether the credentials are right; None when too many checks wait for bcrypt already. A pair
+        verified before is answered from the cache at once, whatever waits for bcrypt."""
+        pair = auth.credentials(request.headers.get("authorization"))
+        if pair is None:
             return False
-        self.rfile.read(int(length))
-        return True
+        if auth.cached(*pair):
+            return True
+        if self._pending_auth >= MAX_PENDING_AUTH:
+            return None
+        self._pending_auth += 1
+        try:
+            return await self._loop.run_in_executor(self._bcrypt, auth.verify, *pair)
+        finally:
+            self._pending_auth -= 1
 
-    def _send(
-        self,
-        status: int,
-        body: bytes | tuple[bytes, ...],
-        content_type: str,
-        method: str,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        parts = (body,) if isinstance(body, bytes) else body
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(sum(len(part) for part in parts)))
-        for name, value in {**self.server_web.extra_headers, **(headers or {})}.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if method != "HEAD":
-            for part in parts:
-                self.wfile.write(part)
+    # --- worker threads ---------------------------------------------------------------------------------
+
+    def _handle(self, request: Request) -> Response:
+        """A request that has fully arrived, authorised, with the right method for a known path."""
+        app = self.app
+        if request.path == self.telemetry_path:
+            gzipped = accepts_gzip(request.headers.get("accept-encoding", ""))
+            openmetrics = wants_openmetrics(request.headers.get("accept", ""))
+            parts = app.exposition.render_parts(gzipped=gzipped, openmetrics=openmetrics)
+            headers = {"Vary": "Accept-Encoding, Accept"}
+            if gzipped:
+                headers["Content-Encoding"] = "gzip"
+            return Response(200, parts, OPENMETRICS_CONTENT_TYPE if openmetrics else CONTENT_TYPE, headers)
+        if request.path == "/":
+            page = self._landing.page(
+                app.config, app.store.snapshot, app.next_runs(), self.telemetry_path, self.demo, time.time()
+            )
+            return Response(200, (page,), "text/html; charset=utf-8")
+        if request.path == "/-/ready":
+            reason = app.not_ready()
+            return _text(200, "Ready\n") if reason is None else _text(503, f"Not ready: {reason}\n")
+        error = app.reload()  # /-/reload
+        return _text(200, "Reloaded\n") if error is None else _text(400, f"Reload refused: {error}\n")
+
+
+_MALFORMED = Request("", "", "", {})
+
+
+def _wants_close(request: Request) -> bool:
+    connection = request.headers.get("connection", "").lower()
+    if request.version == "HTTP/1.0":
+        return True  # no keep-alive for HTTP/1.0: its clients are tools, not scrapers
+    return "close" in (token.strip() for token in connection.split(","))
+
+
+_date_cache: list[Any] = [0, ""]
+
+
+def _date() -> str:
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[:] = [now, email.utils.formatdate(now, usegmt=True)]
+    return str(_date_cache[1])
+
+
+def _head(request: Request, response: Response, close: bool, settings: _Settings) -> bytes:
+    lines = [
+        f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}",
+        "Server: ncentral-patch-exporter",
+        f"Date: {_date()}",
+        f"Content-Type: {response.content_type}",
+        f"Content-Length: {sum(len(part) for part in response.body)}",
+        *(f"{name}: {value}" for name, value in {**settings.config.headers, **response.headers}.items()),
+    ]
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+class _Channel:
+    """A connection's bytes in and out, plain or TLS."""
+
+    async def recv(self) -> bytes:
+        raise NotImplementedError
+
+    async def send(self, head: bytes, body: tuple[bytes, ...]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _PlainChannel(_Channel):
+    """The socket itself through the loop's socket calls: a body goes out straight from the cached bytes,
+    never copied into a transport's buffer."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, connection: socket.socket) -> None:
+        self._loop = loop
+        self._socket = connection
+        connection.setblocking(False)
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    async def recv(self) -> bytes:
+        return await self._loop.sock_recv(self._socket, MAX_HEAD)
+
+    async def send(self, head: bytes, body: tuple[bytes, ...]) -> None:
+        if sum(len(part) for part in body) <= 16384:
+            await self._loop.sock_sendall(self._socket, b"".join((head, *body)))
+            return
+        await self._loop.sock_sendall(self._socket, head)
+        for part in body:
+            await self._loop.sock_sendall(self._socket, part)
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+class _TLSChannel(_Channel):
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    @classmethod
+    async def handshake(
+        cls, loop: asyncio.AbstractEventLoop, connection: socket.socket, context: ssl.SSLContext
+    ) -> _TLSChannel:
+        reader = asyncio.StreamReader(limit=MAX_HEAD, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        try:
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol, connection, ssl=context, ssl_handshake_timeout=READ_TIMEOUT
+            )
+        except BaseException:
+            connection.close()
+            raise
+        return cls(reader, asyncio.StreamWriter(transport, protocol, reader, loop))
+
+    def san_allowed(self, allowed: tuple[str, ...]) -> bool:
+        sans: Any = (self._writer.get_extra_info("peercert") or {}).get("subjectAltName", ())
+        names = {str(value) for _, value in sans}
+        return not names.isdisjoint(allowed)
+
+    async def recv(self) -> bytes:
+        return await self._reader.read(MAX_HEAD)
+
+    async def send(self, head: bytes, body: tuple[bytes, ...]) -> None:
+        self._writer.write(head)
+        for part in body:
+            view = memoryview(part)
+            for start in range(0, len(view), _CHUNK):  # never a whole body copied into the TLS buffer
+                self._writer.write(view[start:start + _CHUNK])
+                await self._writer.drain()
+        await self._writer.drain()
+
+    def close(self) -> None:
+        self._writer.transport.abort()
+
+
+def _exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    # A client that hangs up or fails its TLS handshake is not worth more than a debug line; anything else
+    # goes through our own logger (a traceback on stderr would also break --log.format json).
+    exc = context.get("exception")
+    if isinstance(exc, OSError):  # ConnectionError, TimeoutError, ssl.SSLError among them
+        log.debug("client connection error", extra={"error": repr(exc)})
+    else:
+        log.error("web front error: %s", context.get("message"), exc_info=exc)
+
+
+def _listen(address: tuple[str, int]) -> socket.socket:
+    host, port = address
+    family = socket.AF_INET
+    if not host:
+        # Like Go's ":PORT": every address, IPv6 and IPv4 where the host has both.
+        family = socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET
+        host = "::" if socket.has_ipv6 else "0.0.0.0"  # noqa: S104 - the operator asked for all addresses
+    elif ":" in host:
+        family = socket.AF_INET6
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP. Without it the
+    # last segment of every answer waits for the client's delayed ACK (~40 ms on Linux).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and host == "::":
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+

@@ -6,8 +6,10 @@ import base64
 import hashlib
 import hmac
 import logging
+import os
 import re
 import ssl
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +41,7 @@ _ALLOWED_HEADERS = (
 # Accepted so a file promtool accepts works, but Python's ssl module offers no equivalent of Go's settings.
 _IGNORED_TLS_KEYS = {"cipher_suites", "curve_preferences", "prefer_server_cipher_suites"}
 _TLS_KEYS = {
-    "cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version",
+    "cert_file", "key_file", "cert", "key", "client_auth_type", "client_ca_file", "min_version", "max_version",
     "cipher_suites", "curve_preferences", "prefer_server_cipher_suites", "client_allowed_sans",
 }
 
@@ -50,6 +52,7 @@ class WebConfig:
     allowed_sans: tuple[str, ...] = ()  # client certificates must carry one of these SANs, when set
     users: dict[str, bytes] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
+    files: tuple[str, ...] = ()  # the files the TLS settings were read from, to notice a renewed certificate
 
 
 class BasicAuth:
@@ -60,6 +63,7 @@ class BasicAuth:
         self._dummy: bytes | None = None
         self._verified: set[bytes] = set()
         self._lock = threading.Lock()
+        self._bcrypt_lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
@@ -73,32 +77,56 @@ class BasicAuth:
             self._dummy = bcrypt.hashpw(b"no such user", bcrypt.gensalt(rounds=rounds))
         return self._dummy
 
+    @staticmethod
+    def credentials(header: str | None) -> tuple[str, str] | None:
+        """User and password of an `Authorization: Basic …` header (the scheme in any case, RFC 7617)."""
+        scheme, _, encoded = (header or "").strip().partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            user, _, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return user, password
+
+    def _known(self, user: str) -> tuple[bool, bytes]:
+        known = next((name for name in self._users if hmac.compare_digest(name.encode(), user.encode())), None)
+        return known is not None, self._users[known] if known is not None else b""
+
+    def _key(self, user: str, password: str, hashed: bytes) -> bytes:
+        # Keyed by the hash too, so changing a user's hash in a reload invalidates the cache entry.
+        return hashlib.sha256(b"\0".join([user.encode(), password.encode(), hashed])).digest()
+
+    def cached(self, user: str, password: str) -> bool:
+        """Whether this pair was verified before: a cheap check that never waits for bcrypt."""
+        known, hashed = self._known(user)
+        if not known:
+            return False
+        with self._lock:
+            return self._key(user, password, hashed) in self._verified
+
+    def verify(self, user: str, password: str) -> bool:
+        """The bcrypt check, one at a time (as exporter-toolkit does), so a flood of wrong passwords takes one
+        CPU, not all; a success is cached, so an authorised client pays bcrypt once."""
+        if self.cached(user, password):
+            return True
+        known, hashed = self._known(user)
+        with self._bcrypt_lock:
+            try:
+                matches = bcrypt.checkpw(password.encode(), hashed if known else self._dummy_hash())
+            except ValueError:  # bcrypt 5 refuses passwords over 72 bytes; no configured one can be that long
+                matches = False
+        ok = matches and known
+        if ok:
+            with self._lock:
+                self._verified.add(self._key(user, password, hashed))
+        return ok
+
     def check(self, header: str | None) -> bool:
         if not self._users:
             return True
-        if not header or not header.startswith("Basic "):
-            return False
-        try:
-            user, _, password = base64.b64decode(header[6:], validate=True).decode("utf-8").partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return False
-        known = next((name for name in self._users if hmac.compare_digest(name.encode(), user.encode())), None)
-        hashed = self._users[known] if known is not None else self._dummy_hash()
-        # Keyed by the hash too, so changing a user's hash in a reload invalidates the cache entry.
-        key = hashlib.sha256(b"\0".join([user.encode(), password.encode(), hashed])).digest()
-        with self._lock:
-            cached = key in self._verified
-        if cached:
-            return known is not None
-        try:
-            matches = bcrypt.checkpw(password.encode(), hashed)
-        except ValueError:  # bcrypt 5 refuses passwords over 72 bytes; no configured one can be that long
-            matches = False
-        ok = matches and known is not None
-        if ok:
-            with self._lock:
-                self._verified.add(key)
-        return ok
+        pair = self.credentials(header)
+        return pair is not None and self.verify(*pair)
 
 
 def _mapping(value: object, key: str, allowed: set[str]) -> dict[str, Any]:
@@ -121,19 +149,43 @@ def _file(base: Path, value: object, key: str) -> str:
     return str(path)
 
 
+def _pem(value: object, key: str) -> str:
+    if not isinstance(value, str) or "-----BEGIN " not in value:
+        raise ConfigError(f"{key}: must be PEM text")
+    return value
+
+
+def _load_cert_chain(context: ssl.SSLContext, raw: dict[str, Any], base: Path) -> None:
+    """cert_file/key_file, or cert/key inline as PEM text (exporter-toolkit's two ways, either per item).
+    Python's ssl loads a chain from files only, so inline PEM goes through a private temporary directory
+    that exists only during the load."""
+    for item in ("cert", "key"):
+        if f"{item}_file" in raw and item in raw:
+            raise ConfigError(f"tls_server_config: {item} and {item}_file are mutually exclusive")
+        if f"{item}_file" not in raw and item not in raw:
+            raise ConfigError("tls_server_config: cert_file and key_file are both required (or cert and key inline)")
+    with tempfile.TemporaryDirectory(prefix="web-config-") as private:
+        paths: list[str] = []
+        for item in ("cert", "key"):
+            if item in raw:
+                path = os.path.join(private, item)
+                descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                    handle.write(_pem(raw[item], f"tls_server_config.{item}"))
+                paths.append(path)
+            else:
+                paths.append(_file(base, raw[f"{item}_file"], f"tls_server_config.{item}_file"))
+        # an encrypted key fails here instead of prompting on a terminal
+        context.load_cert_chain(paths[0], paths[1], password=lambda: b"")
+
+
 def _tls(raw: dict[str, Any], base: Path) -> ssl.SSLContext | None:
     if not raw:
         return None
-    if "cert_file" not in raw or "key_file" not in raw:
-        raise ConfigError("tls_server_config: cert_file and key_file are both required")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        context.load_cert_chain(
-            _file(base, raw["cert_file"], "tls_server_config.cert_file"),
-            _file(base, raw["key_file"], "tls_server_config.key_file"),
-            password=lambda: b"",  # an encrypted key fails here instead of prompting on a terminal
-        )
+        _load_cert_chain(context, raw, base)
     except (ssl.SSLError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc.strerror or "not a PEM certificate and matching key"
         raise ConfigError(
@@ -211,4 +263,20 @@ def load_web_config(path: str) -> WebConfig:
     ignored = sorted(set(tls_raw) & _IGNORED_TLS_KEYS) + (["http2"] if "http2" in http else [])
     if ignored:
         log.warning("web config keys without effect here", extra={"path": path, "keys": ", ".join(ignored)})
-    return WebConfig(tls=tls, allowed_sans=allowed_sans, users=users, headers=headers)
+    files = tuple(str(base / tls_raw[key]) for key in ("cert_file", "key_file", "client_ca_file") if key in tls_raw)
+    return WebConfig(tls=tls, allowed_sans=allowed_sans, users=users, headers=headers, files=files)
+
+
+def file_state(paths: tuple[str, ...]) -> tuple[tuple[int, int, int, int] | None, ...]:
+    """What tells a changed file from its old self cheaply: inode, size and modification time, per path
+    (None where the file is missing). A renewal by rename (certbot, cert-manager's symlink swap) and one
+    by rewriting in place both show."""
+    states: list[tuple[int, int, int, int] | None] = []
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            states.append(None)
+        else:
+            states.append((stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns))
+    return tuple(states)

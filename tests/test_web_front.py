@@ -1,0 +1,529 @@
+"""The HTTP front as real clients meet it: curl and Chromium, OpenMetrics for Prometheus, keep-alive, HTTP
+manners, and resources that stay bounded under idle, slow and abusive connections."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import gzip
+import http.client
+import os
+import re
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import bcrypt
+import pytest
+import requests
+import yaml
+from cryptography import x509
+from helpers import ExporterProcess, parse_samples, run_command, sample, test_config, wait_for, write_yaml
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+from test_web import make_certificate
+
+from exporter import web
+from exporter.app import Exporter
+from exporter.config import Config, NCentralSettings, ReportSettings
+from exporter.report import ApprovalCount, ReportData
+from exporter.simulator import Simulator
+from exporter.store import ReportState
+from exporter.webconfig import WebConfig
+
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExporterProcess]:
+    """One demo exporter for the read-only tests of this module, ready (its report has run)."""
+    exporter = ExporterProcess(tmp_path_factory.mktemp("demo"), "--demo")
+    try:
+        exporter.wait_healthy()
+        wait_for(lambda: exporter.get("/-/ready").status_code == 200)
+        yield exporter
+    finally:
+        exporter.stop()
+
+
+def openmetrics_families(text: str) -> list[Metric]:
+    """prometheus_client's OpenMetrics parser: it raises on anything the format does not allow."""
+    return list(text_string_to_metric_families(text))  # type: ignore[no-untyped-call]
+
+
+def report_series(text: str) -> set[str]:
+    return {line.split("{")[0] for line in text.splitlines() if line.startswith("ncentral_patch_approvals")}
+
+
+# --- real clients ----------------------------------------------------------------------------------------
+
+
+def test_curl_compressed_reads_the_whole_gzip_answer(demo: ExporterProcess) -> None:
+    result = subprocess.run(["curl", "--silent", "--show-error", "--fail", "--compressed", "--include",
+                             f"{demo.url}/metrics"], capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr  # curl exits 23 on a second gzip member
+    head, _, body = result.stdout.replace("\r\n", "\n").partition("\n\n")
+    assert re.search(r"^content-encoding: gzip$", head, re.IGNORECASE | re.MULTILINE), head
+    assert report_series(body) == {"ncentral_patch_approvals"}
+    assert "ncentral_patch_exporter_build_info" in body  # the per-scrape part, after the cached one
+    assert "process_cpu_seconds_total" in body
+
+
+def test_headless_chromium_shows_the_report_series(demo: ExporterProcess, tmp_path: Path) -> None:
+    dom = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'chromium'}", "--dump-dom", f"{demo.url}/metrics"],
+        capture_output=True, text=True, timeout=90, check=False,
+    ).stdout
+    # Chromium asks for gzip and stops at the end of the first member: the report part must be in it, and
+    # so must the live part after it.
+    assert "ncentral_patch_approvals{" in dom
+    assert "ncentral_patch_exporter_build_info" in dom
+
+
+def test_gzip_is_one_member_with_vary_on_every_answer(demo: ExporterProcess) -> None:
+    zipped = requests.get(f"{demo.url}/metrics", headers={"Accept-Encoding": "gzip"}, timeout=5, stream=True)
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    raw = zipped.raw.read()
+    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    text = decoder.decompress(raw)
+    assert decoder.eof and decoder.unused_data == b""
+    assert gzip.decompress(raw) == text
+    plain = demo.get("/metrics", headers={"Accept-Encoding": "identity"})
+    for answer in (zipped, plain):
+        assert "Accept-Encoding" in answer.headers["Vary"]
+    assert report_series(text.decode()) == report_series(plain.text) == {"ncentral_patch_approvals"}
+
+
+@pytest.mark.parametrize("encoding", ["identity", "gzip"])
+def test_openmetrics_when_prometheus_asks_for_it(demo: ExporterProcess, encoding: str) -> None:
+    answer = demo.get("/metrics", headers={"Accept": PROMETHEUS_ACCEPT, "Accept-Encoding": encoding})
+    assert answer.headers["Content-Type"] == "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    assert answer.headers.get("Content-Encoding") == (None if encoding == "identity" else "gzip")
+    assert answer.text.endswith("# EOF\n") and answer.text.count("# EOF") == 1
+    families = {family.name: family for family in openmetrics_families(answer.text)}  # parses, or raises
+    runs = families["ncentral_patch_report_runs"]  # a counter: the family without _total, samples with it
+    assert runs.type == "counter"
+    assert {s.name for s in runs.samples} == {"ncentral_patch_report_runs_total"}
+    assert any(s.value > 0 for s in families["ncentral_patch_approvals"].samples)
+    assert "process_cpu_seconds" in families
+    text = demo.get("/metrics", headers={"Accept": "text/plain;version=0.0.4"})
+    assert text.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert "# EOF" not in text.text
+
+
+def test_accept_negotiation() -> None:
+    assert web.wants_openmetrics(PROMETHEUS_ACCEPT)
+    assert web.wants_openmetrics("application/openmetrics-text")
+    assert not web.wants_openmetrics("")
+    assert not web.wants_openmetrics("*/*")
+    assert not web.wants_openmetrics("application/openmetrics-text;version=0.0.1,text/plain;version=0.0.4")
+    assert not web.wants_openmetrics("text/plain;q=1,application/openmetrics-text;version=1.0.0;q=0.2")
+    assert not web.wants_openmetrics("application/openmetrics-text;q=0")
+    assert web.accepts_gzip("gzip, deflate, br")
+    assert web.accepts_gzip("br;q=1.0, gzip;q=0.8")
+    assert not web.accepts_gzip("gzip;q=0")
+    assert not web.accepts_gzip("identity")
+
+
+def test_keep_alive_and_pipelined_requests(demo: ExporterProcess) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", demo.port, timeout=10)
+    try:
+        sockets = set()
+        for path in ("/metrics", "/-/healthy", "/", "/metrics"):
+            connection.request("GET", path)
+            answer = connection.getresponse()
+            answer.read()
+            assert answer.status == 200 and not answer.will_close
+            sockets.add(id(connection.sock))
+        assert len(sockets) == 1  # one connection served them all
+    finally:
+        connection.close()
+    with socket.create_connection(("127.0.0.1", demo.port), timeout=10) as raw:
+        raw.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\nGET /-/healthy HTTP/1.1\r\nHost: x\r\n"
+                    b"Connection: close\r\n\r\n")
+        answers = b""
+        while chunk := raw.recv(65536):
+            answers += chunk
+    assert answers.count(b"HTTP/1.1 200 OK") == 2 and answers.count(b"Healthy") == 2
+
+
+def test_wrong_methods_get_405_with_allow(demo: ExporterProcess) -> None:
+    cases = [("POST", "/-/healthy", "GET, HEAD"), ("GET", "/-/reload", "POST"), ("PUT", "/metrics", "GET, HEAD"),
+             ("DELETE", "/", "GET, HEAD"), ("POST", "/-/ready", "GET, HEAD")]
+    for method, path, allow in cases:
+        answer = requests.request(method, f"{demo.url}{path}", timeout=5)
+        assert answer.status_code == 405, (method, path)
+        assert answer.headers["Allow"] == allow
+    assert requests.request("PUT", f"{demo.url}/nowhere", timeout=5).status_code == 404
+    assert requests.head(f"{demo.url}/-/healthy", timeout=5).status_code == 200
+
+
+def test_landing_page_names_the_source_and_says_demo(demo: ExporterProcess) -> None:
+    html = demo.get("/").text
+    assert "Demo mode" in html and "simulated" in html
+    assert "Approved for install" in html and "No approval" in html
+
+
+# --- bounded resources -------------------------------------------------------------------------------------
+
+
+def threads_of(process: subprocess.Popen[bytes]) -> int:
+    status = Path(f"/proc/{process.pid}/status").read_text(encoding="ascii")
+    return int(re.search(r"^Threads:\s+(\d+)$", status, re.MULTILINE).group(1))  # type: ignore[union-attr]
+
+
+def test_idle_and_slow_connections_cost_no_thread(sim: Simulator, tmp_path: Path) -> None:
+    config = write_yaml(tmp_path / "config.yaml", test_config(sim))
+    exporter = ExporterProcess(tmp_path, "--config.file", str(config))
+    held: list[socket.socket] = []
+    try:
+        exporter.wait_healthy()
+        wait_for(lambda: exporter.get("/-/ready").status_code == 200)
+        for _ in range(8):  # every worker thread the front may start, started
+            exporter.scrape()
+        before = threads_of(exporter.process)
+        for index in range(300):
+            connection = socket.create_connection(("127.0.0.1", exporter.port), timeout=10)
+            if index % 3 == 1:  # headers begun, never finished
+                connection.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            elif index % 3 == 2:  # a body declared and never sent
+                connection.sendall(b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+            held.append(connection)
+        # The process holds all of them (its own open_fds says so), with no more threads than before.
+        wait_for(lambda: (sample(exporter.scrape(), "process_open_fds") or 0) >= 300, timeout=15)
+        assert threads_of(exporter.process) <= before + web.WORKERS - 1  # at most the rest of the fixed pool
+        assert threads_of(exporter.process) < 20
+        answer = requests.get(f"{exporter.url}/metrics", timeout=10)  # generous: only catches a hang
+        assert answer.status_code == 200
+        assert "ncentral_patch_approvals{" in answer.text
+    finally:
+        for connection in held:
+            connection.close()
+        assert exporter.stop() == 0
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Exporter]:
+    config = Config(ncentral=NCentralSettings(url="https://ncentral.example.com:8443/api?x=1",
+                                              token="not-used-0123456789"),
+                    reports=(ReportSettings(name="all"),))
+    exporter = Exporter(config)
+    try:
+        yield exporter
+    finally:
+        exporter.shutdown()
+        exporter.runner.close()
+
+
+def serve(app: Exporter, **options: object) -> web.WebServer:
+    server = web.WebServer(app, ("127.0.0.1", 0), "/metrics", WebConfig(), **options)  # type: ignore[arg-type]
+    server.start()
+    return server
+
+
+def closed_by_server(connection: socket.socket) -> bool:
+    """Whether the server closed the connection (waits up to the socket's timeout)."""
+    try:
+        return connection.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_requests_must_arrive_whole_in_time(app: Exporter, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(web, "READ_TIMEOUT", 0.5)
+    server = serve(app)
+    try:
+        port = server.address[1]
+        slow = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+        slow[1].sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        slow[2].sendall(b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        for connection in slow:
+            assert closed_by_server(connection)
+            connection.close()
+    finally:
+        server.shutdown()
+
+
+def test_the_oldest_waiting_connection_is_closed_beyond_the_cap(
+    app: Exporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(web, "MAX_WAITING", 5)
+    server = serve(app)
+    try:
+        port = server.address[1]
+        connections = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(5)]
+        assert requests.get(f"http://127.0.0.1:{port}/-/healthy", timeout=5).status_code == 200
+        assert closed_by_server(connections[0])  # the oldest went to make room
+        connections[1].settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            connections[1].recv(1)  # the younger ones stay
+        for connection in connections:
+            connection.close()
+    finally:
+        server.shutdown()
+
+
+class _Blocking:
+    """An exposition whose scrapes wait for `release`: requests that stay in flight."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.entered = threading.Semaphore(0)
+        self.release = threading.Event()
+
+    def render_parts(self, **kwargs: bool) -> tuple[bytes, bytes]:
+        self.entered.release()
+        assert self.release.wait(30)
+        return self.inner.render_parts(**kwargs)  # type: ignore[attr-defined, no-any-return]
+
+
+@pytest.mark.parametrize("limit", [1, 0])
+def test_max_requests_answers_503_at_once_beyond_the_limit(app: Exporter, limit: int) -> None:
+    blocking = _Blocking(app.exposition)
+    app.exposition = blocking  # type: ignore[assignment]
+    server = serve(app, max_requests=limit)
+    url = f"http://127.0.0.1:{server.address[1]}/metrics"
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            first = pool.submit(requests.get, url, timeout=30)
+            assert blocking.entered.acquire(timeout=10)
+            if limit:
+                refused = requests.get(url, timeout=10)
+                assert refused.status_code == 503
+                assert "Limit of concurrent requests reached (1)" in refused.text
+                assert requests.get(f"http://127.0.0.1:{server.address[1]}/-/healthy", timeout=5).status_code == 200
+            else:
+                second = pool.submit(requests.get, url, timeout=30)
+                assert blocking.entered.acquire(timeout=10)  # both in flight: no limit
+            blocking.release.set()
+            assert first.result().status_code == 200
+            if not limit:
+                assert second.result().status_code == 200
+    finally:
+        blocking.release.set()
+        server.shutdown()
+
+
+# --- basic auth and the web config file ---------------------------------------------------------------------
+
+
+def test_wrong_password_flood_does_not_delay_an_authorised_scrape(tmp_path: Path) -> None:
+    hashed = bcrypt.hashpw(b"right-password", bcrypt.gensalt(rounds=12)).decode()  # ~0.2 s a check
+    web_config = tmp_path / "web.yml"
+    web_config.write_text(yaml.safe_dump({"basic_auth_users": {"prometheus": hashed}}))
+    exporter = ExporterProcess(tmp_path, "--demo", "--web.config.file", str(web_config))
+    good = ("prometheus", "right-password")
+    stop = threading.Event()
+    refused: list[int] = []
+
+    def flood(worker: int) -> None:
+        attempt = 0
+        with requests.Session() as session:
+            while not stop.is_set():
+                attempt += 1
+                answer = session.get(f"{exporter.url}/metrics", auth=("prometheus", f"guess-{worker}-{attempt}"),
+                                     timeout=60)
+                refused.append(answer.status_code)
+
+    try:
+        exporter.wait_healthy()
+        assert requests.get(f"{exporter.url}/metrics", auth=good, timeout=30).status_code == 200  # now cached
+        wait_for(lambda: exporter.get("/-/ready", auth=good).status_code == 200)
+        lower = base64.b64encode(b"prometheus:right-password").decode()
+        assert requests.get(f"{exporter.url}/metrics", headers={"Authorization": f"basic {lower}"},
+                            timeout=5).status_code == 200  # the scheme in any case (RFC 7617)
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            floods = [pool.submit(flood, worker) for worker in range(16)]
+            try:
+                wait_for(lambda: len(refused) >= 4, timeout=60)
+                for _ in range(10):
+                    # A scrape that waited behind the flood's bcrypt checks (16 waiting, 0.25 s each) would miss
+                    # this generous bound; one answered from the cache of verified pairs is far inside it.
+                    answer = requests.get(f"{exporter.url}/metrics", auth=good, timeout=2.5)
+                    assert answer.status_code == 200
+                    assert "ncentral_patch_approvals{" in answer.text
+            finally:
+                stop.set()
+                for future in floods:
+                    future.result()
+        assert set(refused) <= {401, 503} and 401 in refused
+    finally:
+        stop.set()
+        exporter.stop()
+
+
+def served_certificate(port: int) -> bytes:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            context.wrap_socket(raw) as connection:
+        der = connection.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def der_of(path: Path) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return x509.load_pem_x509_certificate(path.read_bytes()).public_bytes(serialization.Encoding.DER)
+
+
+def test_renewed_certificate_is_served_without_restart(tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    second = tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    cert, key = make_certificate(first)
+    new_cert, new_key = make_certificate(second)
+    web_config = tmp_path / "web.yml"
+    web_config.write_text(yaml.safe_dump({"tls_server_config": {"cert_file": "tls.crt", "key_file": "tls.key"}}))
+    (tmp_path / "tls.crt").write_bytes(cert.read_bytes())
+    (tmp_path / "tls.key").write_bytes(key.read_bytes())
+    exporter = ExporterProcess(tmp_path, "--demo", "--web.config.file", str(web_config))
+    base = f"https://127.0.0.1:{exporter.port}"
+    stalled: socket.socket | None = None
+    try:
+        def up() -> bool:
+            assert exporter.process.poll() is None, exporter.log()
+            try:
+                return requests.get(f"{base}/-/healthy", verify=str(cert), timeout=5).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_for(up, timeout=15)
+        stalled = socket.create_connection(("127.0.0.1", exporter.port), timeout=10)  # never starts a handshake
+        assert served_certificate(exporter.port) == der_of(cert)
+        # A renewal as certbot or cert-manager does it: new files moved into place.
+        for source, target in ((new_cert, "tls.crt"), (new_key, "tls.key")):
+            (tmp_path / f"{target}.tmp").write_bytes(source.read_bytes())
+            os.replace(tmp_path / f"{target}.tmp", tmp_path / target)
+        assert served_certificate(exporter.port) == der_of(new_cert)
+        assert requests.get(f"{base}/metrics", verify=str(new_cert), timeout=5).status_code == 200
+
+        # A broken new file keeps the old settings, and says so once in the log.
+        web_config.write_text("tls_server_config: {cert_file: missing.crt, key_file: tls.key}\n")
+        assert served_certificate(exporter.port) == der_of(new_cert)
+        assert served_certificate(exporter.port) == der_of(new_cert)
+        assert exporter.log().count("web config reload failed; keeping the old settings") == 1
+        assert "missing.crt" in exporter.log()
+
+        # Inline PEM, as exporter-toolkit accepts it; the first certificate again.
+        web_config.write_text(yaml.safe_dump({"tls_server_config": {"cert": cert.read_text(),
+                                                                    "key": key.read_text()}}))
+        wait_for(lambda: served_certificate(exporter.port) == der_of(cert))
+        assert "BEGIN" not in exporter.log()  # the key (or certificate) text never reaches the log
+    finally:
+        if stalled is not None:
+            stalled.close()
+        assert exporter.stop() == 0
+
+
+def test_basic_auth_users_follow_the_file(tmp_path: Path) -> None:
+    web_config = tmp_path / "web.yml"
+    web_config.write_text("{}\n")
+    exporter = ExporterProcess(tmp_path, "--demo", "--web.config.file", str(web_config))
+    try:
+        exporter.wait_healthy()
+        assert exporter.get("/metrics").status_code == 200
+        hashed = bcrypt.hashpw(b"secret", bcrypt.gensalt(rounds=4)).decode()
+        web_config.write_text(yaml.safe_dump({"basic_auth_users": {"prometheus": hashed}}))
+        wait_for(lambda: exporter.get("/metrics").status_code == 401)
+        assert exporter.get("/metrics", auth=("prometheus", "secret")).status_code == 200
+    finally:
+        exporter.stop()
+
+
+# --- the landing page ------------------------------------------------------------------------------------
+
+
+def many_classes(count: int) -> ReportData:
+    approvals = [ApprovalCount(f"Class {index:03d}", "approved_for_install", 1000 + index) for index in range(count)]
+    approvals.append(ApprovalCount("Class 000", "declined", 1))  # tiny beside the rest: still visible
+    return ReportData(approvals=tuple(approvals))
+
+
+def put_data(app: Exporter, data: ReportData) -> None:
+    def change(state: ReportState) -> ReportState:
+        return replace(state, data=data, last_success_time=time.time(), last_run_success=True,
+                       last_run_time=time.time(), runs_total=state.runs_total + 1)
+
+    assert app.store.update("all", change, fingerprint=app.store.snapshot["all"].fingerprint)
+
+
+def test_landing_page_is_bounded_rendered_once_per_result_and_names_its_source(
+    app: Exporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from exporter import landing
+
+    renders: list[ReportData] = []
+    original = landing.data_section
+
+    def counting(data: ReportData) -> str:
+        renders.append(data)
+        return original(data)
+
+    monkeypatch.setattr(landing, "data_section", counting)
+    put_data(app, many_classes(120))
+    server = serve(app)
+    url = f"http://127.0.0.1:{server.address[1]}/"
+    try:
+        pages = [requests.get(url, timeout=10).text for _ in range(3)]
+        assert len(renders) == 1  # once per result, not per request
+        html = pages[-1]
+        assert html.count('<g class="bar"') == landing.MAX_CLASSES
+        assert "and 70 more device classes" in html
+        assert "Class 119" in html and "Class 049" not in html  # the largest first
+        assert "Approved for install" in html and "approved_for_install" not in html
+        assert "ncentral.example.com:8443" in html
+        assert "/api" not in html and "not-used-0123456789" not in html and "x=1" not in html
+        assert "Demo mode" not in html
+        put_data(app, many_classes(3))
+        html = requests.get(url, timeout=10).text
+        assert len(renders) == 2
+        widths = [float(w) for w in re.findall(r'<rect x="[\d.]+" y="\d+" width="([\d.]+)"', html)]
+        assert widths and min(widths) >= landing.MIN_BAR
+        assert 'font-size="1' not in html  # chart text takes the page's size
+    finally:
+        server.shutdown()
+
+
+def test_landing_page_survives_many_classes(app: Exporter) -> None:
+    put_data(app, many_classes(5000))
+    server = serve(app)
+    try:
+        page = requests.get(f"http://127.0.0.1:{server.address[1]}/", timeout=30)
+        assert page.status_code == 200
+        assert len(page.content) < 200_000
+    finally:
+        server.shutdown()
+
+
+def test_every_report_series_sample_is_the_same_in_both_formats(demo: ExporterProcess) -> None:
+    text = parse_samples(demo.get("/metrics").text)
+    om = demo.get("/metrics", headers={"Accept": PROMETHEUS_ACCEPT}).text
+    om_samples = {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in openmetrics_families(om) for s in family.samples
+        if s.name.startswith("ncentral_patch_approvals")
+    }
+    assert om_samples == {key: value for key, value in text.items() if key[0] == "ncentral_patch_approvals"}
+
+
+def test_negative_max_requests_exits_2_with_one_line() -> None:
+    result = run_command("--demo", "--web.max-requests=-1", "--web.listen-address=127.0.0.1:0")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "ncentral-patch-exporter: error: --web.max-requests: must be 0 (no limit) or more"
+    ]
