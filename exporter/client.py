@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -32,8 +32,8 @@ from exporter.errors import (
     Stopped,
     UpstreamError,
 )
-from exporter.logs import register_secret, scrub
 from exporter.report import PollResult, parse_poll, report_id_of
+from exporter.scrub import clipped, header_safe, register_secret, scrub
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +279,7 @@ class NCentralClient:
         except (KeyError, TypeError, ValueError):
             access_token = refresh_token = None
             access_expiry = refresh_expiry = 0.0
-        if not (_header_safe(access_token) and _header_safe(refresh_token)):
+        if not (header_safe(access_token) and header_safe(refresh_token)):
             raise InvalidResponse(f"{call} answer carries no usable access/refresh token pair")
         if not (0 < access_expiry < 10**9 and 0 < refresh_expiry < 10**9):
             raise InvalidResponse(f"{call} answer carries implausible token lifetimes")
@@ -434,9 +434,8 @@ class NCentralClient:
         fields = _field_errors(body)
         if fields:
             return fields
-        # Scrubbed before it is cut short, so no part of a token can survive the cut.
-        text = " ".join(scrub(body[:65536].decode("utf-8", "replace")).split())
-        return repr(text if len(text) <= _EXCERPT else text[:_EXCERPT] + "…") if text else "empty body"
+        text = body[:65536].decode("utf-8", "replace")
+        return _quoted_excerpt(text, _EXCERPT) if text.split() else "empty body"
 
 
 class _Retryable(Exception):
@@ -478,8 +477,14 @@ def _field_errors(body: bytes | bytearray) -> str | None:
     if not parts:
         return None
     message = document.get("message")
-    text = " ".join(scrub(f"{message if isinstance(message, str) else 'error'} {'; '.join(parts)}").split())
-    return repr(text if len(text) <= 4 * _EXCERPT else text[: 4 * _EXCERPT] + "…")
+    return _quoted_excerpt(f"{message if isinstance(message, str) else 'error'} {'; '.join(parts)}", 4 * _EXCERPT)
+
+
+def _quoted_excerpt(text: str, limit: int) -> str:
+    """Upstream text on one line, scrubbed before it is cut short (so no part of a token can survive the
+    cut), at most `limit` characters, quoted."""
+    text = " ".join(scrub(text).split())
+    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 def _release_of(answer: Mapping[str, Any]) -> str | None:
@@ -500,12 +505,6 @@ def _short_text(value: object) -> str | None:
         return None
     value = value.strip()
     return value if 0 < len(value) <= 64 and value.isprintable() else None
-
-
-def _header_safe(token: object) -> TypeGuard[str]:
-    """A token we can put in a header as it is: printable, no whitespace (else it would be mangled, and
-    quoted in error messages in a form the scrubber could not recognise)."""
-    return isinstance(token, str) and bool(token) and token.isprintable() and not any(c.isspace() for c in token)
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -622,8 +621,7 @@ def _root_cause(exc: BaseException) -> str:
         return "connection refused or unreachable"
     if isinstance(cause, urllib3.exceptions.ProtocolError | ConnectionResetError):
         return "connection reset or closed without an answer"
-    text = scrub(str(cause))  # before cutting: no part of a token may survive the cut
-    return text if len(text) <= 200 else text[:197] + "..."
+    return clipped(str(cause), 200)
 
 
 def _describe(exc: BaseException) -> str:

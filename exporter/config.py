@@ -23,6 +23,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
+from exporter.errors import os_reason
+from exporter.scrub import header_safe, shown
+
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "NCENTRAL_API_TOKEN"  # noqa: S105 - the name of the variable, not a secret
@@ -84,35 +87,11 @@ class ReportSettings:
     poll_max_interval: float = 30.0
     max_data_age: float = 0.0
 
-    def request_body(self, today: dt.date) -> dict[str, Any]:
-        """The submit payload; filters not configured are left out so N-central uses all values."""
-        body: dict[str, Any] = {"startDate": resolve_start_date(self.start_date, today)}
-        for key, values in (
-            ("installStatuses", self.install_statuses),
-            ("patchApprovals", self.patch_approvals),
-            ("patchCategories", self.patch_categories),
-        ):
-            if values is not None:
-                body[key] = list(values)
-        return body
-
     @property
     def fingerprint(self) -> str:
         """Identifies what the report asks N-central for; a stored result is only valid for the same one."""
         spec = [self.start_date, self.install_statuses, self.patch_approvals, self.patch_categories]
         return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]
-
-    def filters_text(self) -> dict[str, str]:
-        """Human-readable filters for the landing page."""
-        def show(values: tuple[str, ...] | None) -> str:
-            return ", ".join(values) if values is not None else "all"
-
-        return {
-            "start date": self.start_date,
-            "install statuses": show(self.install_statuses),
-            "patch approvals": show(self.patch_approvals),
-            "patch categories": show(self.patch_categories),
-        }
 
 
 # The customer scan's name in the store, the state file and the run metrics' `report` label.
@@ -166,15 +145,10 @@ def resolve_start_date(spec: str, today: dt.date) -> str:
     return spec
 
 
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def parse_duration(value: object, key: str) -> float:
     """Seconds from a number, a decimal with one unit (`1.5h`) or a Prometheus duration (`1h30m`, `1w`)."""
     if isinstance(value, bool):
-        raise ConfigError(f"{key}: invalid duration {_show(value)} ({_DURATION_HINT})")
+        raise ConfigError(f"{key}: invalid duration {shown(value)} ({_DURATION_HINT})")
     if isinstance(value, int) and abs(value) > _MAX_DURATION:
         seconds = math.inf  # too large for a float, and far too long anyway
     elif isinstance(value, int | float):
@@ -188,11 +162,11 @@ def parse_duration(value: object, key: str) -> float:
         elif compound:
             seconds = sum(int(part) * unit for part, unit in zip(compound.groups(), _PROM_UNITS, strict=True) if part)
         else:
-            raise ConfigError(f"{key}: invalid duration {_show(value)}{_line(value)} ({_DURATION_HINT})")
+            raise ConfigError(f"{key}: invalid duration {shown(value)}{_line(value)} ({_DURATION_HINT})")
     if not math.isfinite(seconds) or seconds < 0:
-        raise ConfigError(f"{key}: duration must be a finite number of seconds >= 0, got {_show(value)}")
+        raise ConfigError(f"{key}: duration must be a finite number of seconds >= 0, got {shown(value)}")
     if seconds > _MAX_DURATION:
-        raise ConfigError(f"{key}: duration {_show(value)} is longer than the 366d the exporter accepts")
+        raise ConfigError(f"{key}: duration {shown(value)} is longer than the 366d the exporter accepts")
     return seconds
 
 
@@ -210,7 +184,11 @@ def _size(value: object, key: str) -> int:
     return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
 
 
-def _mapping(value: object, key: str, allowed: set[str]) -> Mapping[str, Any]:
+def mapping(value: object, key: str, allowed: set[str], *, optional: bool = False) -> Mapping[str, Any]:
+    """`value` if it is a mapping with only `allowed` keys (`key` "" is the file's top level). None (a
+    section left empty) is an empty mapping where the section is `optional`, else not a mapping."""
+    if value is None and optional:
+        return {}
     if not isinstance(value, Mapping):
         raise ConfigError(f"{key or 'the configuration'}: must be a mapping, got {type(value).__name__}")
     unknown = sorted(str(k) for k in value if k not in allowed)
@@ -269,7 +247,7 @@ def _start_date(value: object, key: str) -> str:
 
 def _checked_token(token: str, source: str) -> str:
     """A JWT is one printable word; anything else would end up in a malformed header (and its error)."""
-    if not token.isprintable() or any(c.isspace() for c in token):
+    if not header_safe(token):
         raise ConfigError(f"{source}: the token contains whitespace or control characters (one line, no spaces)")
     return token
 
@@ -287,8 +265,7 @@ def _token(raw: Mapping[str, Any], env: Mapping[str, str]) -> str:
         try:
             token = Path(path).read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-            raise ConfigError(f"ncentral.api_token_file: cannot read {path}: {reason}") from None
+            raise ConfigError(f"ncentral.api_token_file: cannot read {path}: {os_reason(exc)}") from None
         if not token:
             raise ConfigError(f"ncentral.api_token_file: {path} is empty")
         return _checked_token(token, "ncentral.api_token_file")
@@ -323,7 +300,7 @@ def normalise_url(given: str) -> str:
 
 
 def _ncentral(value: object, env: Mapping[str, str]) -> NCentralSettings:
-    raw = _mapping(value, "ncentral", {
+    raw = mapping(value, "ncentral", {
         "url", "api_token", "api_token_file", "verify_tls", "ca_bundle", "request_timeout",
         "max_response_size", "retries", "retry_backoff", "max_series",
     })
@@ -353,12 +330,12 @@ def _ncentral(value: object, env: Mapping[str, str]) -> NCentralSettings:
 
 def _max_series(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10**7:
-        raise ConfigError(f"ncentral.max_series: must be a whole number from 1 to 10000000, got {_show(value)}")
+        raise ConfigError(f"ncentral.max_series: must be a whole number from 1 to 10000000, got {shown(value)}")
     return value
 
 
 def _report(value: object, key: str) -> ReportSettings:
-    raw = _mapping(value, key, {
+    raw = mapping(value, key, {
         "name", "interval", "start_date", "install_statuses", "patch_approvals", "patch_categories",
         "timeout", "poll_interval", "poll_max_interval", "max_data_age",
     })
@@ -389,15 +366,15 @@ def _regex(value: object, key: str) -> re.Pattern[str] | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ConfigError(f"{key}: must be a regular expression (a string), got {_show(value)}")
+        raise ConfigError(f"{key}: must be a regular expression (a string), got {shown(value)}")
     try:
         return re.compile(value)
     except re.error as exc:
-        raise ConfigError(f"{key}: invalid regular expression {_show(value)}: {exc}") from None
+        raise ConfigError(f"{key}: invalid regular expression {shown(value)}: {exc}") from None
 
 
 def _customers(value: object) -> CustomerSettings:
-    raw = _mapping(value if value is not None else {}, CUSTOMERS, {"interval", "patch_services", "include", "exclude"})
+    raw = mapping(value, CUSTOMERS, {"interval", "patch_services", "include", "exclude"}, optional=True)
     interval = _positive_duration(raw.get("interval", "1h"), "customers.interval")
     services_raw = raw.get("patch_services", list(CustomerSettings.patch_services))
     if not isinstance(services_raw, list) or not services_raw:
@@ -412,7 +389,7 @@ def _customers(value: object) -> CustomerSettings:
 
 
 def parse_config(data: object, env: Mapping[str, str]) -> Config:
-    raw = _mapping(data if data is not None else {}, "", {"ncentral", "reports", "storage", CUSTOMERS})
+    raw = mapping(data, "", {"ncentral", "reports", "storage", CUSTOMERS}, optional=True)
     if "ncentral" not in raw:
         raise ConfigError("ncentral: required")
     ncentral = _ncentral(raw["ncentral"], env)
@@ -428,7 +405,7 @@ def parse_config(data: object, env: Mapping[str, str]) -> Config:
         if report.name in seen:
             raise ConfigError(f"reports[{index}].name: duplicate report name {report.name!r}")
         seen.add(report.name)
-    storage = _mapping(raw.get("storage") or {}, "storage", {"path"})
+    storage = mapping(raw.get("storage") or {}, "storage", {"path"})
     storage_path = _string(storage["path"], "storage.path") if "path" in storage else None
     customers = _customers(raw[CUSTOMERS]) if CUSTOMERS in raw else None
     if customers is not None and CUSTOMERS in seen:
@@ -474,8 +451,7 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        raise ConfigError(f"{path}: cannot read config file: {reason}") from None
+        raise ConfigError(f"{path}: cannot read config file: {os_reason(exc)}") from None
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:

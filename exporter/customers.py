@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -35,7 +35,7 @@ from exporter.errors import (
     Stopped,
     UpstreamError,
 )
-from exporter.logs import scrub
+from exporter.scrub import shown
 
 if TYPE_CHECKING:
     from exporter.store import ReportState, Store
@@ -70,22 +70,6 @@ class CustomerData:
         default_factory=lambda: MappingProxyType(dict.fromkeys(CUSTOMER_ERROR_REASONS, 0))
     )
 
-    def to_json(self) -> dict[str, Any]:
-        # Error counts are counters of this process, like the run failures: not persisted.
-        return {"rows": [list(row) for row in self.rows]}
-
-    @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> CustomerData:
-        """Read what `to_json` wrote, strictly: raises InvalidResponse, ValueError, TypeError or KeyError."""
-        rows = []
-        for customer_id, customer, device_class, devices, issues in raw["rows"]:
-            count = _count(devices, "state")
-            rows.append(CustomerCount(
-                _int(customer_id, "state"), _text(customer, "state"), _text(device_class, "state"), count,
-                min(_count(issues, "state"), count),
-            ))
-        return cls(rows=tuple(rows))
-
     def per_customer(self) -> list[tuple[int, str, int, int]]:
         """(customer_id, customer, devices, patch_issue_devices) summed over device classes."""
         totals: dict[tuple[int, str], list[int]] = {}
@@ -111,14 +95,22 @@ class Page(NamedTuple):
     total_pages: int | None
 
 
-def _short(value: object) -> str:
-    text = scrub(repr(value))  # before cutting: no part of a token may survive the cut
-    return text if len(text) <= 40 else text[:37] + "..."
+def customer_data(rows: Iterable[Sequence[object]], where: str) -> CustomerData:
+    """Counts from rows of plain values (the state file keeps them so), as strictly as N-central's answers:
+    raises InvalidResponse, ValueError, TypeError or KeyError if they are not that."""
+    counts = []
+    for customer_id, customer, device_class, devices, issues in rows:
+        count = _count(devices, where)
+        counts.append(CustomerCount(
+            _int(customer_id, where), _text(customer, where), _text(device_class, where), count,
+            min(_count(issues, where), count),
+        ))
+    return CustomerData(rows=tuple(counts))
 
 
 def _int(value: object, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not -(2**63) <= value < 2**63:
-        raise InvalidResponse(f"{where}: expected an integer, got {_short(value)}")
+        raise InvalidResponse(f"{where}: expected an integer, got {shown(value)}")
     return value
 
 
@@ -131,11 +123,11 @@ def _count(value: object, where: str) -> int:
 
 def _text(value: object, where: str) -> str:
     if not isinstance(value, str) or not value:
-        raise InvalidResponse(f"{where}: expected a non-empty string, got {_short(value)}")
+        raise InvalidResponse(f"{where}: expected a non-empty string, got {shown(value)}")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate from a \ud800 escape: no label value can carry it
-        raise InvalidResponse(f"{where}: not valid Unicode text: {_short(value)}") from None
+        raise InvalidResponse(f"{where}: not valid Unicode text: {shown(value)}") from None
     return value
 
 
@@ -151,7 +143,7 @@ def parse_page(body: Mapping[str, Any], where: str) -> Page:
     count is derived from `totalItems` and the size of this page."""
     items = body.get("data")
     if not isinstance(items, list):
-        raise InvalidResponse(f"{where}: answer has no data list (got {_short(items)})")
+        raise InvalidResponse(f"{where}: answer has no data list (got {shown(items)})")
     total_pages = body.get("totalPages")
     if total_pages is not None:
         pages = _count(total_pages, f"{where}: totalPages")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from exporter.logs import scrub
+from exporter.scrub import scrub
 
 
 class UpstreamError(Exception):
@@ -75,3 +75,11 @@ REASONS: tuple[str, ...] = tuple(
 
 class Stopped(Exception):
     """The exporter is shutting down; the interrupted run is neither a success nor a failure."""
+
+
+def os_reason(exc: BaseException, *, detail: bool = False) -> str:
+    """Why a file could not be read or written, for a one-line message: the OS's words (`Permission
+    denied`), else the exception's type (`UnicodeDecodeError`), with its text when `detail`."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return f"{type(exc).__name__}: {exc}" if detail else type(exc).__name__

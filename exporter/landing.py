@@ -144,6 +144,19 @@ def data_section(data: ReportData) -> str:
     )
 
 
+def filters_text(report: ReportSettings) -> dict[str, str]:
+    """The report's filters as the landing page shows them."""
+    def show(values: tuple[str, ...] | None) -> str:
+        return ", ".join(values) if values is not None else "all"
+
+    return {
+        "start date": report.start_date,
+        "install statuses": show(report.install_statuses),
+        "patch approvals": show(report.patch_approvals),
+        "patch categories": show(report.patch_categories),
+    }
+
+
 def _report_section(
     report: ReportSettings,
     state: ReportState | None,
@@ -153,7 +166,7 @@ def _report_section(
 ) -> str:
     name = escape(report.name)
     filters = "".join(
-        f"<tr><th>{escape(key)}</th><td>{escape(value)}</td></tr>" for key, value in report.filters_text().items()
+        f"<tr><th>{escape(key)}</th><td>{escape(value)}</td></tr>" for key, value in filters_text(report).items()
     )
     if state is None or state.last_run_time is None:
         outcome = "no run finished yet"

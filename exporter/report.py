@@ -1,19 +1,21 @@
-"""N-central report JSON → typed results. All validation of upstream data lives here."""
+"""The patch-comparison report API: the submit payload, and report JSON → typed results. All validation
+of upstream data lives here."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from exporter.config import PATCH_APPROVALS, ReportSettings, resolve_start_date
 from exporter.errors import InvalidResponse, ReportFailed
 from exporter.labels import snake_case
-from exporter.logs import scrub
+from exporter.scrub import shown
 
-# Always exported per device class, 0 when the report leaves the key out (as the API's example does).
-KNOWN_APPROVAL_STATUSES = (
-    "approved_for_install", "no_approval", "not_approved", "declined", "approved_for_removal",
-)
+# Always exported per device class, 0 when the report leaves the key out (as the API's example does):
+# the vendor's approval values (the filter's vocabulary) as label values.
+KNOWN_APPROVAL_STATUSES = tuple(snake_case(approval) for approval in PATCH_APPROVALS)
 IN_PROGRESS = "IN_PROGRESS"
 COMPLETED = "COMPLETED"
 FAILED_STATUSES = ("FAILED", "ABORTED")
@@ -44,24 +46,38 @@ class ReportData:
     def device_classes(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(row.device_class for row in self.approvals))
 
-    def to_json(self) -> dict[str, Any]:
-        return {"approvals": [list(row) for row in self.approvals], "installs": [list(row) for row in self.installs]}
 
-    @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> ReportData:
-        """Read what `to_json` wrote (the state file), as strictly as a report from N-central: raises
-        InvalidResponse, ValueError, TypeError or KeyError if it is not that."""
-        approvals = _summed(
-            ((_name(d, "state"), _name(a, "state")), _count(c, "state")) for d, a, c in raw["approvals"]
-        )
-        installs = _summed(
-            ((_name(a, "state"), _name(i, "state"), _name(p, "state")), _count(c, "state"))
-            for a, i, p, c in raw["installs"]
-        )
-        return cls(
-            approvals=tuple(ApprovalCount(d, a, c) for (d, a), c in approvals.items()),
-            installs=tuple(InstallCount(a, i, p, c) for (a, i, p), c in installs.items()),
-        )
+def request_body(settings: ReportSettings, today: dt.date) -> dict[str, Any]:
+    """The submit payload; filters not configured are left out so N-central uses all values."""
+    body: dict[str, Any] = {"startDate": resolve_start_date(settings.start_date, today)}
+    for key, values in (
+        ("installStatuses", settings.install_statuses),
+        ("patchApprovals", settings.patch_approvals),
+        ("patchCategories", settings.patch_categories),
+    ):
+        if values is not None:
+            body[key] = list(values)
+    return body
+
+
+def report_data(
+    approvals: Iterable[Sequence[object]], installs: Iterable[Sequence[object]], where: str
+) -> ReportData:
+    """Counts from rows of plain values (the state file keeps them so), as strictly as a report from
+    N-central: raises InvalidResponse, ValueError, TypeError or KeyError if they are not that."""
+    return _report_data(
+        (((_name(d, where), _name(a, where)), _count(c, where)) for d, a, c in approvals),
+        (((_name(a, where), _name(i, where), _name(p, where)), _count(c, where)) for a, i, p, c in installs),
+    )
+
+
+def _report_data(
+    approvals: Iterable[tuple[tuple[str, ...], int]], installs: Iterable[tuple[tuple[str, ...], int]]
+) -> ReportData:
+    return ReportData(
+        approvals=tuple(ApprovalCount(d, a, c) for (d, a), c in _summed(approvals).items()),
+        installs=tuple(InstallCount(a, i, p, c) for (a, i, p), c in _summed(installs).items()),
+    )
 
 
 @dataclass(frozen=True)
@@ -77,19 +93,12 @@ MAX_COUNT = 2**53
 
 def _count(value: object, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidResponse(f"{where}: count is not an integer: {_short(value)}")
+        raise InvalidResponse(f"{where}: count is not an integer: {shown(value)}")
     if value < 0:
         raise InvalidResponse(f"{where}: count is negative: {value}")
     if value > MAX_COUNT:
-        raise InvalidResponse(f"{where}: count is implausibly large: {_short(value)}")
+        raise InvalidResponse(f"{where}: count is implausibly large: {shown(value)}")
     return value
-
-
-def _short(value: object) -> str:
-    # Scrubbed before quoting (repr doubles a backslash, so a token would no longer match) and again
-    # before cutting: no part of a token may survive the cut.
-    text = scrub(repr(scrub(value) if isinstance(value, str) else value))
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _object(value: object, where: str) -> Mapping[str, Any]:
@@ -108,11 +117,11 @@ def _list(value: object, where: str) -> list[Any]:
 
 def _name(value: object, where: str) -> str:
     if not isinstance(value, str) or not value:
-        raise InvalidResponse(f"{where}: expected a non-empty string, got {_short(value)}")
+        raise InvalidResponse(f"{where}: expected a non-empty string, got {shown(value)}")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate from a \ud800 escape: no label value can carry it
-        raise InvalidResponse(f"{where}: not valid Unicode text: {_short(value)}") from None
+        raise InvalidResponse(f"{where}: not valid Unicode text: {shown(value)}") from None
     return value
 
 
@@ -129,10 +138,10 @@ def report_id_of(body: Mapping[str, Any]) -> int:
     report_id = body.get("reportId")
     if isinstance(report_id, bool) or not isinstance(report_id, int):
         message = body.get("message")
-        detail = f" (message: {_short(message)})" if message is not None else ""
+        detail = f" (message: {shown(message)})" if message is not None else ""
         raise InvalidResponse(f"submit answer has no integer reportId{detail}")
     if not valid_report_id(report_id):
-        raise InvalidResponse(f"submit answer's reportId {_short(report_id)} is not a positive 32-bit integer")
+        raise InvalidResponse(f"submit answer's reportId {shown(report_id)} is not a positive 32-bit integer")
     return report_id
 
 
@@ -148,10 +157,10 @@ def parse_poll(body: Mapping[str, Any], report_id: int, max_series: int | None =
     status = body.get("reportStatus")
     if status not in _STATUSES:
         message = body.get("message")
-        detail = f" (message: {_short(message)})" if message is not None else ""
-        raise InvalidResponse(f"unknown reportStatus {_short(status)}{detail}", report_id=report_id)
+        detail = f" (message: {shown(message)})" if message is not None else ""
+        raise InvalidResponse(f"unknown reportStatus {shown(status)}{detail}", report_id=report_id)
     if status in FAILED_STATUSES:
-        raise ReportFailed(f"N-central reports the report {status}: {_short(body.get('message'))}",
+        raise ReportFailed(f"N-central reports the report {status}: {shown(body.get('message'))}",
                            report_id=report_id)
     if status == IN_PROGRESS:
         return PollResult(report_id, IN_PROGRESS, None)
@@ -188,8 +197,8 @@ def parse_data(raw: object, max_series: int | None = None) -> ReportData:
             label = snake_case(str(key))
             if label in seen:
                 raise InvalidResponse(
-                    f"{where}.approvalStatusCounts: keys {_short(seen[label])} and {_short(key)} are both "
-                    f"approval_status {_short(label)}"
+                    f"{where}.approvalStatusCounts: keys {shown(seen[label])} and {shown(key)} are both "
+                    f"approval_status {shown(label)}"
                 )
             seen[label] = str(key)
             if label not in KNOWN_APPROVAL_STATUSES:
@@ -210,10 +219,7 @@ def parse_data(raw: object, max_series: int | None = None) -> ReportData:
                 patch_type = snake_case(_name(type_counts.get("patchType"), f"{t_where}.patchType"))
                 limit.add(1)
                 installs.append(((approval, install, patch_type), _count(type_counts.get("count"), t_where)))
-    return ReportData(
-        approvals=tuple(ApprovalCount(d, a, c) for (d, a), c in _summed(approvals).items()),
-        installs=tuple(InstallCount(a, i, p, c) for (a, i, p), c in _summed(installs).items()),
-    )
+    return _report_data(approvals, installs)
 
 
 def _type_name(value: object) -> str:

@@ -12,7 +12,7 @@ from dataclasses import replace
 from exporter.client import NCentralClient, ServerInfo, Sleep, interruptible_sleep
 from exporter.config import Config, NCentralSettings, ReportSettings, server_identity
 from exporter.errors import InternalError, NotSupported, ReportTimeout, Stopped, UpstreamError
-from exporter.report import COMPLETED, ReportData
+from exporter.report import COMPLETED, ReportData, request_body
 from exporter.store import InFlight, ReportState, Store
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ class Runner:
                 )
                 return in_flight.report_id, in_flight.submitted_at, now + settings.timeout - age, True
         deadline = now + settings.timeout
-        body = settings.request_body(dt.datetime.fromtimestamp(now_wall, dt.UTC).date())
+        body = request_body(settings, dt.datetime.fromtimestamp(now_wall, dt.UTC).date())
         report_id = client.submit(body, deadline)
         submitted_at = self._wall()
         log.debug("report submitted", extra={"report": settings.name, "report_id": report_id})

@@ -21,9 +21,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from exporter.customers import CustomerData
-from exporter.errors import REASONS
-from exporter.report import ReportData, valid_report_id
+from exporter.customers import CustomerData, customer_data
+from exporter.errors import REASONS, os_reason
+from exporter.report import ReportData, report_data, valid_report_id
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ class Store:
                 os.close(directory)
             self._written = digest.hexdigest()
         except (OSError, ValueError) as exc:
-            error = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+            error = os_reason(exc, detail=True)
             self.write_failures += 1
             log.error("cannot write the state file", extra={"path": str(self._path), "error": error})
 
@@ -263,7 +263,7 @@ class StateFileLock:
         try:
             self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise StateFileLocked(f"{path}: cannot create the lock file {self.path}: {exc.strerror}") from None
+            raise StateFileLocked(f"{path}: cannot create the lock file {self.path}: {os_reason(exc)}") from None
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -273,7 +273,7 @@ class StateFileLock:
                 raise StateFileLocked(
                     f"{path}: the state file is in use by another exporter (lock {self.path} held)"
                 ) from None
-            raise StateFileLocked(f"{path}: cannot lock {self.path}: {exc.strerror}") from None
+            raise StateFileLocked(f"{path}: cannot lock {self.path}: {os_reason(exc)}") from None
 
     @property
     def held(self) -> bool:
@@ -300,14 +300,14 @@ def check_storage_path(path: str) -> str | None:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        return f"cannot write in {directory}: {exc.strerror or type(exc).__name__}"
+        return f"cannot write in {directory}: {os_reason(exc)}"
     return None
 
 
 def _to_json(state: ReportState) -> dict[str, Any]:
     return {
         "fingerprint": state.fingerprint,
-        "data": state.data.to_json() if state.data is not None else None,
+        "data": _data_to_json(state.data) if state.data is not None else None,
         "last_success_time": state.last_success_time,
         "last_duration": state.last_duration,
         "last_run_success": state.last_run_success,
@@ -318,8 +318,17 @@ def _to_json(state: ReportState) -> dict[str, Any]:
             if state.in_flight is not None
             else None
         ),
-        "customers": state.customers.to_json() if state.customers is not None else None,
+        "customers": _customers_to_json(state.customers) if state.customers is not None else None,
     }
+
+
+def _data_to_json(data: ReportData) -> dict[str, Any]:
+    return {"approvals": [list(row) for row in data.approvals], "installs": [list(row) for row in data.installs]}
+
+
+def _customers_to_json(data: CustomerData) -> dict[str, Any]:
+    # Error counts are counters of this process, like the run failures: not persisted.
+    return {"rows": [list(row) for row in data.rows]}
 
 
 def _optional_float(value: object) -> float | None:
@@ -345,6 +354,7 @@ def _not_future(value: float | None, key: str, now: float) -> float | None:
 
 def _from_json(raw: Mapping[str, Any], now: float | None = None) -> ReportState:
     now = time.time() if now is None else now
+    data, customers = raw.get("data"), raw.get("customers")
     in_flight_raw = raw.get("in_flight")
     in_flight = None
     if in_flight_raw is not None:
@@ -357,12 +367,12 @@ def _from_json(raw: Mapping[str, Any], now: float | None = None) -> ReportState:
         in_flight = InFlight(report_id, submitted_at)
     return replace(
         ReportState(fingerprint=str(raw["fingerprint"])),
-        data=ReportData.from_json(raw["data"]) if raw.get("data") is not None else None,
+        data=report_data(data["approvals"], data["installs"], "state") if data is not None else None,
         last_success_time=_not_future(_optional_float(raw.get("last_success_time")), "last_success_time", now),
         last_duration=_optional_float(raw.get("last_duration")),
         last_run_success=raw.get("last_run_success") is True,
         last_run_time=_not_future(_optional_float(raw.get("last_run_time")), "last_run_time", now),
         last_reason=_optional_str(raw.get("last_reason")),
         in_flight=in_flight,
-        customers=CustomerData.from_json(raw["customers"]) if raw.get("customers") is not None else None,
+        customers=customer_data(customers["rows"], "state") if customers is not None else None,
     )

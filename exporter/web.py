@@ -26,9 +26,10 @@ from typing import Any
 
 from exporter import landing
 from exporter.app import Exporter
+from exporter.auth import BasicAuth
 from exporter.config import ConfigError
 from exporter.exposition import CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE
-from exporter.webconfig import BasicAuth, WebConfig, file_state, load_web_config
+from exporter.webconfig import WebConfig, file_state, load_web_config
 
 log = logging.getLogger(__name__)
 

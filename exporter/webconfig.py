@@ -1,24 +1,22 @@
-"""`--web.config.file` in the exporter-toolkit format: TLS, client certificates and basic auth."""
+"""`--web.config.file` in the exporter-toolkit format: TLS, client certificates and basic auth users, read
+and validated into a frozen `WebConfig` (the run-time basic auth check is `exporter.auth`)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import logging
 import os
 import re
 import ssl
 import tempfile
-import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import bcrypt
 import yaml
 
-from exporter.config import ConfigError
+from exporter.config import ConfigError, mapping
+from exporter.errors import os_reason
 
 log = logging.getLogger(__name__)
 
@@ -55,91 +53,6 @@ class WebConfig:
     files: tuple[str, ...] = ()  # the files the TLS settings were read from, to notice a renewed certificate
 
 
-class BasicAuth:
-    """Checks `Authorization: Basic …` against bcrypt hashes in constant time; caches verified pairs."""
-
-    def __init__(self, users: dict[str, bytes]) -> None:
-        self._users = users
-        self._dummy: bytes | None = None
-        self._verified: set[bytes] = set()
-        self._lock = threading.Lock()
-        self._bcrypt_lock = threading.Lock()
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self._users)
-
-    def _dummy_hash(self) -> bytes:
-        """Checked for unknown users, at the highest cost configured, so a wrong name takes as long as a
-        wrong password and timing does not tell which user names exist. Made on first need, not at start."""
-        if self._dummy is None:
-            rounds = max(int(hashed.split(b"$")[2]) for hashed in self._users.values())
-            self._dummy = bcrypt.hashpw(b"no such user", bcrypt.gensalt(rounds=rounds))
-        return self._dummy
-
-    @staticmethod
-    def credentials(header: str | None) -> tuple[str, str] | None:
-        """User and password of an `Authorization: Basic …` header (the scheme in any case, RFC 7617)."""
-        scheme, _, encoded = (header or "").strip().partition(" ")
-        if scheme.lower() != "basic":
-            return None
-        try:
-            user, _, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return None
-        return user, password
-
-    def _known(self, user: str) -> tuple[bool, bytes]:
-        known = next((name for name in self._users if hmac.compare_digest(name.encode(), user.encode())), None)
-        return known is not None, self._users[known] if known is not None else b""
-
-    def _key(self, user: str, password: str, hashed: bytes) -> bytes:
-        # Keyed by the hash too, so changing a user's hash in a reload invalidates the cache entry.
-        return hashlib.sha256(b"\0".join([user.encode(), password.encode(), hashed])).digest()
-
-    def cached(self, user: str, password: str) -> bool:
-        """Whether this pair was verified before: a cheap check that never waits for bcrypt."""
-        known, hashed = self._known(user)
-        if not known:
-            return False
-        with self._lock:
-            return self._key(user, password, hashed) in self._verified
-
-    def verify(self, user: str, password: str) -> bool:
-        """The bcrypt check, one at a time (as exporter-toolkit does), so a flood of wrong passwords takes one
-        CPU, not all; a success is cached, so an authorised client pays bcrypt once."""
-        if self.cached(user, password):
-            return True
-        known, hashed = self._known(user)
-        with self._bcrypt_lock:
-            try:
-                matches = bcrypt.checkpw(password.encode(), hashed if known else self._dummy_hash())
-            except ValueError:  # bcrypt 5 refuses passwords over 72 bytes; no configured one can be that long
-                matches = False
-        ok = matches and known
-        if ok:
-            with self._lock:
-                self._verified.add(self._key(user, password, hashed))
-        return ok
-
-    def check(self, header: str | None) -> bool:
-        if not self._users:
-            return True
-        pair = self.credentials(header)
-        return pair is not None and self.verify(*pair)
-
-
-def _mapping(value: object, key: str, allowed: set[str]) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"{key}: must be a mapping")
-    unknown = sorted(str(k) for k in value if k not in allowed)
-    if unknown:
-        raise ConfigError(f"{key}.{unknown[0]}: unknown key")
-    return value
-
-
 def _file(base: Path, value: object, key: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{key}: must be a file path")
@@ -155,7 +68,7 @@ def _pem(value: object, key: str) -> str:
     return value
 
 
-def _load_cert_chain(context: ssl.SSLContext, raw: dict[str, Any], base: Path) -> None:
+def _load_cert_chain(context: ssl.SSLContext, raw: Mapping[str, Any], base: Path) -> None:
     """cert_file/key_file, or cert/key inline as PEM text (exporter-toolkit's two ways, either per item).
     Python's ssl loads a chain from files only, so inline PEM goes through a private temporary directory
     that exists only during the load."""
@@ -179,7 +92,7 @@ def _load_cert_chain(context: ssl.SSLContext, raw: dict[str, Any], base: Path) -
         context.load_cert_chain(paths[0], paths[1], password=lambda: b"")
 
 
-def _tls(raw: dict[str, Any], base: Path) -> ssl.SSLContext | None:
+def _tls(raw: Mapping[str, Any], base: Path) -> ssl.SSLContext | None:
     if not raw:
         return None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -225,20 +138,22 @@ def load_web_config(path: str) -> WebConfig:
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read web config file: {exc.strerror}") from None
+        raise ConfigError(f"{path}: cannot read web config file: {os_reason(exc)}") from None
     except (yaml.YAMLError, ValueError, RecursionError):
         raise ConfigError(f"{path}: web config file is not valid YAML text") from None
     try:
-        top = _mapping(raw, "web config", {"tls_server_config", "http_server_config", "basic_auth_users"})
+        top = mapping(
+            raw, "web config", {"tls_server_config", "http_server_config", "basic_auth_users"}, optional=True
+        )
         base = Path(path).parent
-        tls_raw = _mapping(top.get("tls_server_config"), "tls_server_config", _TLS_KEYS)
+        tls_raw = mapping(top.get("tls_server_config"), "tls_server_config", _TLS_KEYS, optional=True)
         allowed_sans = _strings(tls_raw.get("client_allowed_sans"), "tls_server_config.client_allowed_sans")
         tls = _tls(tls_raw, base)
         if allowed_sans and (tls is None or tls.verify_mode != ssl.CERT_REQUIRED):
             raise ConfigError(
                 "tls_server_config.client_allowed_sans: needs client_auth_type RequireAndVerifyClientCert"
             )
-        http = _mapping(top.get("http_server_config"), "http_server_config", {"http2", "headers"})
+        http = mapping(top.get("http_server_config"), "http_server_config", {"http2", "headers"}, optional=True)
         header_values = http.get("headers") or {}
         if not isinstance(header_values, dict):
             raise ConfigError("http_server_config.headers: must be a mapping of header names to values")

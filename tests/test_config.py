@@ -8,6 +8,7 @@ import pytest
 from helpers import run_command
 
 from exporter.config import ConfigError, ReportSettings, load_config, parse_config, parse_duration
+from exporter.report import request_body
 
 MINIMAL = "ncentral:\n  url: https://nc.example.com\n  api_token: jwt-from-file\n"
 
@@ -70,7 +71,7 @@ reports:
     assert (report.interval, report.timeout, report.poll_max_interval, report.max_data_age) == (
         7200, 300, 86400, 21600
     )
-    assert report.request_body(dt.date(2026, 1, 1)) == {
+    assert request_body(report, dt.date(2026, 1, 1)) == {
         "startDate": "2025-08-01",
         "installStatuses": ["Installed", "Failed"],
         "patchApprovals": ["Approved for Install"],
@@ -80,7 +81,7 @@ reports:
 
 def test_rolling_start_date_and_left_out_filters() -> None:
     report = ReportSettings(name="all", start_date="30d")
-    assert report.request_body(dt.date(2026, 3, 1)) == {"startDate": "2026-01-30"}
+    assert request_body(report, dt.date(2026, 3, 1)) == {"startDate": "2026-01-30"}
 
 
 def test_token_from_environment_wins(tmp_path: Path) -> None:

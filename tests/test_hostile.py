@@ -3,8 +3,10 @@ its server, one exporter per state file. Each test runs the real code against th
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +27,7 @@ from helpers import (
     write_yaml,
 )
 
-from exporter import logs
+from exporter import logs, scrub
 from exporter.app import Exporter
 from exporter.config import Config, NCentralSettings, ReportSettings, server_identity
 from exporter.errors import InvalidResponse
@@ -308,17 +310,25 @@ def test_an_echoed_token_never_reaches_logs_or_the_landing_page(
 
 def test_a_quoted_value_is_scrubbed_before_repr_doubles_its_backslashes() -> None:
     token = "leak\\ed-token-\\-9876543210"
-    logs.register_secret(token)
+    scrub.register_secret(token)
     with pytest.raises(InvalidResponse) as caught:
         parse_poll({"reportStatus": "ODD", "message": f"echo {token}"}, 1)
     assert "leak" not in caught.value.message and "<redacted>" in caught.value.message
     short = "zq9"
-    logs.register_secret(short)
-    assert logs.scrub(f"a {short} b") == "a <redacted> b"
-    record = logging.LogRecord("x", logging.INFO, "", 0, "token %s", (token,), None)
-    record.error = f"it was {token!r}"
-    for formatter in (logs.TextFormatter(), logs.JSONFormatter()):
-        assert "leak" not in formatter.format(record)
+    scrub.register_secret(short)
+    assert scrub.scrub(f"a {short} b") == "a <redacted> b"
+    for log_format in logs.FORMATS:
+        stream = io.StringIO()
+        handler = logs.handler(log_format, stream)
+        try:
+            raise ValueError(f"failed with {token}")
+        except ValueError:
+            record = logging.LogRecord("x", logging.INFO, "", 0, "token %s", (token,), sys.exc_info())
+        record.detail = f"it was {token!r}"  # quoted: repr doubled its backslashes
+        record.tokens = [token, {"nested": (token,)}]
+        handler.handle(record)
+        line = stream.getvalue()
+        assert "leak" not in line and line.count("<redacted>") >= 5
 
 
 # --- 6. wrong shapes are invalid_response, the last good data stays ---
