@@ -52,7 +52,7 @@ def run(runs: int, customers: int, devices: int, latency: float) -> list[Figure]
                 walls.append(time.perf_counter() - began)
                 per_run.append(calls() - before)
                 most = max(most, int(sim.command("max_in_flight")))
-                assert app.exposition.render() and app.exposition.render(gzipped=True)
+                assert all(app.exposition.render_parts()) and all(app.exposition.render_parts(gzipped=True))
             gc.collect()
             rss_after = rss_kib() / 1024
             state = app.store.snapshot["customers"]

@@ -1,4 +1,4 @@
-"""The /metrics body: report metrics rendered once per change, the small live part per scrape.
+"""The /metrics body: report metrics rendered once per store snapshot, the small live part per scrape.
 
 Report data changes once per run, so its text (and gzip form) is rendered once, by the job thread after
 the run (or by a scrape, when data has aged past `max_data_age`), and served as bytes. The same holds for
@@ -61,22 +61,20 @@ class _Form:
         return body + struct.pack("<II", zlib.crc32(live, self.crc), size)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Rendered:
-    key: tuple[object, ...]
+    """The report part as rendered from one snapshot. The snapshot itself is the cache key: the store swaps
+    a new immutable one on every change, so whatever `families` reads from it is keyed, and holding it keeps
+    its identity from being reused. `expired` is the one input that is not in the snapshot (a report's data
+    ages out of the clock and the config's `max_data_age`), compared by value."""
+
+    snapshot: Snapshot
+    expired: frozenset[str]
     text: _Form
     openmetrics: _Form | None
 
-
-def _render_key(snapshot: Snapshot, expired: frozenset[str]) -> tuple[object, ...]:
-    """Exactly what `families` renders from, so a change that shows nowhere (a submitted report's id,
-    the last error's text) does not cost a render. The key holds the data objects themselves: compared by
-    identity first, and kept alive, so a new object can never pass for an old one."""
-    return (expired, *(
-        (name, state.data, state.last_success_time, state.last_duration, state.last_run_success,
-         state.runs_total, tuple(state.failures.items()), state.customers)
-        for name, state in snapshot.items()
-    ))
+    def of(self, snapshot: Snapshot, expired: frozenset[str]) -> bool:
+        return self.snapshot is snapshot and self.expired == expired
 
 
 class _SnapshotCollector:
@@ -115,13 +113,12 @@ class Exposition:
     def _report_part(self, openmetrics_form: bool = False) -> _Rendered:
         snapshot = self._store.snapshot
         expired = self._reports.expired(snapshot)
-        key = _render_key(snapshot, expired)
         cached = self._cached
-        if cached is not None and cached.key == key and (cached.openmetrics or not openmetrics_form):
+        if cached is not None and cached.of(snapshot, expired) and (cached.openmetrics or not openmetrics_form):
             return cached
         with self._lock:
             cached = self._cached
-            if cached is not None and cached.key != key:
+            if cached is not None and not cached.of(snapshot, expired):
                 cached = None
             if cached is not None and (cached.openmetrics or not openmetrics_form):
                 return cached
@@ -133,11 +130,8 @@ class Exposition:
             if self._openmetrics_wanted:
                 # The report part comes first; the live part that follows it ends the body with `# EOF`.
                 om = _Form.of(_openmetrics(registry).removesuffix(_EOF))
-            self._cached = _Rendered(key, text, om)
+            self._cached = _Rendered(snapshot, expired, text, om)
             return self._cached
-
-    def render(self, *, gzipped: bool = False, openmetrics: bool = False) -> bytes:
-        return b"".join(self.render_parts(gzipped=gzipped, openmetrics=openmetrics))
 
     def render_parts(self, *, gzipped: bool = False, openmetrics: bool = False) -> tuple[bytes, bytes]:
         """The body as (cached report part, live part), to be written one after the other: the cached bytes

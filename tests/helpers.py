@@ -13,13 +13,16 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.simulator import Simulator
+
+if TYPE_CHECKING:
+    from exporter.exposition import Exposition
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
@@ -289,3 +292,8 @@ class ReadyExporter(ChildProcess):
             tmp_path / f"exporter-{self.address.rsplit(':', 1)[1]}.log", f"http://{self.address}/-/ready",
             cwd=REPO,
         )
+
+
+def metrics_body(exposition: Exposition, *, gzipped: bool = False, openmetrics: bool = False) -> bytes:
+    """The /metrics body as the web front writes it: the cached report part, then the live part."""
+    return b"".join(exposition.render_parts(gzipped=gzipped, openmetrics=openmetrics))

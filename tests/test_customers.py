@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import REPO, Samples, parse_samples, run_command, sample, select, write_yaml
+from helpers import REPO, Samples, metrics_body, parse_samples, run_command, sample, select, write_yaml
 
 from exporter import landing
 from exporter.app import Exporter
@@ -111,7 +111,7 @@ def make_app() -> Iterator[Any]:
 
 
 def published(app: Exporter) -> tuple[dict[tuple[int, str, str], tuple[float, float]], Samples]:
-    samples = parse_samples(app.exposition.render().decode())
+    samples = parse_samples(metrics_body(app.exposition).decode())
     devices = select(samples, "ncentral_customer_devices")
     issues = select(samples, "ncentral_customer_patch_issue_devices")
     assert set(devices) == set(issues), "every devices series has its patch-issue twin"
@@ -300,7 +300,7 @@ def test_invalid_device_list_fails_the_run_as_invalid_response(estate_sim: Simul
     app = make_app(config(estate_sim))
     estate_sim.add_fault("garbage", endpoint="devices")
     assert not app.customer_scan.run()
-    samples = parse_samples(app.exposition.render().decode())
+    samples = parse_samples(metrics_body(app.exposition).decode())
     assert sample(samples, "ncentral_patch_report_failures_total", report=CUSTOMERS, reason="invalid_response") == 1
     assert not select(samples, "ncentral_customer_devices")
 
@@ -325,7 +325,7 @@ def test_state_file_round_trip(estate_sim: Simulator, make_app: Any, tmp_path: P
 
     # A changed scope starts afresh: the stored counts answered another question.
     rescoped = make_app(config(estate_sim, {"exclude": "Beta"}), storage)
-    assert not select(parse_samples(rescoped.exposition.render().decode()), "ncentral_customer_devices")
+    assert not select(parse_samples(metrics_body(rescoped.exposition).decode()), "ncentral_customer_devices")
 
 
 def test_reload_adds_and_removes_the_scan(estate_sim: Simulator, tmp_path: Path) -> None:
@@ -343,7 +343,7 @@ def test_reload_adds_and_removes_the_scan(estate_sim: Simulator, tmp_path: Path)
         assert published(app)[0] == EXPECTED
         write_yaml(path, document)
         assert app.reload() is None
-        samples = parse_samples(app.exposition.render().decode())
+        samples = parse_samples(metrics_body(app.exposition).decode())
         assert not select(samples, "ncentral_customer_devices")
         assert not select(samples, "ncentral_patch_report_runs_total", report=CUSTOMERS)
     finally:

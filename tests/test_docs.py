@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import yaml
-from helpers import REPO, parse_samples
+from helpers import REPO, metrics_body, parse_samples
 
 from exporter.app import Exporter
 from exporter.cli import build_parser
@@ -26,7 +26,7 @@ def emitted_metric_names(sim: Simulator) -> set[str]:
         assert app.runner.run("all")
         sim.add_fault("403", endpoint="submit")
         assert not app.runner.run("all")  # failure metrics too
-        text = app.exposition.render().decode()
+        text = metrics_body(app.exposition).decode()
     finally:
         app.shutdown()
     return {name for name, _ in parse_samples(text)}

@@ -9,18 +9,22 @@ import re
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import fields, replace
+from functools import partial
+from types import MappingProxyType
 
 import pytest
-from helpers import parse_samples, sample, select, wait_for
+from helpers import metrics_body, parse_samples, sample, select, wait_for
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.app import Exporter
 from exporter.collector import ExporterCollector, ReportCollector
-from exporter.config import Config, NCentralSettings, ReportSettings
+from exporter.config import CUSTOMERS, Config, CustomerSettings, NCentralSettings, ReportSettings
+from exporter.customers import CustomerCount, CustomerData
+from exporter.errors import REASONS
 from exporter.exposition import Exposition
 from exporter.report import ApprovalCount, InstallCount, ReportData
-from exporter.store import ReportState, Store
+from exporter.store import InFlight, ReportState, Store
 from exporter.web import WebServer
 from exporter.webconfig import WebConfig
 
@@ -95,8 +99,8 @@ def stock(exposition: Exposition, reports: ReportCollector) -> bytes:
 
 
 def assert_same_as_stock(exposition: Exposition, reports: ReportCollector) -> bytes:
-    plain = exposition.render()
-    unzipped = gzip.decompress(exposition.render(gzipped=True))
+    plain = metrics_body(exposition)
+    unzipped = gzip.decompress(metrics_body(exposition, gzipped=True))
     expected = steady(stock(exposition, reports))
     assert steady(plain) == expected
     assert steady(unzipped) == expected
@@ -156,19 +160,71 @@ def test_data_past_max_data_age_leaves_the_cache_without_a_store_change(
     assert sample(stale, "ncentral_patch_report_last_run_success", report="servers") == 1
 
 
+# Per field of ReportState, a value other than what `fill` stores. A new field must be added here, and the
+# test below then proves that a store change to it reaches the cached body.
+CHANGED: dict[str, object] = {
+    "fingerprint": "another-fingerprint",
+    "data": replace(DATA, installs=DATA.installs[:1]),
+    "last_success_time": 1.7e9,
+    "last_duration": 99.5,
+    "last_run_success": False,
+    "last_run_time": 1.7e9 + 5,
+    "last_reason": "http",
+    "last_error": "HTTP 500",
+    "runs_total": 41,
+    "failures": MappingProxyType({**dict.fromkeys(REASONS, 0), "http": 3, "unheard_of": 1}),
+    "in_flight": InFlight(7, 1.7e9),
+    "customers": CustomerData((CustomerCount(3, "Acme", "Laptops", 5, 2),)),
+}
+
+
+def test_every_state_field_changed_through_the_store_reaches_the_cached_body(clock: Clock) -> None:
+    assert set(CHANGED) == {field.name for field in fields(ReportState)}, "a new ReportState field: add it to CHANGED"
+    store = Store((*REPORTS, CustomerSettings()))
+    reports = ReportCollector(store, lambda: REPORTS, wall=clock)
+    exposition = Exposition(store, reports, ExporterCollector())
+    for name in ("all", CUSTOMERS):
+        fill(store, name, DATA, clock.now)
+    for field_name, value in CHANGED.items():
+        before = metrics_body(exposition)  # renders, and caches, the state before the change
+        for name in ("all", CUSTOMERS):
+            state = store.snapshot[name]
+            assert getattr(state, field_name) != value
+            change = partial(replace, **{field_name: value})
+            assert store.update(name, change, fingerprint=state.fingerprint)
+        after = assert_same_as_stock(exposition, reports)
+        if field_name not in ("fingerprint", "last_run_time", "last_reason", "last_error", "in_flight"):
+            assert steady(after) != steady(before), f"{field_name} shows in the metrics"
+
+
+def test_a_reload_that_sets_max_data_age_reaches_the_cached_body_without_a_store_change(
+    store: Store, exposition: Exposition, clock: Clock
+) -> None:
+    configured = [REPORTS]
+    reports = ReportCollector(store, lambda: configured[0], wall=clock)
+    exposition = Exposition(store, reports, ExporterCollector())
+    fill(store, "all", DATA, clock.now - 600)
+    snapshot = store.snapshot
+    assert select(parse_samples(metrics_body(exposition).decode()), "ncentral_patch_approvals", report="all")
+    configured[0] = (replace(REPORTS[0], max_data_age=60.0), REPORTS[1])
+    stale = parse_samples(assert_same_as_stock(exposition, reports).decode())
+    assert store.snapshot is snapshot
+    assert select(stale, "ncentral_patch_approvals", report="all") == {}
+
+
 @pytest.mark.parametrize("openmetrics", [False, True])
 def test_gzip_is_one_member_that_decodes_to_the_plain_body(
     store: Store, exposition: Exposition, clock: Clock, openmetrics: bool
 ) -> None:
     fill(store, "all", DATA, clock.now)
     for _ in range(2):  # the cached part with a fresh live part each time
-        zipped = exposition.render(gzipped=True, openmetrics=openmetrics)
+        zipped = metrics_body(exposition, gzipped=True, openmetrics=openmetrics)
         # One RFC 1952 member: what curl and browsers read (they stop after the first member).
         decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
         text = decoder.decompress(zipped)
         assert decoder.eof
         assert decoder.unused_data == b""
-        assert steady(text) == steady(exposition.render(openmetrics=openmetrics))
+        assert steady(text) == steady(metrics_body(exposition, openmetrics=openmetrics))
         assert gzip.decompress(zipped) == text  # the trailer's CRC-32 and length are checked here
 
 

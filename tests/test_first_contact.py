@@ -14,6 +14,7 @@ import pytest
 from helpers import (
     ExporterProcess,
     free_port,
+    metrics_body,
     parse_samples,
     run_command,
     sample,
@@ -271,12 +272,12 @@ def test_failed_state_writes_are_counted(
     directory.mkdir()
     app = Exporter(replace(make_config(sim.url, sim.jwt), storage_path=str(directory / "state.json")))
     try:
-        samples = parse_samples(app.exposition.render().decode())
+        samples = parse_samples(metrics_body(app.exposition).decode())
         assert sample(samples, "ncentral_patch_exporter_state_write_failures_total") == 0
         directory.rename(tmp_path / "gone")  # the volume went away: not silently created again
         with caplog.at_level(logging.ERROR, logger="exporter.store"):
             assert app.run_once()
-        samples = parse_samples(app.exposition.render().decode())
+        samples = parse_samples(metrics_body(app.exposition).decode())
         failures = sample(samples, "ncentral_patch_exporter_state_write_failures_total")
         assert failures is not None and failures >= 1
         assert not directory.exists()

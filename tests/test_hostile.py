@@ -18,6 +18,7 @@ import pytest
 from helpers import (
     ExporterProcess,
     Samples,
+    metrics_body,
     parse_samples,
     run_command,
     sample,
@@ -48,7 +49,7 @@ def make_config(sim: Simulator, storage: Path | None = None, **ncentral: Any) ->
 
 
 def scrape(app: Exporter) -> Samples:
-    return parse_samples(app.exposition.render().decode())
+    return parse_samples(metrics_body(app.exposition).decode())
 
 
 def approvals(app: Exporter) -> dict[frozenset[tuple[str, str]], float]:

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from helpers import Samples, parse_samples, sample, select, wait_for
+from helpers import Samples, metrics_body, parse_samples, sample, select, wait_for
 
 from exporter.app import Exporter
 from exporter.config import Config, NCentralSettings, ReportSettings
@@ -39,7 +39,7 @@ def exporter(sim: Simulator) -> Iterator[Exporter]:
 
 
 def scrape(app: Exporter) -> Samples:
-    return parse_samples(app.exposition.render().decode())
+    return parse_samples(metrics_body(app.exposition).decode())
 
 
 def approvals(samples: Samples) -> dict[frozenset[tuple[str, str]], float]:
