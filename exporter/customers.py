@@ -35,6 +35,7 @@ from exporter.errors import (
     Stopped,
     UpstreamError,
 )
+from exporter.labels import label_value
 from exporter.scrub import shown
 
 if TYPE_CHECKING:
@@ -102,7 +103,7 @@ def customer_data(rows: Iterable[Sequence[object]], where: str) -> CustomerData:
     for customer_id, customer, device_class, devices, issues in rows:
         count = _count(devices, where)
         counts.append(CustomerCount(
-            _int(customer_id, where), _text(customer, where), _text(device_class, where), count,
+            _int(customer_id, where), label_value(customer, where), label_value(device_class, where), count,
             min(_count(issues, where), count),
         ))
     return CustomerData(rows=tuple(counts))
@@ -121,20 +122,10 @@ def _count(value: object, where: str) -> int:
     return count
 
 
-def _text(value: object, where: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidResponse(f"{where}: expected a non-empty string, got {shown(value)}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate from a \ud800 escape: no label value can carry it
-        raise InvalidResponse(f"{where}: not valid Unicode text: {shown(value)}") from None
-    return value
-
-
 def _optional_text(value: object, where: str) -> str | None:
     if value is None or value == "":
         return None
-    return _text(value, where)
+    return label_value(value, where)
 
 
 def parse_page(body: Mapping[str, Any], where: str) -> Page:

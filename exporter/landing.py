@@ -157,6 +157,22 @@ def filters_text(report: ReportSettings) -> dict[str, str]:
     }
 
 
+def _outcome(state: ReportState | None, none_yet: str) -> str:
+    """The last run's outcome as HTML: success, or the failure's reason and error."""
+    if state is None or state.last_run_time is None:
+        return none_yet
+    if state.last_run_success:
+        return '<span class="ok">success</span>'
+    outcome = f'<span class="bad">failed: {escape(state.last_reason or "unknown")}</span>'
+    if state.last_error:
+        outcome += f"<br><small>{escape(state.last_error)}</small>"
+    return outcome
+
+
+def _next_run(next_run: dt.datetime | None) -> str:
+    return next_run.strftime("%Y-%m-%d %H:%M:%S UTC") if next_run else "not scheduled"
+
+
 def _report_section(
     report: ReportSettings,
     state: ReportState | None,
@@ -168,16 +184,9 @@ def _report_section(
     filters = "".join(
         f"<tr><th>{escape(key)}</th><td>{escape(value)}</td></tr>" for key, value in filters_text(report).items()
     )
-    if state is None or state.last_run_time is None:
-        outcome = "no run finished yet"
-    elif state.last_run_success:
-        outcome = '<span class="ok">success</span>'
-    else:
-        outcome = f'<span class="bad">failed: {escape(state.last_reason or "unknown")}</span>'
-        if state.last_error:
-            outcome += f"<br><small>{escape(state.last_error)}</small>"
+    outcome = _outcome(state, "no run finished yet")
     duration = f"{state.last_duration:.1f}s" if state and state.last_duration is not None else "n/a"
-    next_text = next_run.strftime("%Y-%m-%d %H:%M:%S UTC") if next_run else "not scheduled"
+    next_text = _next_run(next_run)
     rows = (
         f"<tr><th>last run</th><td>{outcome}</td></tr>"
         f"<tr><th>last success</th><td>{_when(state.last_success_time if state else None, now)}</td></tr>"
@@ -199,15 +208,8 @@ def customers_section(state: ReportState | None, next_run: dt.datetime | None, n
     problem; empty when the scan is not configured."""
     if state is None or (state.customers is None and state.last_run_time is None and next_run is None):
         return ""
-    if state.last_run_time is None:
-        outcome = "no scan finished yet"
-    elif state.last_run_success:
-        outcome = '<span class="ok">success</span>'
-    else:
-        outcome = f'<span class="bad">failed: {escape(state.last_reason or "unknown")}</span>'
-        if state.last_error:
-            outcome += f"<br><small>{escape(state.last_error)}</small>"
-    next_text = next_run.strftime("%Y-%m-%d %H:%M:%S UTC") if next_run else "not scheduled"
+    outcome = _outcome(state, "no scan finished yet")
+    next_text = _next_run(next_run)
     parts = [
         f'<section class="customers" id="{CUSTOMERS}"><h2>Customers</h2><table>'
         f"<tr><th>last scan</th><td>{outcome}</td></tr>"

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 from exporter.config import PATCH_APPROVALS, ReportSettings, resolve_start_date
 from exporter.errors import InvalidResponse, ReportFailed
-from exporter.labels import snake_case
+from exporter.labels import label_value, snake_case
 from exporter.scrub import shown
 
 # Always exported per device class, 0 when the report leaves the key out (as the API's example does):
@@ -66,8 +66,11 @@ def report_data(
     """Counts from rows of plain values (the state file keeps them so), as strictly as a report from
     N-central: raises InvalidResponse, ValueError, TypeError or KeyError if they are not that."""
     return _report_data(
-        (((_name(d, where), _name(a, where)), _count(c, where)) for d, a, c in approvals),
-        (((_name(a, where), _name(i, where), _name(p, where)), _count(c, where)) for a, i, p, c in installs),
+        (((label_value(d, where), label_value(a, where)), _count(c, where)) for d, a, c in approvals),
+        (
+            ((label_value(a, where), label_value(i, where), label_value(p, where)), _count(c, where))
+            for a, i, p, c in installs
+        ),
     )
 
 
@@ -112,16 +115,6 @@ def _list(value: object, where: str) -> list[Any]:
         return []
     if not isinstance(value, list):
         raise InvalidResponse(f"{where}: expected a list, got {type(value).__name__}")
-    return value
-
-
-def _name(value: object, where: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidResponse(f"{where}: expected a non-empty string, got {shown(value)}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate from a \ud800 escape: no label value can carry it
-        raise InvalidResponse(f"{where}: not valid Unicode text: {shown(value)}") from None
     return value
 
 
@@ -187,7 +180,7 @@ def parse_data(raw: object, max_series: int | None = None) -> ReportData:
     for index, item in enumerate(summaries):
         where = f"data.deviceClassSummaries[{index}]"
         summary = _object(item, where)
-        device_class = _name(summary.get("deviceClass"), f"{where}.deviceClass")
+        device_class = label_value(summary.get("deviceClass"), f"{where}.deviceClass")
         raw_counts = summary.get("approvalStatusCounts")
         # Left out or null: no counts (all 0). Any other non-object ([], 0, false, "") is a wrong shape.
         counts = _object({} if raw_counts is None else raw_counts, f"{where}.approvalStatusCounts")
@@ -208,15 +201,15 @@ def parse_data(raw: object, max_series: int | None = None) -> ReportData:
     for index, item in enumerate(_list(data.get("patchSummaryList"), "data.patchSummaryList")):
         where = f"data.patchSummaryList[{index}]"
         summary = _object(item, where)
-        approval = snake_case(_name(summary.get("approvalStatus"), f"{where}.approvalStatus"))
+        approval = snake_case(label_value(summary.get("approvalStatus"), f"{where}.approvalStatus"))
         for s_index, status_item in enumerate(_list(summary.get("patchInstallStatusCounts"), where)):
             s_where = f"{where}.patchInstallStatusCounts[{s_index}]"
             status_counts = _object(status_item, s_where)
-            install = snake_case(_name(status_counts.get("patchInstallStatus"), f"{s_where}.patchInstallStatus"))
+            install = snake_case(label_value(status_counts.get("patchInstallStatus"), f"{s_where}.patchInstallStatus"))
             for t_index, type_item in enumerate(_list(status_counts.get("patchTypeSummaries"), s_where)):
                 t_where = f"{s_where}.patchTypeSummaries[{t_index}]"
                 type_counts = _object(type_item, t_where)
-                patch_type = snake_case(_name(type_counts.get("patchType"), f"{t_where}.patchType"))
+                patch_type = snake_case(label_value(type_counts.get("patchType"), f"{t_where}.patchType"))
                 limit.add(1)
                 installs.append(((approval, install, patch_type), _count(type_counts.get("count"), t_where)))
     return _report_data(approvals, installs)
