@@ -1,7 +1,9 @@
 """The latest good result and run outcomes per report: one immutable snapshot, swapped whole per change.
 
 The job thread is the only writer; scrapes read `snapshot` without locking. With a storage path the
-results and in-flight report ids survive restarts (written atomically on every change).
+results and in-flight report ids survive restarts (written atomically on every change); the state file's
+format is this module's (the values in it are checked by `report.report_data` and
+`customers.customer_data`, as strictly as N-central's answers).
 """
 
 from __future__ import annotations
