@@ -30,7 +30,8 @@ class ScrubFilter(logging.Filter):
             record.msg, record.args = scrub(record.getMessage()), None
         for key, value in list(vars(record).items()):
             if key not in _STANDARD:
-                setattr(record, key, _scrubbed(value))
+                with contextlib.suppress(Exception):  # unprintable: the formatter fails on it, and reports it
+                    setattr(record, key, _scrubbed(value))
         if record.exc_info:
             record.exc_text = _TRACEBACKS.formatException(record.exc_info)
         if record.exc_text:
@@ -43,10 +44,12 @@ class ScrubFilter(logging.Filter):
 def _scrubbed(value: object) -> object:
     if value is None or isinstance(value, bool | int | float):
         return value
-    if isinstance(value, list | tuple):
-        return type(value)(_scrubbed(item) for item in value)
-    if isinstance(value, dict):
-        return {str(key): _scrubbed(item) for key, item in value.items()}
+    if type(value) is list:
+        return [_scrubbed(item) for item in value]
+    if type(value) is tuple:
+        return tuple(_scrubbed(item) for item in value)
+    if type(value) is dict:
+        return {_scrubbed(key): _scrubbed(item) for key, item in value.items()}
     return scrub(str(value))  # what the formatters would print of it anyway
 
 
