@@ -1,6 +1,7 @@
 """The process-wide register of secrets (JWT, access and refresh tokens) and the scrubbing that keeps them
 out of text: applied once at the log handler (`logs.ScrubFilter`) and once in `UpstreamError`'s
-constructor; `shown` and `clipped` scrub before they cut, so no part of a token survives a cut."""
+constructor; `shown` and `clipped` scrub before they cut, so no part of a token survives a cut. A token
+must be `header_safe` (one printable word) for any of this to recognise it wherever it is quoted."""
 
 from __future__ import annotations
 
