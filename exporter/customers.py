@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field, replace
 from functools import partial
 from types import MappingProxyType
@@ -36,8 +36,10 @@ from exporter.errors import (
     UpstreamError,
 )
 from exporter.logs import scrub
+from exporter.workers import DaemonPool
 
 if TYPE_CHECKING:
+    from exporter.running_config import RunningConfig
     from exporter.store import ReportState, Store
 
 log = logging.getLogger(__name__)
@@ -205,7 +207,7 @@ class _Devices:
 class CustomerScan:
     def __init__(
         self,
-        config: Config,
+        config: RunningConfig,
         store: Store,
         stop: threading.Event,
         *,
@@ -214,7 +216,9 @@ class CustomerScan:
         monotonic: Callable[[], float] = time.monotonic,
         max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
-        """`max_in_flight` other than 2 is for the benchmark's side-by-side baseline only."""
+        """`config` is asked for the scan's settings at the start of each run. `max_in_flight` other than 2
+        is for the benchmark's side-by-side baseline only."""
+        self._running = config
         self._max_in_flight = max_in_flight
         self._store = store
         self._stop = stop
@@ -222,30 +226,34 @@ class CustomerScan:
         self._wall = wall
         self._monotonic = monotonic
         self._lock = threading.Lock()
-        self._config = config
-        self._client = client_factory(config.ncentral, stop)
+        self._client = client_factory(config.get().ncentral, stop)
+        config.on_swap(self._config_swapped)
 
-    def reconfigure(self, config: Config) -> None:
+    def _config_swapped(self, _old: Config, _new: Config) -> None:
+        self._current()
+
+    def _current(self) -> tuple[CustomerSettings | None, NCentralClient]:
+        """The scan's settings and a client for the N-central settings of the same config."""
         with self._lock:
-            if config.ncentral != self._config.ncentral:
+            config = self._running.get()  # read under the lock: a late reader never brings back an old client
+            if self._client.settings != config.ncentral:
                 # Not closed: a run may be using it; it goes when that run lets go of it.
                 self._client = self._client_factory(config.ncentral, self._stop)
-            self._config = config
+            return config.customers, self._client
 
     def close(self) -> None:
         self._client.close()
 
     def run(self) -> bool:
         """Scan once; True on success. Never raises for N-central's faults."""
-        with self._lock:
-            settings, client = self._config.customers, self._client
+        settings, client = self._current()
         if settings is None or self._stop.is_set():
             return False
         started = self._monotonic()
         # A scan never outlasts its interval; retries and backoffs stay within it.
         deadline = started + settings.interval
         try:
-            with ThreadPoolExecutor(max_workers=self._max_in_flight, thread_name_prefix="customer-scan") as pool:
+            with DaemonPool(self._max_in_flight, "customer-scan") as pool:
                 devices = self._devices(client, pool, deadline)
                 wanted = sorted(cid for cid, name in devices.names.items() if settings.wanted(name))
                 issues, failed = self._issues(client, pool, settings, wanted, devices, deadline)
@@ -272,7 +280,7 @@ class CustomerScan:
         path: str,
         deadline: float,
         parse: Callable[[Any, str], T],
-        pool: ThreadPoolExecutor | None,
+        pool: Executor | None,
     ) -> Iterator[T]:
         """Every item of a paged list, parsed: page 1, then the pages `totalPages` promises (through `pool`
         when given, else one after the other). Each page is parsed where it is fetched, so the raw JSON of
@@ -309,7 +317,7 @@ class CustomerScan:
         for items, _ in _in_order(pool, [partial(page, number) for number in numbers], self._max_in_flight * 2):
             yield from items
 
-    def _devices(self, client: NCentralClient, pool: ThreadPoolExecutor, deadline: float) -> _Devices:
+    def _devices(self, client: NCentralClient, pool: Executor, deadline: float) -> _Devices:
         names: dict[int, str] = {}
         classes: dict[int, dict[str, int]] = {}
         device_class: dict[int, tuple[int, str]] = {}
@@ -331,7 +339,7 @@ class CustomerScan:
     def _issues(
         self,
         client: NCentralClient,
-        pool: ThreadPoolExecutor,
+        pool: Executor,
         settings: CustomerSettings,
         wanted: list[int],
         devices: _Devices,
@@ -454,7 +462,7 @@ class CustomerScan:
                      extra={"report": CUSTOMERS})
 
 
-def _in_order(pool: ThreadPoolExecutor, tasks: Sequence[Callable[[], T]], window: int) -> Iterator[T]:
+def _in_order(pool: Executor, tasks: Sequence[Callable[[], T]], window: int) -> Iterator[T]:
     """Run `tasks` on `pool` and yield their results in order, with at most `window` results pending (a
     bound on memory); on the first failure the tasks not yet started are cancelled (those running finish)
     and the failure is raised."""

@@ -118,10 +118,10 @@ def test_fault_keeps_data_counts_reason_and_recovers(
     sim: Simulator, fault: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     inject, reason = FAULTS[fault]
-    app = Exporter(make_config(sim, timeout=0.5 if fault == "never-completes" else 5.0))
-    app.runner.reconfigure(
-        replace(app.config, ncentral=replace(app.config.ncentral, request_timeout=0.3))
-    ) if fault == "read-timeout" else None
+    config = make_config(sim, timeout=0.5 if fault == "never-completes" else 5.0)
+    if fault == "read-timeout":
+        config = replace(config, ncentral=replace(config.ncentral, request_timeout=0.3))
+    app = Exporter(config)
     jwt = sim.jwt
     try:
         assert app.runner.run("all") is True
