@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 # How long shutdown waits for the run under way to end once halted (a wait ends at once; an HTTP call
 # ends by its own deadline, which the state, written meanwhile, does not need).
-SHUTDOWN_GRACE = 2.0
+SHUTDOWN_GRACE = 1.0
 
 ConfigLoader = Callable[[], Config]
 
