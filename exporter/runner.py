@@ -164,20 +164,31 @@ class Runner:
         started = self._monotonic()
         report_id: int | None = None
         try:
-            report_id, submitted_at, deadline, resumed = self._submit_or_resume(settings, client)
             try:
-                data = self._poll_until_done(settings, client, report_id, deadline)
-            except NotSupported:
-                if not resumed:
-                    raise
-                # N-central forgot the stored id (restarted, or ids expire): that is no reason to fail.
-                log.info("N-central no longer knows the stored report id; submitting anew",
-                         extra={"report": name, "report_id": report_id})
-                self._update(settings, lambda s: replace(s, in_flight=None), client)
-                report_id, submitted_at, deadline, _ = self._submit_or_resume(settings, client)
-                data = self._poll_until_done(settings, client, report_id, deadline)
-            self._record_success(settings, client, data, report_id, self._wall() - submitted_at)
-            return RunOutcome.SUCCEEDED
+                report_id, submitted_at, deadline, resumed = self._submit_or_resume(settings, client)
+                try:
+                    data = self._poll_until_done(settings, client, report_id, deadline)
+                except NotSupported:
+                    if not resumed:
+                        raise
+                    # N-central forgot the stored id (restarted, or ids expire): that is no reason to fail.
+                    log.info("N-central no longer knows the stored report id; submitting anew",
+                             extra={"report": name, "report_id": report_id})
+                    self._update(settings, lambda s: replace(s, in_flight=None), client)
+                    report_id, submitted_at, deadline, _ = self._submit_or_resume(settings, client)
+                    data = self._poll_until_done(settings, client, report_id, deadline)
+                self._record_success(settings, client, data, report_id, self._wall() - submitted_at)
+                return RunOutcome.SUCCEEDED
+            except (Stopped, _Interrupted):
+                raise
+            except UpstreamError as exc:
+                failure = exc
+            except Exception as exc:  # a bug must not stop the schedule or lose the run's count
+                log.exception("unexpected error in a report run", extra={"report": name})
+                failure = InternalError(f"unexpected {type(exc).__name__} in the exporter (see the log)")
+            # Recording the failure may be refused too (a reload meanwhile): hence inside the outer try.
+            self._record_failure(settings, client, failure, report_id, self._monotonic() - started)
+            return RunOutcome.FAILED
         except (Stopped, _Interrupted) as exc:
             if self._stop.is_set():
                 log.info("report run interrupted by shutdown", extra={"report": name, "report_id": report_id})
@@ -186,13 +197,6 @@ class Runner:
                 return exc.outcome
             # The client's own wait was halted: by a reload that replaced it, or by `halt` alone.
             return RunOutcome.CLIENT_REPLACED if self._current(name)[1] is not client else RunOutcome.STOPPED
-        except UpstreamError as exc:
-            self._record_failure(settings, client, exc, report_id, self._monotonic() - started)
-        except Exception as exc:  # a bug must not stop the schedule or lose the run's count
-            log.exception("unexpected error in a report run", extra={"report": name})
-            error = InternalError(f"unexpected {type(exc).__name__} in the exporter (see the log)")
-            self._record_failure(settings, client, error, report_id, self._monotonic() - started)
-        return RunOutcome.FAILED
 
     def _update(
         self, settings: ReportSettings, change: Callable[[ReportState], ReportState], client: NCentralClient

@@ -18,6 +18,7 @@ from helpers import ExporterProcess, test_config, wait_for, write_yaml
 from exporter.app import Exporter, collections
 from exporter.client import NCentralClient, interruptible_sleep
 from exporter.config import Config, NCentralSettings, ReportSettings, server_identity
+from exporter.errors import ReportFailed
 from exporter.report import PollResult
 from exporter.runner import Runner
 from exporter.running_config import RunningConfig
@@ -50,7 +51,7 @@ def test_a_swap_tells_each_listener_once_and_then_everyone_asks_the_new_config(s
 # --- the outcomes of a run ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("call", ["submit", "poll"])
+@pytest.mark.parametrize("call", ["submit", "poll", "failing poll"])
 def test_a_reload_inside_a_call_is_refused_by_the_store_and_the_run_starts_afresh(
     sim: Simulator, call: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -64,10 +65,12 @@ def test_a_reload_inside_a_call_is_refused_by_the_store_and_the_run_starts_afres
     reloads: list[str] = []
 
     def reload_once(where: str) -> None:
-        if where == call and not reloads:
+        if call.endswith(where) and not reloads:
             reloads.append(where)
             store.reconfigure(collections(new), server=server_identity(new.ncentral))
             running.swap(new)
+            if call.startswith("failing"):
+                raise ReportFailed("the run fails after the reload: recording the failure is refused")
 
     class ReloadingClient(NCentralClient):
         def submit(self, body: Mapping[str, Any], deadline: float) -> int:
@@ -87,7 +90,7 @@ def test_a_reload_inside_a_call_is_refused_by_the_store_and_the_run_starts_afres
             assert runner.run("all")
     finally:
         runner.close()
-    assert reloads == [call]
+    assert reloads == [call.split()[-1]]
     restart = "report settings changed during the run; starting it afresh"
     restarts = [r for r in caplog.records if r.getMessage() == restart]
     assert len(restarts) == 1
@@ -98,6 +101,7 @@ def test_a_reload_inside_a_call_is_refused_by_the_store_and_the_run_starts_afres
     state = store.snapshot["all"]
     assert state.fingerprint == new.reports[0].fingerprint
     assert state.runs_total == 1  # the refused run left no count
+    assert state.last_run_success
     assert state.data is not None
 
 
