@@ -224,10 +224,11 @@ def _once(config: Config, signals: _Signals) -> int:
     if interrupted:
         log.warning("interrupted; no metrics printed")
         return 1
+    ok = outcome.result()  # a bug in the run raises here, before anything is printed
     exporter.runner.close()
     sys.stdout.buffer.write(exporter.exposition.render_reports())
     sys.stdout.flush()
-    return 0 if outcome.result() else 1
+    return 0 if ok else 1
 
 
 def _serve(
