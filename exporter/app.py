@@ -21,6 +21,7 @@ from exporter.config import (
 )
 from exporter.customers import CustomerScan
 from exporter.exposition import Exposition
+from exporter.live_client import ClientFactory, default_client
 from exporter.runner import Runner
 from exporter.running_config import RunningConfig
 from exporter.scheduler import ReportScheduler
@@ -50,14 +51,18 @@ class Exporter:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Sleep | None = None,
         stop: threading.Event | None = None,
+        client_factory: ClientFactory = default_client,
     ) -> None:
-        """`wall`, `monotonic` and `sleep` (default: one that `stop` interrupts) drive time in tests."""
+        """`wall`, `monotonic` and `sleep` (default: one that `stop` interrupts) drive time in tests;
+        `client_factory` makes the N-central clients."""
         self.running_config = RunningConfig(config)  # the one owner of the config; the others ask it
         self._load_config = load_config
         self.stop = stop or threading.Event()
         self.store = Store(collections(config), config.storage_path, server=server_identity(config.ncentral))
-        self.runner = Runner(self.running_config, self.store, self.stop, wall=wall, monotonic=monotonic, sleep=sleep)
-        self.customer_scan = CustomerScan(self.running_config, self.store, self.stop, wall=wall, monotonic=monotonic)
+        self.runner = Runner(self.running_config, self.store, self.stop, client_factory=client_factory,
+                             wall=wall, monotonic=monotonic, sleep=sleep)
+        self.customer_scan = CustomerScan(self.running_config, self.store, self.stop, client_factory=client_factory,
+                                          wall=wall, monotonic=monotonic)
         self.scheduler = ReportScheduler(self._run, lambda: collections(self.config))
         self.meta = ExporterCollector()
         self.reports = ReportCollector(self.store, lambda: self.config.reports, wall)

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from exporter.client import NCentralClient, interruptible_sleep
-from exporter.config import CUSTOMERS, Config, CustomerSettings, NCentralSettings, server_identity
+from exporter.client import NCentralClient
+from exporter.config import CUSTOMERS, CustomerSettings, server_identity
 from exporter.errors import (
     Forbidden,
     InternalError,
@@ -35,6 +35,7 @@ from exporter.errors import (
     Stopped,
     UpstreamError,
 )
+from exporter.live_client import ClientFactory, LiveClient, default_client
 from exporter.logs import scrub
 from exporter.workers import DaemonPool
 
@@ -52,7 +53,6 @@ CUSTOMER_ERROR_REASONS = (Forbidden.reason, NotSupported.reason)
 UNKNOWN_CLASS = "Unknown"
 
 T = TypeVar("T")
-ClientFactory = Callable[[NCentralSettings, threading.Event], NCentralClient]
 
 
 class CustomerCount(NamedTuple):
@@ -193,10 +193,6 @@ def patch_issue_device(settings: CustomerSettings, raw: object, where: str) -> i
 # --- the scan ----------------------------------------------------------------------------------------
 
 
-def default_client(settings: NCentralSettings, stop: threading.Event) -> NCentralClient:
-    return NCentralClient(settings, sleep=interruptible_sleep(stop))
-
-
 @dataclass(frozen=True)
 class _Devices:
     names: dict[int, str]  # customer id → name (the last one seen)
@@ -218,35 +214,22 @@ class CustomerScan:
     ) -> None:
         """`config` is asked for the scan's settings at the start of each run. `max_in_flight` other than 2
         is for the benchmark's side-by-side baseline only."""
-        self._running = config
         self._max_in_flight = max_in_flight
         self._store = store
         self._stop = stop
-        self._client_factory = client_factory
         self._wall = wall
         self._monotonic = monotonic
-        self._lock = threading.Lock()
-        self._client = client_factory(config.get().ncentral, stop)
-        config.on_swap(self._config_swapped)
-
-    def _config_swapped(self, _old: Config, _new: Config) -> None:
-        self._current()
-
-    def _current(self) -> tuple[CustomerSettings | None, NCentralClient]:
-        """The scan's settings and a client for the N-central settings of the same config."""
-        with self._lock:
-            config = self._running.get()  # read under the lock: a late reader never brings back an old client
-            if self._client.settings != config.ncentral:
-                # Not closed: a run may be using it; it goes when that run lets go of it.
-                self._client = self._client_factory(config.ncentral, self._stop)
-            return config.customers, self._client
+        # The clients share the stop event: a reload that replaces one lets a scan under way finish (the
+        # store drops its result if the server changed).
+        self._clients = LiveClient(config, client_factory, halt=stop)
 
     def close(self) -> None:
-        self._client.close()
+        self._clients.close()
 
     def run(self) -> bool:
         """Scan once; True on success. Never raises for N-central's faults."""
-        settings, client = self._current()
+        config, client = self._clients.current()
+        settings = config.customers
         if settings is None or self._stop.is_set():
             return False
         started = self._monotonic()

@@ -11,8 +11,9 @@ from dataclasses import replace
 from enum import Enum
 
 from exporter.client import NCentralClient, ServerInfo, Sleep, interruptible_sleep
-from exporter.config import Config, NCentralSettings, ReportSettings, server_identity
+from exporter.config import ReportSettings, server_identity
 from exporter.errors import InternalError, NotSupported, ReportTimeout, Stopped, UpstreamError
+from exporter.live_client import ClientFactory, LiveClient, default_client
 from exporter.report import COMPLETED, ReportData
 from exporter.running_config import RunningConfig
 from exporter.store import InFlight, ReportState, Store
@@ -21,13 +22,6 @@ log = logging.getLogger(__name__)
 
 # After these the report may still be generating at N-central: the next run polls its id again.
 _RESUMABLE = frozenset({"connection", "rate_limited", "http"})
-
-# The event halts the client's waits (backoff): set when a reload replaces the client, and on shutdown.
-ClientFactory = Callable[[NCentralSettings, threading.Event], NCentralClient]
-
-
-def default_client(settings: NCentralSettings, stop: threading.Event) -> NCentralClient:
-    return NCentralClient(settings, sleep=interruptible_sleep(stop))
 
 
 class RunOutcome(Enum):
@@ -61,69 +55,37 @@ class Runner:
         sleep: Sleep | None = None,
     ) -> None:
         """`config` is asked for the report's settings at each step; a swap that changes the N-central
-        settings replaces the client at once and halts the old one's waits."""
-        self._running = config
+        settings replaces the client at once and halts the old one's waits (see LiveClient)."""
         self._store = store
         self._stop = stop
-        self._client_factory = client_factory
         self._wall = wall
         self._monotonic = monotonic
         self._given_sleep = sleep
-        self._lock = threading.Lock()
-        # Each client has its own halt event: set when a reload replaces the client (its run starts afresh
-        # with the new settings at once, not after its retries) and on shutdown (`halt`).
-        self._halts: dict[NCentralClient, threading.Event] = {}
-        self._client = self._new_client(config.get().ncentral)
-        config.on_swap(self._config_swapped)
-
-    def _new_client(self, settings: NCentralSettings) -> NCentralClient:
-        halt = threading.Event()
-        client = self._client_factory(settings, halt)
-        self._halts[client] = halt
-        return client
-
-    def _config_swapped(self, _old: Config, _new: Config) -> None:
-        self._current_config()  # now, not at the next run: the old client's waits are halted at once
-
-    def _current_config(self) -> tuple[Config, NCentralClient]:
-        """The config in force and a client for its N-central settings. Under the lock, so a late reader
-        never brings back an old client."""
-        with self._lock:
-            config = self._running.get()
-            if self._client.settings != config.ncentral:
-                # Not closed: a run may be using it; it goes when that run lets go of it. Halted, so that
-                # run stops its backoff and starts afresh with the new client.
-                self._halts.pop(self._client).set()
-                self._client = self._new_client(config.ncentral)
-            return config, self._client
+        self._clients = LiveClient(config, client_factory)
 
     def halt(self) -> None:
         """Interrupt every backoff and poll wait at once (shutdown)."""
-        with self._lock:
-            for halt in self._halts.values():
-                halt.set()
+        self._clients.halt()
 
     @property
     def server(self) -> ServerInfo | None:
         """What the current N-central said about itself at the last authentication."""
-        with self._lock:
-            return self._client.server
+        return self._clients.server
 
     def _sleep(self, client: NCentralClient, seconds: float) -> None:
         if self._given_sleep is not None:
             self._given_sleep(seconds)
             return
-        with self._lock:
-            halt = self._halts.get(client)
+        halt = self._clients.halt_of(client)
         if halt is None:  # a reload replaced the client meanwhile
             raise _Interrupted(RunOutcome.CLIENT_REPLACED)
         interruptible_sleep(halt)(seconds)
 
     def close(self) -> None:
-        self._client.close()
+        self._clients.close()
 
     def _current(self, name: str) -> tuple[ReportSettings | None, NCentralClient]:
-        config, client = self._current_config()
+        config, client = self._clients.current()
         return next((r for r in config.reports if r.name == name), None), client
 
     def run(self, name: str) -> bool:

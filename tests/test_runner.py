@@ -14,6 +14,7 @@ import pytest
 from helpers import Samples, parse_samples, sample, select, wait_for
 
 from exporter.app import Exporter
+from exporter.client import NCentralClient, interruptible_sleep
 from exporter.config import Config, NCentralSettings, ReportSettings
 from exporter.errors import REASONS
 from exporter.report import PollResult
@@ -358,17 +359,17 @@ def test_a_bug_in_a_run_is_counted_as_internal_and_the_next_run_recovers(
     sim: Simulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A bug cannot be produced through N-central, so this one is planted in the client."""
-    app = Exporter(make_config(sim))
-    real_poll = app.runner._client.poll
     calls: list[int] = []
 
-    def buggy_poll(report_id: int, deadline: float) -> PollResult:
-        calls.append(report_id)
-        if len(calls) == 1:
-            raise KeyError("planted bug")
-        return real_poll(report_id, deadline)
+    class BuggyClient(NCentralClient):
+        def poll(self, report_id: int, deadline: float) -> PollResult:
+            calls.append(report_id)
+            if len(calls) == 1:
+                raise KeyError("planted bug")
+            return super().poll(report_id, deadline)
 
-    app.runner._client.poll = buggy_poll  # type: ignore[method-assign]
+    app = Exporter(make_config(sim),
+                   client_factory=lambda settings, halt: BuggyClient(settings, sleep=interruptible_sleep(halt)))
     try:
         assert not app.runner.run("all")
         samples = scrape(app)
