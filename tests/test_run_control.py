@@ -19,6 +19,7 @@ from exporter.app import Exporter, collections
 from exporter.client import NCentralClient, interruptible_sleep
 from exporter.config import Config, NCentralSettings, ReportSettings, server_identity
 from exporter.errors import ReportFailed
+from exporter.live_client import LiveClient
 from exporter.report import PollResult
 from exporter.runner import Runner
 from exporter.running_config import RunningConfig
@@ -46,6 +47,35 @@ def test_a_swap_tells_each_listener_once_and_then_everyone_asks_the_new_config(s
     assert running.swap(new) is old
     assert running.get() is new
     assert told == [(old, new)]
+
+
+def test_a_new_n_central_replaces_the_client_and_halts_only_its_own_waits(sim: Simulator) -> None:
+    old = make_config(sim)
+    new = replace(old, ncentral=replace(old.ncentral, request_timeout=5.0))
+    running = RunningConfig(old)
+    stop = threading.Event()
+    own, shared = LiveClient(running), LiveClient(running, halt=stop)
+    (_, first), (_, first_shared) = own.current(), shared.current()
+    first_halt = own.halt_of(first)
+    assert first_halt is not None
+    running.swap(replace(old, reports=()))  # the same N-central settings: the clients stay
+    assert own.current()[1] is first
+    running.swap(new)
+    config, second = own.current()
+    assert config is new
+    assert second is not first
+    assert second.settings == new.ncentral
+    assert first_halt.is_set()  # a run waiting on the old client starts afresh at once
+    assert own.halt_of(first) is None
+    assert shared.current()[1] is not first_shared
+    assert not stop.is_set()  # a shared halt is the shutdown's: a replacement does not set it
+    second_halt = own.halt_of(second)
+    assert second_halt is not None
+    assert not second_halt.is_set()
+    own.halt()
+    assert second_halt.is_set()
+    for clients in (own, shared):
+        clients.close()
 
 
 # --- the outcomes of a run ---------------------------------------------------------------------------
