@@ -65,7 +65,9 @@ def run(runs: int, customers: int, devices: int, latency: float) -> list[Figure]
 
         # The baseline: the same scan, one call at a time.
         sequential = Exporter(config)
-        sequential.customer_scan = CustomerScan(config, sequential.store, sequential.stop, max_in_flight=1)
+        sequential.customer_scan = CustomerScan(
+            sequential.running_config, sequential.store, sequential.stop, max_in_flight=1
+        )
         try:
             began = time.perf_counter()
             assert sequential.customer_scan.run()

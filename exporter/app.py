@@ -21,11 +21,17 @@ from exporter.config import (
 )
 from exporter.customers import CustomerScan
 from exporter.exposition import Exposition
+from exporter.live_client import ClientFactory, default_client
 from exporter.runner import Runner
+from exporter.running_config import RunningConfig
 from exporter.scheduler import ReportScheduler
 from exporter.store import Snapshot, Store
 
 log = logging.getLogger(__name__)
+
+# How long shutdown waits for the run under way to end once halted (a wait ends at once; an HTTP call
+# ends by its own deadline, which the state, written meanwhile, does not need).
+SHUTDOWN_GRACE = 1.0
 
 ConfigLoader = Callable[[], Config]
 
@@ -45,20 +51,29 @@ class Exporter:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Sleep | None = None,
         stop: threading.Event | None = None,
+        client_factory: ClientFactory = default_client,
     ) -> None:
-        """`wall`, `monotonic` and `sleep` (default: one that `stop` interrupts) drive time in tests."""
-        self.config = config
+        """`wall`, `monotonic` and `sleep` (default: one that `stop` interrupts) drive time in tests;
+        `client_factory` makes the N-central clients."""
+        self.running_config = RunningConfig(config)  # the one owner of the config; the others ask it
         self._load_config = load_config
         self.stop = stop or threading.Event()
         self.store = Store(collections(config), config.storage_path, server=server_identity(config.ncentral))
-        self.runner = Runner(config, self.store, self.stop, wall=wall, monotonic=monotonic, sleep=sleep)
-        self.customer_scan = CustomerScan(config, self.store, self.stop, wall=wall, monotonic=monotonic)
-        self.scheduler = ReportScheduler(self._run)
+        self.runner = Runner(self.running_config, self.store, self.stop, client_factory=client_factory,
+                             wall=wall, monotonic=monotonic, sleep=sleep)
+        self.customer_scan = CustomerScan(self.running_config, self.store, self.stop, client_factory=client_factory,
+                                          wall=wall, monotonic=monotonic)
+        self.scheduler = ReportScheduler(self._run, lambda: collections(self.config))
         self.meta = ExporterCollector()
         self.reports = ReportCollector(self.store, lambda: self.config.reports, wall)
         self.exposition = Exposition(self.store, self.reports, self.meta)
         self.exposition.live.register(RuntimeCollector(lambda: self.runner.server, lambda: self.store.write_failures))
         self._reload_lock = threading.Lock()
+
+    @property
+    def config(self) -> Config:
+        """The config in force (asked of `running_config`)."""
+        return self.running_config.get()
 
     def _run(self, name: str) -> bool:
         try:
@@ -67,20 +82,31 @@ class Exporter:
             self.exposition.refresh()  # the job thread renders the new result, so no scrape waits for it
 
     def start(self) -> None:
-        self.scheduler.start(collections(self.config))
+        self.scheduler.start()
 
     def run_once(self) -> bool:
         """Run every report once, in order, then the customer scan; True when all succeeded."""
-        return all([self.runner.run(report.name) for report in self.config.reports]
-                   + ([self.customer_scan.run()] if self.config.customers is not None else []))
+        config = self.config
+        return all([self.runner.run(report.name) for report in config.reports]
+                   + ([self.customer_scan.run()] if config.customers is not None else []))
 
-    def shutdown(self) -> None:
-        """Interrupt any run or backoff at once and write the state."""
+    def halt(self) -> None:
+        """Stop: every run under way ends at its next wait, which ends at once, and no run starts."""
         self.stop.set()
         self.runner.halt()
+
+    def shutdown(self, grace: float = SHUTDOWN_GRACE) -> bool:
+        """Start no more runs, interrupt any wait of the one under way and give it up to `grace` seconds to
+        end, then write the state and release its file. True if no run was left inside an HTTP call."""
         self.scheduler.shutdown()
+        self.halt()
+        ended = self.scheduler.join(grace)
+        if not ended:
+            log.warning("a run is still inside an HTTP call to N-central; not waiting for it",
+                        extra={"grace_seconds": grace})
         self.store.save()
         self.store.close()  # releases the state file's lock: nothing is written after this
+        return ended
 
     def reload(self) -> str | None:
         """Apply a new config from the loader; returns None, or why it was refused (the old one stays)."""
@@ -98,10 +124,8 @@ class Exporter:
                 else:
                     run_now = self._run_now(self.config, config)
                     fresh = self.store.reconfigure(collections(config), server=server_identity(config.ncentral))
-                    self.runner.reconfigure(config)
-                    self.customer_scan.reconfigure(config)
-                    self.config = config
-                    self.scheduler.schedule(collections(config), [*fresh, *run_now])
+                    self.running_config.swap(config)  # the runs ask it; a new N-central replaces their clients
+                    self.scheduler.schedule([*fresh, *run_now])
                     self.meta.reload_successful = True
                     self.meta.reload_success_time = time.time()
                     log.info("configuration reloaded", extra={

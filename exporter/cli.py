@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import queue
 import signal
 import sys
@@ -15,7 +14,6 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from exporter import __version__, logs
-from exporter.errors import Stopped
 
 if TYPE_CHECKING:
     from exporter.config import Config
@@ -80,26 +78,34 @@ def demo_config(url: str, token: str) -> Config:
     )
 
 
+_STOP, _RELOAD, _DONE = "stop", "reload", "done"
+
+
 class _Signals:
-    """Installed first thing, so a signal at any moment of start-up already means a clean stop."""
+    """Installed first thing, so a signal at any moment of start-up already means a clean stop. The handler
+    only sets the stop event and queues what happened; the main thread acts on it (it never raises into
+    whatever the main thread is running)."""
 
     def __init__(self) -> None:
         self.events: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.stop = threading.Event()
-        # With --once the work runs in this (the main) thread, possibly blocked in an HTTP call: the
-        # signal handler raises there to end it at once.
-        self.interrupt = False
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
-            self.events.put("reload")
+            self.events.put(_RELOAD)
         else:
             self.stop.set()
-            self.events.put("stop")
-            if self.interrupt:
-                raise Stopped
+            self.events.put(_STOP)
+
+    def next_event(self) -> str:
+        """The next event (a signal's, or `_DONE` put by the work); the timeout only bounds a missed wake-up."""
+        while True:
+            try:
+                return self.events.get(timeout=1.0)
+            except queue.Empty:
+                continue
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -195,26 +201,31 @@ def _bad(message: str) -> int:
 
 def _once(config: Config, signals: _Signals) -> int:
     """Run every report once and print its metrics; a signal interrupts the run and exits 1, printing nothing."""
-    from exporter.app import Exporter
+    from exporter.app import SHUTDOWN_GRACE, Exporter
     from exporter.store import StateFileLocked
+    from exporter.workers import DaemonPool
 
     try:
         exporter = Exporter(config, stop=signals.stop)
     except StateFileLocked as exc:
         return _bad(str(exc))
-    signals.interrupt = True
-    try:
-        ok = exporter.run_once()
-    except Stopped:
-        ok = False
-    finally:
-        signals.interrupt = False
+    # The runs go on a worker, so that the main thread can act on a signal while one is inside an HTTP call.
+    worker = DaemonPool(1, "once")
+    outcome = worker.submit(exporter.run_once)
+    outcome.add_done_callback(lambda _: signals.events.put(_DONE))
+    while signals.next_event() not in (_STOP, _DONE):
+        pass  # SIGHUP: nothing to reload in a single run
+    worker.shutdown(wait=False)
     interrupted = signals.stop.is_set()
+    if interrupted:
+        exporter.halt()  # a wait ends at once; an HTTP call by its deadline, which is not waited for
+        worker.join(SHUTDOWN_GRACE)
     exporter.shutdown()
-    exporter.runner.close()
     if interrupted:
         log.warning("interrupted; no metrics printed")
         return 1
+    ok = outcome.result()  # a bug in the run raises here, before anything is printed
+    exporter.runner.close()
     sys.stdout.buffer.write(exporter.exposition.render_reports())
     sys.stdout.flush()
     return 0 if ok else 1
@@ -252,20 +263,13 @@ def _serve(
     )
     if not signals.stop.is_set():
         exporter.start()
-    while True:
-        try:
-            event = signals.events.get(timeout=1.0)
-        except queue.Empty:
-            continue
-        if event == "stop":
-            break
+    while signals.next_event() != _STOP:
         exporter.reload()
     log.info("shutting down")
-    exporter.shutdown()
+    # In order: no more requests, no more runs, the run under way halted (a bounded wait), the state
+    # written, its file's lock released. A run still inside an HTTP call does not hold the exit: the
+    # runs' threads are daemons (exporter.workers).
     server.shutdown()
+    exporter.shutdown()
     log.info("stopped")
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # A run blocked inside an HTTP call to N-central must not hold the exit: the state is already written.
-    os._exit(0)
+    return 0

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field, replace
 from functools import partial
 from types import MappingProxyType
@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from exporter.client import NCentralClient, interruptible_sleep
-from exporter.config import CUSTOMERS, Config, CustomerSettings, NCentralSettings, server_identity
+from exporter.client import NCentralClient
+from exporter.config import CUSTOMERS, CustomerSettings, server_identity
 from exporter.errors import (
     Forbidden,
     InternalError,
@@ -36,9 +36,12 @@ from exporter.errors import (
     UpstreamError,
 )
 from exporter.labels import label_value
+from exporter.live_client import ClientFactory, LiveClient, default_client
 from exporter.scrub import shown
+from exporter.workers import DaemonPool
 
 if TYPE_CHECKING:
+    from exporter.running_config import RunningConfig
     from exporter.store import ReportState, Store
 
 log = logging.getLogger(__name__)
@@ -51,7 +54,6 @@ CUSTOMER_ERROR_REASONS = (Forbidden.reason, NotSupported.reason)
 UNKNOWN_CLASS = "Unknown"
 
 T = TypeVar("T")
-ClientFactory = Callable[[NCentralSettings, threading.Event], NCentralClient]
 
 
 class CustomerCount(NamedTuple):
@@ -174,10 +176,6 @@ def patch_issue_device(settings: CustomerSettings, raw: object, where: str) -> i
 # --- the scan ----------------------------------------------------------------------------------------
 
 
-def default_client(settings: NCentralSettings, stop: threading.Event) -> NCentralClient:
-    return NCentralClient(settings, sleep=interruptible_sleep(stop))
-
-
 @dataclass(frozen=True)
 class _Devices:
     names: dict[int, str]  # customer id → name (the last one seen)
@@ -188,7 +186,7 @@ class _Devices:
 class CustomerScan:
     def __init__(
         self,
-        config: Config,
+        config: RunningConfig,
         store: Store,
         stop: threading.Event,
         *,
@@ -197,38 +195,31 @@ class CustomerScan:
         monotonic: Callable[[], float] = time.monotonic,
         max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
-        """`max_in_flight` other than 2 is for the benchmark's side-by-side baseline only."""
+        """`config` is asked for the scan's settings at the start of each run. `max_in_flight` other than 2
+        is for the benchmark's side-by-side baseline only."""
         self._max_in_flight = max_in_flight
         self._store = store
         self._stop = stop
-        self._client_factory = client_factory
         self._wall = wall
         self._monotonic = monotonic
-        self._lock = threading.Lock()
-        self._config = config
-        self._client = client_factory(config.ncentral, stop)
-
-    def reconfigure(self, config: Config) -> None:
-        with self._lock:
-            if config.ncentral != self._config.ncentral:
-                # Not closed: a run may be using it; it goes when that run lets go of it.
-                self._client = self._client_factory(config.ncentral, self._stop)
-            self._config = config
+        # The clients share the stop event: a reload that replaces one lets a scan under way finish (the
+        # store drops its result if the server changed).
+        self._clients = LiveClient(config, client_factory, halt=stop)
 
     def close(self) -> None:
-        self._client.close()
+        self._clients.close()
 
     def run(self) -> bool:
         """Scan once; True on success. Never raises for N-central's faults."""
-        with self._lock:
-            settings, client = self._config.customers, self._client
+        config, client = self._clients.current()
+        settings = config.customers
         if settings is None or self._stop.is_set():
             return False
         started = self._monotonic()
         # A scan never outlasts its interval; retries and backoffs stay within it.
         deadline = started + settings.interval
         try:
-            with ThreadPoolExecutor(max_workers=self._max_in_flight, thread_name_prefix="customer-scan") as pool:
+            with DaemonPool(self._max_in_flight, "customer-scan") as pool:
                 devices = self._devices(client, pool, deadline)
                 wanted = sorted(cid for cid, name in devices.names.items() if settings.wanted(name))
                 issues, failed = self._issues(client, pool, settings, wanted, devices, deadline)
@@ -255,7 +246,7 @@ class CustomerScan:
         path: str,
         deadline: float,
         parse: Callable[[Any, str], T],
-        pool: ThreadPoolExecutor | None,
+        pool: Executor | None,
     ) -> Iterator[T]:
         """Every item of a paged list, parsed: page 1, then the pages `totalPages` promises (through `pool`
         when given, else one after the other). Each page is parsed where it is fetched, so the raw JSON of
@@ -292,7 +283,7 @@ class CustomerScan:
         for items, _ in _in_order(pool, [partial(page, number) for number in numbers], self._max_in_flight * 2):
             yield from items
 
-    def _devices(self, client: NCentralClient, pool: ThreadPoolExecutor, deadline: float) -> _Devices:
+    def _devices(self, client: NCentralClient, pool: Executor, deadline: float) -> _Devices:
         names: dict[int, str] = {}
         classes: dict[int, dict[str, int]] = {}
         device_class: dict[int, tuple[int, str]] = {}
@@ -314,7 +305,7 @@ class CustomerScan:
     def _issues(
         self,
         client: NCentralClient,
-        pool: ThreadPoolExecutor,
+        pool: Executor,
         settings: CustomerSettings,
         wanted: list[int],
         devices: _Devices,
@@ -437,7 +428,7 @@ class CustomerScan:
                      extra={"report": CUSTOMERS})
 
 
-def _in_order(pool: ThreadPoolExecutor, tasks: Sequence[Callable[[], T]], window: int) -> Iterator[T]:
+def _in_order(pool: Executor, tasks: Sequence[Callable[[], T]], window: int) -> Iterator[T]:
     """Run `tasks` on `pool` and yield their results in order, with at most `window` results pending (a
     bound on memory); on the first failure the tasks not yet started are cancelled (those running finish)
     and the failure is raised."""

@@ -8,11 +8,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from enum import Enum
 
 from exporter.client import NCentralClient, ServerInfo, Sleep, interruptible_sleep
-from exporter.config import Config, NCentralSettings, ReportSettings, server_identity
+from exporter.config import ReportSettings, server_identity
 from exporter.errors import InternalError, NotSupported, ReportTimeout, Stopped, UpstreamError
+from exporter.live_client import ClientFactory, LiveClient, default_client
 from exporter.report import COMPLETED, ReportData, request_body
+from exporter.running_config import RunningConfig
 from exporter.store import InFlight, ReportState, Store
 
 log = logging.getLogger(__name__)
@@ -20,22 +23,29 @@ log = logging.getLogger(__name__)
 # After these the report may still be generating at N-central: the next run polls its id again.
 _RESUMABLE = frozenset({"connection", "rate_limited", "http"})
 
-# The event halts the client's waits (backoff): set when a reload replaces the client, and on shutdown.
-ClientFactory = Callable[[NCentralSettings, threading.Event], NCentralClient]
+
+class RunOutcome(Enum):
+    """How one attempt at a report run ended; `Runner.run` decides by it what comes next."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # recorded as a failure with its reason
+    SUPERSEDED = "superseded"  # a reload changed or removed the report's settings: nobody asks this any more
+    CLIENT_REPLACED = "client_replaced"  # a reload changed the N-central settings and halted this client
+    STOPPED = "stopped"  # shutdown (or a halt without a reload)
 
 
-def default_client(settings: NCentralSettings, stop: threading.Event) -> NCentralClient:
-    return NCentralClient(settings, sleep=interruptible_sleep(stop))
+class _Interrupted(Exception):
+    """Unwinds an attempt from deep in its calls to `_attempt`, which returns `outcome`; never leaves it."""
 
-
-class _Superseded(Exception):
-    """The report's settings changed (reload) while it ran: its result answers a question nobody asks."""
+    def __init__(self, outcome: RunOutcome) -> None:
+        super().__init__(outcome.value)
+        self.outcome = outcome
 
 
 class Runner:
     def __init__(
         self,
-        config: Config,
+        config: RunningConfig,
         store: Store,
         stop: threading.Event,
         *,
@@ -44,62 +54,39 @@ class Runner:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Sleep | None = None,
     ) -> None:
+        """`config` is asked for the report's settings at each step; a swap that changes the N-central
+        settings replaces the client at once and halts the old one's waits (see LiveClient)."""
         self._store = store
         self._stop = stop
-        self._client_factory = client_factory
         self._wall = wall
         self._monotonic = monotonic
         self._given_sleep = sleep
-        self._lock = threading.Lock()
-        self._config = config
-        # Each client has its own halt event: set when a reload replaces the client (its run starts afresh
-        # with the new settings at once, not after its retries) and on shutdown (`halt`).
-        self._halts: dict[NCentralClient, threading.Event] = {}
-        self._client = self._new_client(config.ncentral)
-
-    def _new_client(self, settings: NCentralSettings) -> NCentralClient:
-        halt = threading.Event()
-        client = self._client_factory(settings, halt)
-        self._halts[client] = halt
-        return client
-
-    def reconfigure(self, config: Config) -> None:
-        with self._lock:
-            if config.ncentral != self._config.ncentral:
-                # Not closed: a run may be using it; it goes when that run lets go of it. Halted, so that
-                # run stops its backoff and starts afresh with the new client.
-                self._halts.pop(self._client).set()
-                self._client = self._new_client(config.ncentral)
-            self._config = config
+        self._clients = LiveClient(config, client_factory)
 
     def halt(self) -> None:
         """Interrupt every backoff and poll wait at once (shutdown)."""
-        with self._lock:
-            for halt in self._halts.values():
-                halt.set()
+        self._clients.halt()
 
     @property
     def server(self) -> ServerInfo | None:
         """What the current N-central said about itself at the last authentication."""
-        with self._lock:
-            return self._client.server
+        return self._clients.server
 
     def _sleep(self, client: NCentralClient, seconds: float) -> None:
         if self._given_sleep is not None:
             self._given_sleep(seconds)
             return
-        with self._lock:
-            halt = self._halts.get(client)
+        halt = self._clients.halt_of(client)
         if halt is None:  # a reload replaced the client meanwhile
-            raise Stopped
+            raise _Interrupted(RunOutcome.CLIENT_REPLACED)
         interruptible_sleep(halt)(seconds)
 
     def close(self) -> None:
-        self._client.close()
+        self._clients.close()
 
     def _current(self, name: str) -> tuple[ReportSettings | None, NCentralClient]:
-        with self._lock:
-            return next((r for r in self._config.reports if r.name == name), None), self._client
+        config, client = self._clients.current()
+        return next((r for r in config.reports if r.name == name), None), client
 
     def run(self, name: str) -> bool:
         """Run report `name` once; True on success. Never raises for N-central's faults.
@@ -109,56 +96,69 @@ class Runner:
         after a failure when anything else of the report changed (the change may be the fix)."""
         while True:
             settings, client = self._current(name)
-            try:
-                ok = self._run_once(name, settings, client)
-            except _Superseded:
+            if settings is None or self._stop.is_set():
+                return False
+            outcome = self._attempt(settings, client)
+            if outcome is RunOutcome.SUPERSEDED:
                 log.info("report settings changed during the run; starting it afresh", extra={"report": name})
-                continue
-            except Stopped:
-                if self._stop.is_set() or self._current(name)[1] is client:
-                    return False
+            elif outcome is RunOutcome.CLIENT_REPLACED:
                 log.info("N-central settings changed during the run; starting it afresh", extra={"report": name})
-                continue
-            current, current_client = self._current(name)
-            if current is None or self._stop.is_set():
-                return ok
-            if current_client is not client or (not ok and current != settings):
+            elif outcome is RunOutcome.STOPPED:
+                return False
+            elif self._reloaded_meanwhile(name, settings, client, outcome):
                 log.info("configuration reloaded during the run; running it again", extra={"report": name})
-                continue
-            return ok
+            else:
+                return outcome is RunOutcome.SUCCEEDED
 
-    def _run_once(self, name: str, settings: ReportSettings | None, client: NCentralClient) -> bool:
-        if settings is None or self._stop.is_set():
+    def _reloaded_meanwhile(
+        self, name: str, settings: ReportSettings, client: NCentralClient, outcome: RunOutcome
+    ) -> bool:
+        """Whether a finished run should run again at once: its client was replaced, or it failed and its
+        settings changed since (never once the report is gone or the exporter stops)."""
+        current, current_client = self._current(name)
+        if current is None or self._stop.is_set():
             return False
+        return current_client is not client or (outcome is RunOutcome.FAILED and current != settings)
+
+    def _attempt(self, settings: ReportSettings, client: NCentralClient) -> RunOutcome:
+        """One attempt at the run, recorded in the store unless a reload or shutdown cut it short."""
+        name = settings.name
         started = self._monotonic()
         report_id: int | None = None
         try:
-            report_id, submitted_at, deadline, resumed = self._submit_or_resume(settings, client)
             try:
-                data = self._poll_until_done(settings, client, report_id, deadline)
-            except NotSupported:
-                if not resumed:
-                    raise
-                # N-central forgot the stored id (restarted, or ids expire): that is no reason to fail.
-                log.info("N-central no longer knows the stored report id; submitting anew",
-                         extra={"report": name, "report_id": report_id})
-                self._update(settings, lambda s: replace(s, in_flight=None), client)
-                report_id, submitted_at, deadline, _ = self._submit_or_resume(settings, client)
-                data = self._poll_until_done(settings, client, report_id, deadline)
-            self._record_success(settings, client, data, report_id, self._wall() - submitted_at)
-            return True
-        except (Stopped, _Superseded):
+                report_id, submitted_at, deadline, resumed = self._submit_or_resume(settings, client)
+                try:
+                    data = self._poll_until_done(settings, client, report_id, deadline)
+                except NotSupported:
+                    if not resumed:
+                        raise
+                    # N-central forgot the stored id (restarted, or ids expire): that is no reason to fail.
+                    log.info("N-central no longer knows the stored report id; submitting anew",
+                             extra={"report": name, "report_id": report_id})
+                    self._update(settings, lambda s: replace(s, in_flight=None), client)
+                    report_id, submitted_at, deadline, _ = self._submit_or_resume(settings, client)
+                    data = self._poll_until_done(settings, client, report_id, deadline)
+                self._record_success(settings, client, data, report_id, self._wall() - submitted_at)
+                return RunOutcome.SUCCEEDED
+            except (Stopped, _Interrupted):
+                raise
+            except UpstreamError as exc:
+                failure = exc
+            except Exception as exc:  # a bug must not stop the schedule or lose the run's count
+                log.exception("unexpected error in a report run", extra={"report": name})
+                failure = InternalError(f"unexpected {type(exc).__name__} in the exporter (see the log)")
+            # Recording the failure may be refused too (a reload meanwhile): hence inside the outer try.
+            self._record_failure(settings, client, failure, report_id, self._monotonic() - started)
+            return RunOutcome.FAILED
+        except (Stopped, _Interrupted) as exc:
             if self._stop.is_set():
                 log.info("report run interrupted by shutdown", extra={"report": name, "report_id": report_id})
-                return False
-            raise
-        except UpstreamError as exc:
-            self._record_failure(settings, client, exc, report_id, self._monotonic() - started)
-        except Exception as exc:  # a bug must not stop the schedule or lose the run's count
-            log.exception("unexpected error in a report run", extra={"report": name})
-            error = InternalError(f"unexpected {type(exc).__name__} in the exporter (see the log)")
-            self._record_failure(settings, client, error, report_id, self._monotonic() - started)
-        return False
+                return RunOutcome.STOPPED
+            if isinstance(exc, _Interrupted):
+                return exc.outcome
+            # The client's own wait was halted: by a reload that replaced it, or by `halt` alone.
+            return RunOutcome.CLIENT_REPLACED if self._current(name)[1] is not client else RunOutcome.STOPPED
 
     def _update(
         self, settings: ReportSettings, change: Callable[[ReportState], ReportState], client: NCentralClient
@@ -167,7 +167,7 @@ class Runner:
         (the run's `client` talks to), meanwhile."""
         server = server_identity(client.settings)
         if not self._store.update(settings.name, change, fingerprint=settings.fingerprint, server=server):
-            raise _Superseded
+            raise _Interrupted(RunOutcome.SUPERSEDED)
 
     def _submit_or_resume(
         self, settings: ReportSettings, client: NCentralClient
@@ -204,9 +204,9 @@ class Runner:
             self._sleep(client, min(delay, remaining))
             current, current_client = self._current(settings.name)
             if current is None or current.fingerprint != settings.fingerprint:
-                raise _Superseded
+                raise _Interrupted(RunOutcome.SUPERSEDED)
             if current_client is not client:
-                raise Stopped  # a reload changed the N-central settings: start afresh with the new client
+                raise _Interrupted(RunOutcome.CLIENT_REPLACED)
             result = client.poll(report_id, deadline)
             if result.status == COMPLETED and result.data is not None:
                 return result.data

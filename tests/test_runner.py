@@ -14,6 +14,7 @@ import pytest
 from helpers import Samples, metrics_body, parse_samples, sample, select, wait_for
 
 from exporter.app import Exporter
+from exporter.client import NCentralClient, interruptible_sleep
 from exporter.config import Config, NCentralSettings, ReportSettings
 from exporter.errors import REASONS
 from exporter.report import PollResult
@@ -118,10 +119,10 @@ def test_fault_keeps_data_counts_reason_and_recovers(
     sim: Simulator, fault: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     inject, reason = FAULTS[fault]
-    app = Exporter(make_config(sim, timeout=0.5 if fault == "never-completes" else 5.0))
-    app.runner.reconfigure(
-        replace(app.config, ncentral=replace(app.config.ncentral, request_timeout=0.3))
-    ) if fault == "read-timeout" else None
+    config = make_config(sim, timeout=0.5 if fault == "never-completes" else 5.0)
+    if fault == "read-timeout":
+        config = replace(config, ncentral=replace(config.ncentral, request_timeout=0.3))
+    app = Exporter(config)
     jwt = sim.jwt
     try:
         assert app.runner.run("all") is True
@@ -358,17 +359,17 @@ def test_a_bug_in_a_run_is_counted_as_internal_and_the_next_run_recovers(
     sim: Simulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A bug cannot be produced through N-central, so this one is planted in the client."""
-    app = Exporter(make_config(sim))
-    real_poll = app.runner._client.poll
     calls: list[int] = []
 
-    def buggy_poll(report_id: int, deadline: float) -> PollResult:
-        calls.append(report_id)
-        if len(calls) == 1:
-            raise KeyError("planted bug")
-        return real_poll(report_id, deadline)
+    class BuggyClient(NCentralClient):
+        def poll(self, report_id: int, deadline: float) -> PollResult:
+            calls.append(report_id)
+            if len(calls) == 1:
+                raise KeyError("planted bug")
+            return super().poll(report_id, deadline)
 
-    app.runner._client.poll = buggy_poll  # type: ignore[method-assign]
+    app = Exporter(make_config(sim),
+                   client_factory=lambda settings, halt: BuggyClient(settings, sleep=interruptible_sleep(halt)))
     try:
         assert not app.runner.run("all")
         samples = scrape(app)

@@ -1,0 +1,78 @@
+"""The N-central client of one collection kind, following the running config: a swap that changes the
+N-central settings (URL, token, TLS, timeouts…) replaces it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from exporter.client import NCentralClient, ServerInfo, interruptible_sleep
+from exporter.config import Config, NCentralSettings
+from exporter.running_config import RunningConfig
+
+# The event halts the client's waits (backoff).
+ClientFactory = Callable[[NCentralSettings, threading.Event], NCentralClient]
+
+
+def default_client(settings: NCentralSettings, halt: threading.Event) -> NCentralClient:
+    return NCentralClient(settings, sleep=interruptible_sleep(halt))
+
+
+class LiveClient:
+    def __init__(
+        self, config: RunningConfig, factory: ClientFactory = default_client, *, halt: threading.Event | None = None
+    ) -> None:
+        """With `halt`, every client's waits end on that one event (shutdown) and a replaced client's run
+        goes on. Without, each client has its own halt event, set when a swap replaces the client (its run
+        starts afresh with the new settings at once, not after its retries) and by `halt`."""
+        self._running = config
+        self._factory = factory
+        self._shared_halt = halt
+        self._lock = threading.Lock()
+        self._halts: dict[NCentralClient, threading.Event] = {}
+        self._client = self._new_client(config.get().ncentral)
+        config.on_swap(self._swapped)
+
+    def _swapped(self, _old: Config, _new: Config) -> None:
+        self.current()  # now, not at the next run: the replaced client's waits are halted at once
+
+    def _new_client(self, settings: NCentralSettings) -> NCentralClient:
+        halt = self._shared_halt or threading.Event()
+        client = self._factory(settings, halt)
+        self._halts[client] = halt
+        return client
+
+    def current(self) -> tuple[Config, NCentralClient]:
+        """The config in force and a client for its N-central settings. The config is read under the lock,
+        so a late reader never brings back an old client."""
+        with self._lock:
+            config = self._running.get()
+            if self._client.settings != config.ncentral:
+                # Not closed: a run may be using it; it goes when that run lets go of it. Halted (unless the
+                # halt is shared), so that run stops its backoff and starts afresh with the new client.
+                replaced = self._halts.pop(self._client)
+                if replaced is not self._shared_halt:
+                    replaced.set()
+                self._client = self._new_client(config.ncentral)
+            return config, self._client
+
+    def halt_of(self, client: NCentralClient) -> threading.Event | None:
+        """The event that halts `client`'s waits; None once a swap has replaced it."""
+        with self._lock:
+            return self._halts.get(client)
+
+    def halt(self) -> None:
+        """Interrupt every client's waits at once (shutdown)."""
+        with self._lock:
+            for halt in self._halts.values():
+                halt.set()
+
+    @property
+    def server(self) -> ServerInfo | None:
+        """What the current N-central said about itself at the last authentication."""
+        with self._lock:
+            return self._client.server
+
+    def close(self) -> None:
+        with self._lock:
+            self._client.close()
