@@ -12,18 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.simulator.api import (
-    Answer,
-    Drip,
-    RecordedRequest,
-    Reply,
-    Reset,
-    Stall,
-    error,
-    error_document,
-    json_answer,
-    validation_error,
-)
+from exporter.simulator import api
 from exporter.simulator.data import FIRST_REPORT_ID
 
 FAULTS = (
@@ -51,51 +40,51 @@ _LOGIN_PAGE = (
 )
 
 
-def reply(fault: Fault, request: RecordedRequest) -> Reply:
+def reply(fault: Fault, request: api.RecordedRequest) -> api.Reply:
     """What `request` gets instead of its answer."""
     kind = fault.kind
     if kind.isdigit():
         status = int(kind)
         headers = {"Retry-After": fault.retry_after} if status == 429 and fault.retry_after else None
-        return error(status, "simulated fault", headers)
+        return api.error(status, "simulated fault", headers)
     match kind:
         case "invalid_fields":  # the OpenAPI description's own example of a validation failure
-            return validation_error([
+            return api.validation_error([
                 ("installStatuses", "Invalid Install Status Values ['INVALID']"),
                 ("startDate", "startDate must be in the format YYYY-MM-DD"),
             ])
         case "html":
-            return Answer(200, _LOGIN_PAGE, "text/html; charset=utf-8")
+            return api.Answer(200, _LOGIN_PAGE, "text/html; charset=utf-8")
         case "garbage":
-            return Answer(200, b"\x00\x9c garbage }{ not json")
+            return api.Answer(200, b"\x00\x9c garbage }{ not json")
         case "truncated":
-            return Answer(200, b'{"reportId": 575523, "reportStatus": "COMPL')
+            return api.Answer(200, b'{"reportId": 575523, "reportStatus": "COMPL')
         case "error_body":
-            return json_answer(200, error_document(500, "Unexpected error"))
+            return api.json_answer(200, api.error_document(500, "Unexpected error"))
         case "wrong_types" | "negative" | "not_integer" | "no_report_id":
-            return json_answer(200, _malformed(kind))
+            return api.json_answer(200, _malformed(kind))
         case "bad_tokens":
             pair = {"token": "line-one\nline-two-of-a-token", "type": "Bearer", "expirySeconds": 3600}
-            return json_answer(200, {"tokens": {"access": pair, "refresh": {**pair, "type": "Body"}}})
+            return api.json_answer(200, {"tokens": {"access": pair, "refresh": {**pair, "type": "Body"}}})
         case "huge":
-            return Answer(200, b'{"padding": "' + b"x" * (4 * 2**20) + b'"}')
+            return api.Answer(200, b'{"padding": "' + b"x" * (4 * 2**20) + b'"}')
         case "reset":
-            return Reset()
+            return api.Reset()
         case "slow":
-            return Stall(fault.delay)
+            return api.Stall(fault.delay)
         case "drip":
-            return Drip(100000, fault.delay)
+            return api.Drip(100000, fault.delay)
         case "bad_length":
             # A malformed Content-Length (e.g. "²" or 5,000 digits); the body's end is the connection's.
             body = json.dumps({"reportId": FIRST_REPORT_ID, "reportStatus": "IN_PROGRESS"}).encode()
-            return Answer(200, body, content_length=fault.value or "\u00b2", close=True)
+            return api.Answer(200, body, content_length=fault.value or "\u00b2", close=True)
         case "bad_report_id":
             report_id = int(fault.value or "-1")
-            return json_answer(200, {"reportId": report_id, "reportStatus": "IN_PROGRESS", "message": "queued",
-                                     "data": None})
+            document = {"reportId": report_id, "reportStatus": "IN_PROGRESS", "message": "queued", "data": None}
+            return api.json_answer(200, document)
         case "echo_token":  # an error page quoting the credentials it was sent (JSON-escaped, as a server would)
             sent = request.header("Authorization") or request.body.decode("utf-8", "replace")
-            return error(500, f"could not process credentials {sent}")
+            return api.error(500, f"could not process credentials {sent}")
     raise ValueError(f"fault must be one of {FAULTS}")
 
 

@@ -62,11 +62,11 @@ class Server(ThreadingHTTPServer):
         if not isinstance(sys.exc_info()[1], OSError):
             super().handle_error(request, client_address)
 
-    def _opened(self, connection: socket.socket) -> None:
+    def track(self, connection: socket.socket) -> None:
         with self._lock:
             self._connections.add(connection)
 
-    def _closed(self, connection: socket.socket) -> None:
+    def untrack(self, connection: socket.socket) -> None:
         with self._lock:
             self._connections.discard(connection)
 
@@ -82,10 +82,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.server._opened(self.connection)
+        self.server.track(self.connection)
 
     def finish(self) -> None:
-        self.server._closed(self.connection)
+        self.server.untrack(self.connection)
         super().finish()
 
     def do_GET(self) -> None:
