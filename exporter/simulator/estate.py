@@ -1,0 +1,137 @@
+"""The customer estate the simulated N-central holds: customers, their devices and active issues.
+
+The demo estate has names that need escaping, non-ASCII ones, two customers sharing a name and one whose
+active issues answer 403; devices spread unevenly; active issues on patch services and on others.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from dataclasses import dataclass
+from typing import Any
+
+# N-central serves fewer items per page than the 1000 the exporter asks for, and answers 429 to calls
+# beyond its concurrency limit per endpoint.
+DEFAULT_PAGE_CAP = 500
+DEFAULT_CONCURRENCY_LIMIT = 2
+
+PATCH_SERVICE = "Patch Status v2"
+LEGACY_PATCH_SERVICE = "Patch Status"
+OTHER_SERVICES = ("Windows UAC Status", "Disk Space", "Agent Status", "CPU", "Windows Service")
+DEVICE_CLASSES = ("Workstations - Windows", "Laptops - Windows", "Servers - Windows", "Workstations - macOS")
+SO_NAME = "Demo Service Organization"
+# Names a label value, an HTML page and a Grafana regex must carry unchanged.
+DEMO_CUSTOMER_NAMES = (
+    "Acme Corp", "Acme Corp", "Müller & Söhne GmbH", "Café Zürich AG", "東京テクノロジー株式会社",
+    'Smith "Quotes" & <Sons>', "O'Brien\\Backslash IT", "<script>alert(1)</script> Ltd", "Ελληνική Εταιρεία",
+    "Żółw Sp. z o.o.", "Regex (Round) [Square] {Curly}|Pipe*+?.^", "Test Lab",
+)
+FORBIDDEN_CUSTOMER = "Restricted Holdings"
+
+
+@dataclass(frozen=True)
+class EstateCustomer:
+    customer_id: int
+    name: str
+    refused: int | None = None  # its active issues answer this status (403 or 404) instead
+
+
+@dataclass(frozen=True)
+class EstateDevice:
+    device_id: int
+    customer_id: int
+    device_class: str
+
+
+@dataclass(frozen=True)
+class EstateIssue:
+    device_id: int
+    service_name: str
+    notification_state: int = 5
+
+
+@dataclass(frozen=True)
+class Estate:
+    customers: tuple[EstateCustomer, ...]
+    devices: tuple[EstateDevice, ...]
+    issues: tuple[EstateIssue, ...] = ()
+
+    def customer(self, org_unit: str) -> EstateCustomer | None:
+        return next((c for c in self.customers if str(c.customer_id) == org_unit), None)
+
+    def device_json(self) -> list[dict[str, Any]]:
+        return self._device_json
+
+    @functools.cached_property
+    def _device_json(self) -> list[dict[str, Any]]:
+        names = {customer.customer_id: customer.name for customer in self.customers}
+        return [
+            {
+                "deviceId": device.device_id, "longName": f"DEV-{device.device_id:06d}",
+                "deviceClass": device.device_class, "deviceClassLabel": device.device_class, "isProbe": False,
+                "orgUnitId": device.customer_id + 100_000, "soId": 50, "soName": SO_NAME,
+                "customerId": device.customer_id, "customerName": names[device.customer_id],
+                "siteId": device.customer_id + 100_000, "siteName": "Main site",
+                "supportedOs": "Microsoft Windows 11", "lastApplianceCheckinTime": "2026-02-26T15:15:30Z",
+                "deviceStatus": {"state": 1, "status": 1},
+            }
+            for device in self.devices
+        ]
+
+    def issue_json(self, customer_id: int) -> list[dict[str, Any]]:
+        return self._issue_json.get(customer_id, [])
+
+    @functools.cached_property
+    def _issue_json(self) -> dict[int, list[dict[str, Any]]]:
+        owner = {device.device_id: device.customer_id for device in self.devices}
+        by_customer: dict[int, list[EstateIssue]] = {}
+        for issue in self.issues:
+            if issue.device_id in owner:
+                by_customer.setdefault(owner[issue.device_id], []).append(issue)
+        return {customer.customer_id: self._issues_of(customer, by_customer.get(customer.customer_id, []))
+                for customer in self.customers}
+
+    @staticmethod
+    def _issues_of(customer: EstateCustomer, issues: list[EstateIssue]) -> list[dict[str, Any]]:
+        customer_id, name = customer.customer_id, customer.name
+        return [
+            {
+                "orgUnitId": customer_id + 100_000, "deviceId": issue.device_id,
+                "notificationState": issue.notification_state, "serviceId": 7000 + index % 50,
+                "serviceName": issue.service_name, "serviceType": "AMP", "taskId": 900_000 + index,
+                "serviceItemId": 0,
+                "_extra": {"deviceName": f"DEV-{issue.device_id:06d}", "customerTree": ["System", SO_NAME, name],
+                           "patchManagementEnabled": True, "transitionTime": "2026-02-25T08:00:00Z"},
+            }
+            for index, issue in enumerate(issues)
+        ]
+
+
+def demo_estate(customers: int = 40, devices: int = 3000, seed: int = 12) -> Estate:
+    """A deterministic estate: the demo names first (one customer refusing its active issues), devices
+    spread unevenly, each customer with its own share of devices with patch issues (some with two patch
+    services failing), and issues on other services too."""
+    rng = random.Random(seed)
+    names = [*DEMO_CUSTOMER_NAMES, FORBIDDEN_CUSTOMER]
+    names += [f"Customer {index:03d}" for index in range(len(names), customers)]
+    members = tuple(
+        EstateCustomer(1000 + index, name, refused=403 if name == FORBIDDEN_CUSTOMER else None)
+        for index, name in enumerate(names[:customers])
+    )
+    weights = [rng.uniform(0.2, 3.0) for _ in members]
+    problem_rate = {customer.customer_id: rng.choice((0.0, 0.03, 0.1, 0.25, 0.45)) for customer in members}
+    estate_devices: list[EstateDevice] = []
+    issues: list[EstateIssue] = []
+    for number in range(devices):
+        customer = members[number] if number < len(members) else rng.choices(members, weights)[0]
+        device = EstateDevice(2_000_000 + number, customer.customer_id,
+                              rng.choices(DEVICE_CLASSES, (50, 30, 15, 5))[0])
+        estate_devices.append(device)
+        if rng.random() < problem_rate[customer.customer_id]:
+            issues.append(EstateIssue(device.device_id, PATCH_SERVICE, rng.choice((1, 5))))
+            if rng.random() < 0.2:
+                issues.append(EstateIssue(device.device_id, LEGACY_PATCH_SERVICE))
+        if rng.random() < 0.15:
+            issues.append(EstateIssue(device.device_id, rng.choice(OTHER_SERVICES)))
+    return Estate(members, tuple(estate_devices), tuple(issues))
