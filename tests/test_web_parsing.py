@@ -13,7 +13,7 @@ from exporter import web
     ("[::1]:10120", ("::1", 10120)),
     ("[::]:0", ("::", 0)),
     ("localhost:65535", ("localhost", 65535)),
-    ("0.0.0.0:010120", ("0.0.0.0", 10120)),
+    ("127.0.0.1:010120", ("127.0.0.1", 10120)),
 ])
 def test_listen_addresses_as_the_go_exporters_take_them(value: str, expected: tuple[str, int]) -> None:
     assert web.parse_listen_address(value) == expected
