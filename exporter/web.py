@@ -49,7 +49,8 @@ _GET = "GET, HEAD"
 def parse_listen_address(value: str) -> tuple[str, int]:
     """`[HOST]:PORT` as the Go exporters take it: `:10120`, `127.0.0.1:10120`, `[::1]:10120`."""
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    # ASCII digits only: str.isdigit also takes "²" (which int() refuses) and other scripts' digits.
+    if not sep or not (port.isascii() and port.isdigit()) or len(port) > 6 or not 0 <= int(port) <= 65535:
         raise ValueError(f"--web.listen-address: expected [HOST]:PORT, got {value!r}")
     return host.strip("[]"), int(port)
 

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import time
 
 import pytest
 
-from exporter.client import USER_AGENT, NCentralClient
+from exporter.client import USER_AGENT, NCentralClient, retry_after_seconds
 from exporter.config import NCentralSettings
 from exporter.errors import AuthFailed, ConnectionFailed, HTTPError, InvalidResponse, RateLimited
 from exporter.report import COMPLETED, IN_PROGRESS
@@ -210,3 +212,49 @@ def test_tokens_that_cannot_go_in_a_header_are_refused(sim: Simulator) -> None:
     sim.add_fault("bad_tokens", endpoint="authenticate")
     with pytest.raises(InvalidResponse, match="no usable access/refresh token pair"):
         client.submit({"startDate": "2025-08-01"}, deadline())
+
+
+def test_429_honours_retry_after_as_an_http_date(sim: Simulator) -> None:
+    clock = FakeClock()
+    client = client_for(sim, clock)
+    # HTTP-dates have whole seconds: 30 s ahead of the last whole second is 29 to 30 s from now.
+    when = dt.datetime.fromtimestamp(int(time.time()) + 30, dt.UTC)
+    sim.add_fault("429", endpoint="submit", retry_after=email.utils.format_datetime(when, usegmt=True))
+    client.submit({"startDate": "2025-08-01"}, clock.now + 60)
+    assert len(clock.sleeps) == 1
+    assert 20.0 < clock.sleeps[0] <= 30.0  # generous below: only a stalled test run gets near it
+    assert sim.count("submit") == 2
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("7", 7.0),
+    (" 7 ", 7.0),
+    ("0", 0.0),
+    ("Thu, 01 Jan 1970 00:00:50 GMT", 0.0),  # a date in the past: retry at once
+    ("Thu, 01 Jan 1970 00:01:40 GMT", 0.0),
+    ("Thu, 01 Jan 1970 00:03:20 GMT", 100.0),  # the obsolete formats are HTTP-dates too:
+    ("Thursday, 01-Jan-70 00:03:20 GMT", 100.0),
+    ("Thu Jan  1 00:03:20 1970", 100.0),
+    (None, None),
+    ("", None),
+    ("soon", None),
+    ("-5", None),
+    ("7.5", None),
+    ("\u00b2", None),  # a digit to str.isdigit, not to HTTP
+    ("Thu, 01 Jan 1970 00:03:20 GMT" + " " * 100, 100.0),
+    ("Thu, 01 Jan 1970 00:03:20 GMT" + "x" * 100, None),  # longer than any HTTP-date
+    ("Thu, 32 Jan 1970 00:03:20 GMT", None),
+    ("Thu, 01 Jan 1970 00:03:20 G\u00c9T", None),
+])
+def test_retry_after_seconds_reads_delays_and_http_dates(value: str | None, expected: float | None) -> None:
+    assert retry_after_seconds(value, now=100.0) == expected
+
+
+def test_implausible_token_lifetimes_are_refused(sim: Simulator) -> None:
+    for access, refresh in ((0, 90000), (3600, -1), (10**9, 90000), (3600, 10**12)):
+        sim.access_expiry, sim.refresh_expiry = access, refresh
+        client = client_for(sim, retries=0)
+        with pytest.raises(InvalidResponse, match="authenticate answer carries implausible token lifetimes"):
+            client.submit({"startDate": "2025-08-01"}, deadline())
+    assert sim.count("submit") == 0
+

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from helpers import (
     ExporterProcess,
     Samples,
@@ -146,13 +147,25 @@ def another_server() -> Simulator:
         {"deviceClass": "Someone Else's Servers", "approvalStatusCounts": {"declined": 99}},
     ]})
     other.set_generation_time(0)
+    # Someone else's reports, submitted over HTTP (its own user agent keeps them out of `report_calls`).
+    headers = {"User-Agent": SOMEONE_ELSE}
+    tokens = requests.post(f"{other.url}/api/auth/authenticate", timeout=10,
+                           headers={**headers, "Authorization": f"Bearer {other.jwt}"}).json()["tokens"]
     for _ in range(3):
-        other._create_report()
+        submitted = requests.post(f"{other.url}/api/report/patch-comparison", json={"startDate": "2025-08-01"},
+                                  headers={**headers, "Authorization": f"Bearer {tokens['access']['token']}"},
+                                  timeout=10)
+        assert submitted.ok, submitted.text
     return other
 
 
+SOMEONE_ELSE = "someone-else/1.0"
+
+
 def report_calls(sim: Simulator) -> list[str]:
-    return [f"{r.method} {r.path}" for r in sim.requests if r.endpoint in ("submit", "poll")]
+    """The exporter's submits and polls."""
+    return [f"{r.method} {r.path}" for r in sim.requests
+            if r.endpoint in ("submit", "poll") and r.headers.get("User-Agent") != SOMEONE_ELSE]
 
 
 def test_a_restart_against_another_server_drops_the_stored_id_and_results(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from helpers import Samples, metrics_body, parse_samples, sample, select, wait_for
@@ -89,17 +91,38 @@ FAULTS: dict[str, tuple[Callable[[Simulator], None], str]] = {
 }
 
 
-# What the one log line must tell the operator for these faults.
+# What the one log line must tell the operator, for every fault (no report ids: they vary).
 FAULT_MESSAGES = {
+    "reset": "connection reset or closed without an answer",
+    "read-timeout": "no answer from 127.0.0.1:",
+    "refused": "POST /api/report/patch-comparison at 127.0.0.1:",
+    "429": "HTTP 429 rate limited",
+    "429-submit": "POST /api/report/patch-comparison: HTTP 429 rate limited",
+    "500-submit": "POST /api/report/patch-comparison: HTTP 500 (",
+    "502-poll": ": HTTP 502 (",
+    "400": "POST /api/report/patch-comparison: HTTP 400 (",
+    "bad-jwt": "invalid or expired",
+    "401-always": "even with a fresh access token",
     "403": "must be created at the SO (service organization) level",
     "404": "needs N-central 2025.4 or later",
-    "bad-jwt": "invalid or expired",
-    "huge": "cap",
-    "html": "is not JSON (text/html",
-    "failed": "FAILED",
-    "never-completes": "timeout",
-    "refused": "refused",
+    "failed": "N-central reports the report FAILED",
+    "aborted": "N-central reports the report ABORTED",
+    "never-completes": "still IN_PROGRESS after the 0.5s timeout",
+    "html": "answer is not JSON (text/html",
+    "garbage": "answer is not JSON (application/json)",
+    "truncated": "answer is not JSON (application/json): '{\"reportId\"",
+    "error-body": "unknown reportStatus None",
+    "wrong-types": "deviceClassSummaries: expected a list, got str",
+    "negative": "count is negative: -4",
+    "not-integer": "count is not an integer: 2.5",
+    "no-report-id": "submit answer has no integer reportId",
+    "huge": "over the 1048576-byte cap",
+    "auth-html": "POST /api/auth/authenticate: HTTP 200 answer is not JSON (text/html",
 }
+
+
+def test_every_fault_has_its_expected_message() -> None:
+    assert FAULT_MESSAGES.keys() == FAULTS.keys()
 
 
 def heal(sim: Simulator, jwt: str) -> None:
@@ -111,7 +134,13 @@ def heal(sim: Simulator, jwt: str) -> None:
 
 
 def sim_listening(sim: Simulator) -> bool:
-    return sim._server is not None
+    """Whether the simulator accepts connections (the "refused" fault stops it)."""
+    address = urlsplit(sim.url)
+    try:
+        with socket.create_connection((address.hostname or "", address.port or 443), timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
@@ -121,7 +150,8 @@ def test_fault_keeps_data_counts_reason_and_recovers(
     inject, reason = FAULTS[fault]
     config = make_config(sim, timeout=0.5 if fault == "never-completes" else 5.0)
     if fault == "read-timeout":
-        config = replace(config, ncentral=replace(config.ncentral, request_timeout=0.3))
+        # A call waits at least 1 s whatever request_timeout says; one attempt instead of three is enough here.
+        config = replace(config, ncentral=replace(config.ncentral, retries=0))
     app = Exporter(config)
     jwt = sim.jwt
     try:
@@ -150,7 +180,7 @@ def test_fault_keeps_data_counts_reason_and_recovers(
         assert line["reason"] == reason
         assert line["report"] == "all"
         assert {"status", "report_id", "error"} <= set(line)
-        assert FAULT_MESSAGES.get(fault, "") in line["error"]
+        assert FAULT_MESSAGES[fault] in line["error"], line["error"]
 
         heal(sim, jwt)
         assert app.runner.run("all") is True
@@ -376,6 +406,7 @@ def test_a_bug_in_a_run_is_counted_as_internal_and_the_next_run_recovers(
         assert sample(samples, "ncentral_patch_report_failures_total", report="all", reason="internal") == 1
         assert any(r.getMessage() == "unexpected error in a report run" and r.exc_info for r in caplog.records)
         assert app.runner.run("all")
+        assert len(calls) >= 2
     finally:
         app.shutdown()
 
@@ -467,3 +498,35 @@ def test_a_report_removed_during_its_run_just_stops(sim: Simulator) -> None:
         app.shutdown()
     assert outcome == [False]
     assert set(app.store.snapshot) == {"other"}
+
+
+def test_a_result_the_store_refuses_after_a_reload_is_dropped_and_the_run_starts_afresh(
+    sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store refuses the outcome of a run whose filters a reload changed while its last call was out:
+    that outcome is neither counted nor stored, and the run starts again with the new filters."""
+    old = make_config(sim)
+    old = replace(old, ncentral=replace(old.ncentral, request_timeout=5.0, retries=0))
+    new = replace(old, reports=(replace(old.reports[0], patch_approvals=("Declined",)),))
+    app = Exporter(old, lambda: new)
+    # The first poll is held 1.5 s, then the connection closes without an answer: a failure to record.
+    sim.add_fault("slow", endpoint="poll", count=1, delay=1.5)
+    outcome: list[bool] = []
+    worker = threading.Thread(target=lambda: outcome.append(app.runner.run("all")))
+    try:
+        with caplog.at_level(logging.INFO):
+            worker.start()
+            wait_for(lambda: sim.count("poll") >= 1)
+            assert app.reload() is None
+            worker.join(10)
+    finally:
+        app.shutdown()
+    assert outcome == [True]
+    messages = [r.getMessage() for r in caplog.records]
+    assert "report settings changed during the run; starting it afresh" in messages
+    assert "report run failed" not in messages  # the refused failure was not recorded
+    submits = [r.json() for r in sim.requests if r.endpoint == "submit"]
+    assert [submit.get("patchApprovals") for submit in submits] == [None, ["Declined"]]
+    state = app.store.snapshot["all"]
+    assert state.fingerprint == new.reports[0].fingerprint
+    assert (state.runs_total, sum(state.failures.values())) == (1, 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from dataclasses import replace
 
@@ -41,13 +42,42 @@ def test_reports_run_at_start_then_on_their_interval_one_at_a_time(sim: Simulato
     assert names == {True, False}  # both reports ran
 
 
-def test_the_first_run_starts_at_once(sim: Simulator) -> None:
+def test_the_first_run_starts_at_once_and_the_next_one_an_interval_later(sim: Simulator) -> None:
     report = ReportSettings(name="a", interval=3600, poll_interval=0.01)
     app = Exporter(Config(ncentral=NCentralSettings(url=sim.url, token=sim.jwt), reports=(report,)))
+    before = dt.datetime.now(dt.UTC)
     app.start()
     try:
         wait_for(lambda: app.store.snapshot["a"].runs_total == 1)
+        after = dt.datetime.now(dt.UTC)
         next_run = app.next_runs()["a"]
-        assert next_run is not None
     finally:
         app.shutdown()
+    # The first run was due at start-up (between `before` and `after`), the next one an interval later.
+    interval = dt.timedelta(seconds=3600)
+    assert next_run is not None
+    assert before + interval <= next_run <= after + interval
+
+
+def test_a_reload_removes_dropped_jobs_and_reschedules_a_changed_interval(sim: Simulator) -> None:
+    a = ReportSettings(name="a", interval=3600, poll_interval=0.01)
+    b = replace(a, name="b", patch_approvals=("No Approval",))
+    ncentral = NCentralSettings(url=sim.url, token=sim.jwt)
+    new = Config(ncentral=ncentral, reports=(replace(a, interval=7200),))
+    app = Exporter(Config(ncentral=ncentral, reports=(a, b)), lambda: new)
+    app.start()
+    try:
+        wait_for(lambda: all(state.runs_total == 1 for state in app.store.snapshot.values()))
+        assert app.next_runs().keys() == {"a", "b"}
+        before = dt.datetime.now(dt.UTC)
+        assert app.reload() is None
+        assert app.next_runs().keys() == {"a"}  # b's job is gone
+        wait_for(lambda: app.store.snapshot["a"].runs_total == 2)  # a changed interval runs at once
+        after = dt.datetime.now(dt.UTC)
+        next_run = app.next_runs()["a"]
+    finally:
+        app.shutdown()
+    assert set(app.store.snapshot) == {"a"}
+    interval = dt.timedelta(seconds=7200)
+    assert next_run is not None
+    assert before + interval <= next_run <= after + interval
