@@ -59,8 +59,11 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 def _write_config(path: Path, url: str, interval: str) -> None:
     # JSON is YAML: no YAML library needed here.
+    # 10,000 series is beyond the default caps (5,000 series, 4 MiB), which a real report never nears: this
+    # measures scrapes of a large body, so the caps are raised.
     config = {
-        "ncentral": {"url": url, "api_token": SIMULATOR_JWT, "request_timeout": "5s", "retry_backoff": "10ms"},
+        "ncentral": {"url": url, "api_token": SIMULATOR_JWT, "request_timeout": "5s", "retry_backoff": "10ms",
+                     "max_series": 100_000, "max_response_size": "64MiB"},
         "reports": [{"name": "all", "interval": interval, "poll_interval": "20ms", "poll_max_interval": "100ms",
                      "timeout": "2h"}],
     }

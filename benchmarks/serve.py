@@ -3,8 +3,9 @@
 KIND is
   ours       the real Exporter + WebServer, its store holding one report of N series;
   stock      prometheus_client's own start_http_server with a registry of the same collectors (the
-             exporter's ReportCollector over a store with the same data, its ExporterCollector, and the
-             default process, platform and gc collectors): the stock way to serve the same series;
+             exporter's ReportCollector over a store with the same data, its ExporterCollector and
+             RuntimeCollector, and the default process, platform and gc collectors): the stock way to serve
+             the same series;
   simulator  the N-central simulator, reports COMPLETED after --generation-time seconds with data of N series
              (or the data in --data-file).
 
@@ -55,7 +56,7 @@ def serve_stock(series: int) -> int:
         start_http_server,
     )
 
-    from exporter.collector import ExporterCollector, ReportCollector
+    from exporter.collector import ExporterCollector, ReportCollector, RuntimeCollector
     from exporter.config import Config
     from exporter.store import Store
 
@@ -69,12 +70,15 @@ def serve_stock(series: int) -> int:
     GCCollector(registry=registry)
     registry.register(ExporterCollector())
     registry.register(ReportCollector(store, lambda: config.reports))
+    registry.register(RuntimeCollector(lambda: None, lambda: store.write_failures))
     server, _thread = start_http_server(0, addr=HOST, registry=registry)
     return int(server.server_address[1])
 
 
-def serve_simulator(series: int, generation_time: float, data_file: str | None = None) -> None:
-    from exporter.simulator import Simulator
+def serve_simulator(
+    series: int, generation_time: float, data_file: str | None = None, estate: tuple[int, int, float] | None = None
+) -> None:
+    from exporter.simulator import Simulator, demo_estate
 
     simulator = Simulator(jwt=SIMULATOR_JWT, generation_time=generation_time)
     if data_file:
@@ -82,6 +86,10 @@ def serve_simulator(series: int, generation_time: float, data_file: str | None =
             simulator.set_data(json.load(handle))
     else:
         simulator.set_data(vendor_data(series))
+    if estate is not None:
+        customers, devices, latency = estate
+        simulator.set_estate(demo_estate(customers=customers, devices=devices))
+        simulator.set_latency(latency)
     simulator.start()
     print(f"PORT {simulator.port}", flush=True)
     for line in sys.stdin:
@@ -107,9 +115,13 @@ def main() -> None:
     parser.add_argument("--series", type=int, default=10_000)
     parser.add_argument("--generation-time", type=float, default=0.0)
     parser.add_argument("--data-file", help="simulator: the reports' `data` from this JSON file instead")
+    parser.add_argument("--customers", type=int, help="simulator: a customer estate of this many customers ...")
+    parser.add_argument("--devices", type=int, default=10_000, help="... with this many devices ...")
+    parser.add_argument("--latency", type=float, default=0.0, help="... answering each call after this many s")
     args = parser.parse_args()
     if args.kind == "simulator":
-        serve_simulator(args.series, args.generation_time, args.data_file)
+        estate = (args.customers, args.devices, args.latency) if args.customers else None
+        serve_simulator(args.series, args.generation_time, args.data_file, estate)
         return
     port = serve_ours(args.series) if args.kind == "ours" else serve_stock(args.series)
     print(f"PORT {port}", flush=True)

@@ -9,7 +9,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,20 @@ def test_once_ends_by_the_report_timeout_on_a_dripping_body(sim: Simulator, tmp_
     assert result.returncode == 1, result.stderr
     assert "report run failed" in result.stderr and "reason=connection" in result.stderr
     assert "not complete within" in result.stderr
+
+
+def stored_then_edited(config: Config, edit: Callable[[dict[str, Any]], None]) -> Samples:
+    """Run once with a state file, stop, let `edit` change the stored document, and return what the first
+    exporter served."""
+    first = Exporter(config)
+    assert first.runner.run("all")
+    served = scrape(first)
+    first.shutdown()
+    state = Path(config.storage_path or "")
+    document = json.loads(state.read_text())
+    edit(document)
+    state.write_text(json.dumps(document))
+    return served
 
 
 # --- 2. stored in-flight ids and results are tied to their server ---
@@ -415,15 +429,12 @@ def test_a_second_exporter_on_the_same_state_file_exits_2(sim: Simulator, tmp_pa
 def test_one_corrupt_entry_does_not_discard_the_others(
     sim: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    state = tmp_path / "state.json"
-    config = make_config(sim, state)
-    first = Exporter(config)
-    assert first.runner.run("all")
-    good = approvals(first)
-    first.shutdown()
-    document = json.loads(state.read_text())
-    document["reports"]["removed-report"] = {"fingerprint": "x", "data": {"approvals": [["A", "declined", -1]]}}
-    state.write_text(json.dumps(document))
+    config = make_config(sim, tmp_path / "state.json")
+
+    def add_corrupt_entry(document: dict[str, Any]) -> None:
+        document["reports"]["removed-report"] = {"fingerprint": "x", "data": {"approvals": [["A", "declined", -1]]}}
+
+    good = select(stored_then_edited(config, add_corrupt_entry), "ncentral_patch_approvals")
     second = Exporter(config)
     try:
         assert approvals(second) == good
@@ -479,18 +490,14 @@ def test_temporary_files_of_a_killed_writer_are_removed_at_start_up(sim: Simulat
 def test_a_stored_timestamp_in_the_future_is_refused(
     sim: Simulator, tmp_path: Path, key: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    state = tmp_path / "state.json"
-    config = make_config(sim, state)
-    first = Exporter(config)
-    assert first.runner.run("all")
-    first.shutdown()
-    document = json.loads(state.read_text())
+    config = make_config(sim, tmp_path / "state.json")
     future = time.time() + 86400 * 365 * 3000  # the year ~5000
-    if key == "in_flight":
-        document["reports"]["all"]["in_flight"] = {"report_id": FIRST_REPORT_ID, "submitted_at": future}
-    else:
-        document["reports"]["all"][key] = future
-    state.write_text(json.dumps(document))
+
+    def set_future(document: dict[str, Any]) -> None:
+        entry = document["reports"]["all"]
+        entry[key] = {"report_id": FIRST_REPORT_ID, "submitted_at": future} if key == "in_flight" else future
+
+    stored_then_edited(config, set_future)
     second = Exporter(config)
     try:
         stamp = sample(scrape(second), "ncentral_patch_report_last_success_timestamp_seconds", report="all")
@@ -501,14 +508,8 @@ def test_a_stored_timestamp_in_the_future_is_refused(
 
 
 def test_a_stored_timestamp_within_the_clock_skew_is_kept(sim: Simulator, tmp_path: Path) -> None:
-    state = tmp_path / "state.json"
-    config = make_config(sim, state)
-    first = Exporter(config)
-    assert first.runner.run("all")
-    first.shutdown()
-    document = json.loads(state.read_text())
-    document["reports"]["all"]["last_success_time"] = time.time() + 60
-    state.write_text(json.dumps(document))
+    config = make_config(sim, tmp_path / "state.json")
+    stored_then_edited(config, lambda document: document["reports"]["all"].update(last_success_time=time.time() + 60))
     second = Exporter(config)
     try:
         assert approvals(second)

@@ -482,11 +482,8 @@ def test_reload_during_a_run_restarts_it_with_the_new_filters(sim: Simulator) ->
     assert state.data is not None
 
 
-def test_a_report_removed_during_its_run_just_stops(sim: Simulator) -> None:
-    sim.set_generation_time(3600)
-    old = make_config(sim)
-    other = replace(old, reports=(replace(old.reports[0], name="other"),))
-    app = Exporter(old, lambda: other)
+def run_reloading_at_first_poll(app: Exporter, sim: Simulator) -> bool:
+    """Run report "all" in a thread, reload once its first poll has been sent, and return the run's outcome."""
     outcome: list[bool] = []
     worker = threading.Thread(target=lambda: outcome.append(app.runner.run("all")))
     try:
@@ -496,7 +493,16 @@ def test_a_report_removed_during_its_run_just_stops(sim: Simulator) -> None:
         worker.join(10)
     finally:
         app.shutdown()
-    assert outcome == [False]
+    assert len(outcome) == 1, "the run did not end"
+    return outcome[0]
+
+
+def test_a_report_removed_during_its_run_just_stops(sim: Simulator) -> None:
+    sim.set_generation_time(3600)
+    old = make_config(sim)
+    other = replace(old, reports=(replace(old.reports[0], name="other"),))
+    app = Exporter(old, lambda: other)
+    assert run_reloading_at_first_poll(app, sim) is False
     assert set(app.store.snapshot) == {"other"}
 
 
@@ -511,17 +517,8 @@ def test_a_result_the_store_refuses_after_a_reload_is_dropped_and_the_run_starts
     app = Exporter(old, lambda: new)
     # The first poll is held 1.5 s, then the connection closes without an answer: a failure to record.
     sim.add_fault("slow", endpoint="poll", count=1, delay=1.5)
-    outcome: list[bool] = []
-    worker = threading.Thread(target=lambda: outcome.append(app.runner.run("all")))
-    try:
-        with caplog.at_level(logging.INFO):
-            worker.start()
-            wait_for(lambda: sim.count("poll") >= 1)
-            assert app.reload() is None
-            worker.join(10)
-    finally:
-        app.shutdown()
-    assert outcome == [True]
+    with caplog.at_level(logging.INFO):
+        assert run_reloading_at_first_poll(app, sim) is True
     messages = [r.getMessage() for r in caplog.records]
     assert "report settings changed during the run; starting it afresh" in messages
     assert "report run failed" not in messages  # the refused failure was not recorded
