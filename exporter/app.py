@@ -11,7 +11,6 @@ from collections.abc import Callable
 from exporter.client import Sleep
 from exporter.collector import ExporterCollector, ReportCollector, RuntimeCollector
 from exporter.config import (
-    CUSTOMERS,
     SENSIBLE_MIN_INTERVAL,
     Config,
     ConfigError,
@@ -67,7 +66,9 @@ class Exporter:
         self.meta = ExporterCollector()
         self.reports = ReportCollector(self.store, lambda: self.config.reports, wall)
         self.exposition = Exposition(self.store, self.reports, self.meta)
-        self.exposition.live.register(RuntimeCollector(lambda: self.runner.server, lambda: self.store.write_failures))
+        self.exposition.register_runtime(
+            RuntimeCollector(lambda: self.runner.server, lambda: self.store.write_failures)
+        )
         self._reload_lock = threading.Lock()
 
     @property
@@ -77,7 +78,11 @@ class Exporter:
 
     def _run(self, name: str) -> bool:
         try:
-            return self.customer_scan.run() if name == CUSTOMERS else self.runner.run(name)
+            # By the collection's kind, not its name: a report may be named "customers" when the scan is off.
+            collection = next((c for c in collections(self.config) if c.name == name), None)
+            if isinstance(collection, CustomerSettings):
+                return self.customer_scan.run()
+            return self.runner.run(name)
         finally:
             self.exposition.refresh()  # the job thread renders the new result, so no scrape waits for it
 
@@ -94,6 +99,7 @@ class Exporter:
         """Stop: every run under way ends at its next wait, which ends at once, and no run starts."""
         self.stop.set()
         self.runner.halt()
+        self.customer_scan.halt()
 
     def shutdown(self, grace: float = SHUTDOWN_GRACE) -> bool:
         """Start no more runs, interrupt any wait of the one under way and give it up to `grace` seconds to

@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
@@ -108,7 +108,9 @@ class CustomerSettings:
     patch_services: tuple[str, ...] = ("Patch Status v2", "Patch Status")
     include: re.Pattern[str] | None = None
     exclude: re.Pattern[str] | None = None
+    timeout: float = 600.0  # the scan's deadline: its retries, backoffs and remaining pages stay within it
     name: str = field(default=CUSTOMERS, init=False)
+    kind: ClassVar[str] = "customer-scan"  # runs on its own worker, beside the reports (see scheduler.py)
 
     def wanted(self, customer: str) -> bool:
         """Whether a customer of this name is scanned and published (regexes searched, not anchored)."""
@@ -374,7 +376,7 @@ def _regex(value: object, key: str) -> re.Pattern[str] | None:
 
 
 def _customers(value: object) -> CustomerSettings:
-    raw = mapping(value, CUSTOMERS, {"interval", "patch_services", "include", "exclude"}, optional=True)
+    raw = mapping(value, CUSTOMERS, {"interval", "patch_services", "include", "exclude", "timeout"}, optional=True)
     interval = _positive_duration(raw.get("interval", "1h"), "customers.interval")
     services_raw = raw.get("patch_services", list(CustomerSettings.patch_services))
     if not isinstance(services_raw, list) or not services_raw:
@@ -385,6 +387,7 @@ def _customers(value: object) -> CustomerSettings:
         patch_services=services,
         include=_regex(raw.get("include"), "customers.include"),
         exclude=_regex(raw.get("exclude"), "customers.exclude"),
+        timeout=_positive_duration(raw.get("timeout", "10m"), "customers.timeout"),
     )
 
 

@@ -32,6 +32,7 @@ from exporter.errors import (
     InternalError,
     InvalidResponse,
     NotSupported,
+    ReportTimeout,
     Stopped,
     UpstreamError,
 )
@@ -176,6 +177,10 @@ def patch_issue_device(settings: CustomerSettings, raw: object, where: str) -> i
 # --- the scan ----------------------------------------------------------------------------------------
 
 
+class _Superseded(Exception):
+    """A reload changed what the scan publishes or replaced its client: the scan starts again."""
+
+
 @dataclass(frozen=True)
 class _Devices:
     names: dict[int, str]  # customer id → name (the last one seen)
@@ -202,41 +207,78 @@ class CustomerScan:
         self._stop = stop
         self._wall = wall
         self._monotonic = monotonic
-        # The clients share the stop event: a reload that replaces one lets a scan under way finish (the
-        # store drops its result if the server changed).
-        self._clients = LiveClient(config, client_factory, halt=stop)
+        # Each client has its own halt event (see LiveClient): a reload that replaces it halts its waits, and
+        # the scan checks between pages and customers whether it was replaced, so a scan against the old
+        # server stops early and starts again with the new one.
+        self._running = config
+        self._clients = LiveClient(config, client_factory)
 
     def close(self) -> None:
         self._clients.close()
 
+    def halt(self) -> None:
+        """Interrupt the scan's waits at once (shutdown)."""
+        self._clients.halt()
+
     def run(self) -> bool:
-        """Scan once; True on success. Never raises for N-central's faults."""
-        config, client = self._clients.current()
-        settings = config.customers
-        if settings is None or self._stop.is_set():
-            return False
+        """Scan once; True on success. Never raises for N-central's faults. A reload that changes what the
+        scan publishes or the N-central settings during the scan starts it again at once with the new ones."""
+        while True:
+            config, client = self._clients.current()
+            settings = config.customers
+            if settings is None or self._stop.is_set():
+                return False
+            outcome = self._attempt(settings, client)
+            if outcome is not None and not (outcome is False and self._replaced(client)):
+                return outcome
+            if self._running.get().customers is None or self._stop.is_set():
+                return False
+            log.info("configuration reloaded during the customer scan; starting it again",
+                     extra={"report": CUSTOMERS})
+
+    def _replaced(self, client: NCentralClient) -> bool:
+        """Whether a reload replaced `client` (changed the N-central settings) since the scan took it."""
+        return self._clients.halt_of(client) is None
+
+    def _check(self, settings: CustomerSettings, client: NCentralClient, deadline: float) -> None:
+        """Before each page and each customer: stop on shutdown, give way to a reload, keep the deadline."""
+        if self._stop.is_set():
+            raise Stopped
+        current = self._running.get().customers
+        if current is None or current.fingerprint != settings.fingerprint or self._replaced(client):
+            raise _Superseded
+        if self._monotonic() >= deadline:
+            raise ReportTimeout(f"customer scan not done within its {settings.timeout:g}s timeout")
+
+    def _attempt(self, settings: CustomerSettings, client: NCentralClient) -> bool | None:
+        """One scan: True or False as recorded in the store; None when a reload superseded it (nothing
+        recorded) or shutdown stopped it."""
         started = self._monotonic()
-        # A scan never outlasts its interval; retries and backoffs stay within it.
-        deadline = started + settings.interval
+        # Retries and backoffs stay within the scan's timeout; so do the pages and customers not yet asked.
+        deadline = started + settings.timeout
+        check = partial(self._check, settings, client, deadline)
         try:
-            with DaemonPool(self._max_in_flight, "customer-scan") as pool:
-                devices = self._devices(client, pool, deadline)
-                wanted = sorted(cid for cid, name in devices.names.items() if settings.wanted(name))
-                issues, failed = self._issues(client, pool, settings, wanted, devices, deadline)
-            self._record_success(settings, client, devices, wanted, issues, failed, self._monotonic() - started)
-            return True
-        except Stopped:
+            try:
+                with DaemonPool(self._max_in_flight, "customer-scan") as pool:
+                    devices = self._devices(client, pool, deadline, check)
+                    wanted = sorted(cid for cid, name in devices.names.items() if settings.wanted(name))
+                    issues, failed = self._issues(client, pool, settings, wanted, devices, deadline, check)
+                return self._record_success(
+                    settings, client, devices, wanted, issues, failed, self._monotonic() - started
+                )
+            except (Stopped, _Superseded):
+                raise
+            except UpstreamError as exc:
+                failure = exc
+            except Exception as exc:  # a bug must not stop the schedule or lose the run's count
+                log.exception("unexpected error in the customer scan", extra={"report": CUSTOMERS})
+                failure = InternalError(f"unexpected {type(exc).__name__} in the exporter (see the log)")
+            return self._record_failure(settings, client, failure, self._monotonic() - started)
+        except (Stopped, _Superseded):
             if self._stop.is_set():
                 log.info("customer scan interrupted by shutdown", extra={"report": CUSTOMERS})
                 return False
-            raise
-        except UpstreamError as exc:
-            self._record_failure(settings, client, exc, self._monotonic() - started)
-        except Exception as exc:  # a bug must not stop the schedule or lose the run's count
-            log.exception("unexpected error in the customer scan", extra={"report": CUSTOMERS})
-            error = InternalError(f"unexpected {type(exc).__name__} in the exporter (see the log)")
-            self._record_failure(settings, client, error, self._monotonic() - started)
-        return False
+            return None  # a reload halted the client or changed the settings: the caller starts again
 
     # --- calls ---
 
@@ -247,12 +289,14 @@ class CustomerScan:
         deadline: float,
         parse: Callable[[Any, str], T],
         pool: Executor | None,
+        check: Callable[[], None],
     ) -> Iterator[T]:
         """Every item of a paged list, parsed: page 1, then the pages `totalPages` promises (through `pool`
         when given, else one after the other). Each page is parsed where it is fetched, so the raw JSON of
-        only a few pages is ever alive at once."""
+        only a few pages is ever alive at once. `check` runs before each page."""
 
         def page(number: int) -> tuple[list[T], int | None]:
+            check()
             where = f"GET {path}"
             separator = "&" if "?" in path else "?"
             try:
@@ -283,12 +327,14 @@ class CustomerScan:
         for items, _ in _in_order(pool, [partial(page, number) for number in numbers], self._max_in_flight * 2):
             yield from items
 
-    def _devices(self, client: NCentralClient, pool: Executor, deadline: float) -> _Devices:
+    def _devices(
+        self, client: NCentralClient, pool: Executor, deadline: float, check: Callable[[], None]
+    ) -> _Devices:
         names: dict[int, str] = {}
         classes: dict[int, dict[str, int]] = {}
         device_class: dict[int, tuple[int, str]] = {}
         skipped = 0
-        for device in self._pages(client, "/api/devices", deadline, parse_device, pool):
+        for device in self._pages(client, "/api/devices", deadline, parse_device, pool, check):
             if device is None:
                 skipped += 1
                 continue
@@ -310,6 +356,7 @@ class CustomerScan:
         wanted: list[int],
         devices: _Devices,
         deadline: float,
+        check: Callable[[], None],
     ) -> tuple[dict[int, set[int]], dict[int, UpstreamError]]:
         """Per customer, its devices with an active issue on a patch service; and the customers whose
         active issues were refused (403/404)."""
@@ -318,7 +365,8 @@ class CustomerScan:
             path = f"/api/org-units/{customer_id}/active-issues"
             found: set[int] = set()
             try:
-                for device_id in self._pages(client, path, deadline, partial(patch_issue_device, settings), None):
+                parse = partial(patch_issue_device, settings)
+                for device_id in self._pages(client, path, deadline, parse, None, check):
                     # Only the customer's own devices, as listed: an issue may name a device that left.
                     if device_id is not None and devices.device_class.get(device_id, (None,))[0] == customer_id:
                         found.add(device_id)
@@ -354,7 +402,8 @@ class CustomerScan:
         issues: dict[int, set[int]],
         failed: dict[int, UpstreamError],
         duration: float,
-    ) -> None:
+    ) -> bool | None:
+        """True once the store took the result; None if a reload meanwhile made it refuse it."""
         now = self._wall()
         state = self._store.snapshot.get(CUSTOMERS)
         previous = state.customers if state is not None else None
@@ -388,7 +437,8 @@ class CustomerScan:
                 last_run_time=now, last_reason=None, last_error=None, runs_total=state.runs_total + 1,
             )
 
-        self._update(settings, client, change)
+        if not self._update(settings, client, change):
+            return None
         log.info(
             "customer scan succeeded",
             extra={
@@ -396,10 +446,12 @@ class CustomerScan:
                 "customers": len(wanted), "devices": len(devices.device_class), "customers_refused": len(failed),
             },
         )
+        return True
 
     def _record_failure(
         self, settings: CustomerSettings, client: NCentralClient, exc: UpstreamError, duration: float
-    ) -> None:
+    ) -> bool | None:
+        """False once the store took the failure; None if a reload meanwhile made it refuse it."""
         now = self._wall()
 
         def change(state: ReportState) -> ReportState:
@@ -408,7 +460,8 @@ class CustomerScan:
                 runs_total=state.runs_total + 1, failures=state.with_failure(exc.reason),
             )
 
-        self._update(settings, client, change)
+        if not self._update(settings, client, change):
+            return None
         log.warning(
             "customer scan failed",
             extra={
@@ -417,15 +470,19 @@ class CustomerScan:
                 "duration_seconds": round(duration, 3), "error": exc.message,
             },
         )
+        return False
 
     def _update(
         self, settings: CustomerSettings, client: NCentralClient, change: Callable[[ReportState], ReportState]
-    ) -> None:
-        # Refused when a reload changed the scan's settings or the N-central server meanwhile.
+    ) -> bool:
+        """Whether the store took the change: it refuses it when a reload changed the scan's settings or the
+        N-central server meanwhile."""
         server = server_identity(client.settings)
         if not self._store.update(CUSTOMERS, change, fingerprint=settings.fingerprint, server=server):
             log.info("customer scan settings or N-central server changed during the run; its result is dropped",
                      extra={"report": CUSTOMERS})
+            return False
+        return True
 
 
 def _in_order(pool: Executor, tasks: Sequence[Callable[[], T]], window: int) -> Iterator[T]:

@@ -26,6 +26,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.openmetrics import exposition as om_exposition
+from prometheus_client.registry import Collector
 
 from exporter.collector import ExporterCollector, ReportCollector, families
 from exporter.store import Snapshot, Store
@@ -100,11 +101,18 @@ class Exposition:
         self._runtime: dict[bool, tuple[float, bytes]] = {}
         self.live = CollectorRegistry(auto_describe=False)
         self.live.register(exporter)
+        self._run_info: list[Collector] = []
         self._cached: _Rendered | None = None
         self._lock = threading.Lock()
         # OpenMetrics is rendered once a scrape has asked for it (Prometheus does); from then on the job
         # thread renders it after each run too.
         self._openmetrics_wanted = False
+
+    def register_runtime(self, collector: Collector) -> None:
+        """A live collector of what the exporter learnt while running (server info, failed state writes):
+        in every scrape, and in what `--once` prints."""
+        self.live.register(collector)
+        self._run_info.append(collector)
 
     def refresh(self) -> None:
         """Render the report part now (the job thread calls this after a run), not in the next scrape."""
@@ -157,9 +165,12 @@ class Exposition:
         return text
 
     def render_reports(self) -> bytes:
-        """Only the report metrics: what `--once` prints for the textfile collector."""
+        """What `--once` prints for the textfile collector: the collections' metrics and what the run learnt
+        (server info, failed state writes); no process or exporter build metrics."""
         registry = CollectorRegistry(auto_describe=False)
         registry.register(self._reports)
+        for collector in self._run_info:
+            registry.register(collector)
         return generate_latest(registry)
 
 

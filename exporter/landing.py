@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from exporter import __version__
 from exporter.config import CUSTOMERS, Config, ReportSettings
+from exporter.customers import CustomerData
 from exporter.report import KNOWN_APPROVAL_STATUSES, ReportData
 from exporter.store import ReportState
 
@@ -203,9 +204,15 @@ def _report_section(
     return "".join(section)
 
 
-def customers_section(state: ReportState | None, next_run: dt.datetime | None, now: float, limit: int = 20) -> str:
+def customers_section(
+    state: ReportState | None,
+    next_run: dt.datetime | None,
+    now: float,
+    limit: int = 20,
+    table_html: Callable[[CustomerData], str] | None = None,
+) -> str:
     """The customer scan's outcome and its `limit` customers with the largest share of devices with a patch
-    problem; empty when the scan is not configured."""
+    problem (by `table_html`, default `customers_table`); empty when the scan is not configured."""
     if state is None or (state.customers is None and state.last_run_time is None and next_run is None):
         return ""
     outcome = _outcome(state, "no scan finished yet")
@@ -217,20 +224,25 @@ def customers_section(state: ReportState | None, next_run: dt.datetime | None, n
         f"<tr><th>next scan</th><td>{escape(next_text)}</td></tr></table>"
     ]
     if state.customers is not None:
-        totals = state.customers.per_customer()
-        worst = sorted(totals, key=lambda row: (-row[3] / row[2] if row[2] else 0.0, -row[3], row[1], row[0]))
-        body = "".join(
-            f'<tr><td>{escape(name)}</td><td class="n">{customer_id}</td><td class="n">{devices}</td>'
-            f'<td class="n">{issues}</td><td class="n">{(issues / devices if devices else 0.0):.1%}</td></tr>'
-            for customer_id, name, devices, issues in worst[:limit]
-        )
-        parts.append(
-            f"<h3>The {min(limit, len(worst))} of {len(worst)} customers with the largest share of devices "
-            "with a patch problem</h3><table><tr><th>customer</th><th>id</th><th>devices</th>"
-            f"<th>with a patch problem</th><th>share</th></tr>{body}</table>"
-        )
+        parts.append(table_html(state.customers) if table_html is not None else customers_table(state.customers, limit))
     parts.append("</section>")
     return "".join(parts)
+
+
+def customers_table(data: CustomerData, limit: int = 20) -> str:
+    """The `limit` customers with the largest share of devices with a patch problem, as an HTML table."""
+    totals = data.per_customer()
+    worst = sorted(totals, key=lambda row: (-row[3] / row[2] if row[2] else 0.0, -row[3], row[1], row[0]))
+    body = "".join(
+        f'<tr><td>{escape(name)}</td><td class="n">{customer_id}</td><td class="n">{devices}</td>'
+        f'<td class="n">{issues}</td><td class="n">{(issues / devices if devices else 0.0):.1%}</td></tr>'
+        for customer_id, name, devices, issues in worst[:limit]
+    )
+    return (
+        f"<h3>The {min(limit, len(worst))} of {len(worst)} customers with the largest share of devices "
+        "with a patch problem</h3><table><tr><th>customer</th><th>id</th><th>devices</th>"
+        f"<th>with a patch problem</th><th>share</th></tr>{body}</table>"
+    )
 
 
 def ncentral_host(url: str) -> str:
@@ -256,6 +268,7 @@ def render(
     host: str = "",
     demo: bool = False,
     data_html: Callable[[ReportData], str] = data_section,
+    customers_html: Callable[[CustomerData], str] | None = None,
 ) -> bytes:
     sections = "".join(
         _report_section(report, snapshot.get(report.name), next_runs.get(report.name), now, data_html)
@@ -263,7 +276,10 @@ def render(
     )
     # A report may be named "customers" when the customer scan is off: then that state is the report's.
     scanned = all(report.name != CUSTOMERS for report in reports)
-    customers = customers_section(snapshot.get(CUSTOMERS), next_runs.get(CUSTOMERS), now) if scanned else ""
+    customers = (
+        customers_section(snapshot.get(CUSTOMERS), next_runs.get(CUSTOMERS), now, table_html=customers_html)
+        if scanned else ""
+    )
     source = f"<p>Watching N-central at <strong>{escape(host)}</strong></p>" if host else ""
     if demo:
         source = (
@@ -289,6 +305,7 @@ class PageCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._parts: dict[int, tuple[ReportData, str]] = {}
+        self._customers: tuple[CustomerData, str] | None = None  # the customers table, keyed the same way
 
     def _data_html(self, data: ReportData) -> str:
         with self._lock:
@@ -298,6 +315,14 @@ class PageCache:
         html = data_section(data)
         with self._lock:
             self._parts[id(data)] = (data, html)
+        return html
+
+    def _customers_html(self, data: CustomerData) -> str:
+        cached = self._customers
+        if cached is not None and cached[0] is data:
+            return cached[1]
+        html = customers_table(data)
+        self._customers = (data, html)  # one reference swapped whole: the last scan's table, or a newer one
         return html
 
     def page(
@@ -314,4 +339,5 @@ class PageCache:
             for key in [key for key in self._parts if key not in current]:
                 del self._parts[key]
         return render(config.reports, snapshot, next_runs, telemetry_path, now,
-                      host=ncentral_host(config.ncentral.url), demo=demo, data_html=self._data_html)
+                      host=ncentral_host(config.ncentral.url), demo=demo, data_html=self._data_html,
+                      customers_html=self._customers_html)

@@ -1,9 +1,11 @@
-"""APScheduler wiring: one interval job per report, the first run at once, one report at a time."""
+"""APScheduler wiring: one interval job per collection, the first run at once, one report at a time, and
+each other kind of collection (the customer scan) on its own worker beside them."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
@@ -13,6 +15,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from exporter.workers import DaemonPool
 
 log = logging.getLogger(__name__)
+
+DEFAULT_KIND = "default"  # the reports' worker
 
 
 class Scheduled(Protocol):
@@ -37,10 +41,12 @@ class ReportScheduler:
         """`collections` is asked for what to schedule, each time: the running config owns it."""
         self._run = run
         self._collections = collections
-        # One worker: N-central limits concurrent requests, so reports of one exporter run one at a time.
-        self._workers = DaemonPool(1, "collection-run")
+        # One worker per kind of collection: N-central limits concurrent requests per endpoint, so reports of
+        # one exporter run one at a time; the customer scan, on other endpoints, runs on its own worker, so
+        # a long scan never holds a report back. A job runs on its kind's worker only, once at a time.
+        self._workers = {DEFAULT_KIND: DaemonPool(1, "collection-run")}
         self._scheduler = BackgroundScheduler(
-            executors={"default": _RunExecutor(self._workers)},
+            executors={DEFAULT_KIND: _RunExecutor(self._workers[DEFAULT_KIND])},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=dt.UTC,
         )
@@ -54,18 +60,27 @@ class ReportScheduler:
         wanted = {report.name: report for report in self._collections()}
         restart = set(fresh)
         # What is scheduled is asked of APScheduler's jobs themselves, not of a copy kept beside them.
-        scheduled = {job.id: job.trigger.interval for job in self._scheduler.get_jobs()}
+        scheduled = {job.id: (job.trigger.interval, job.executor) for job in self._scheduler.get_jobs()}
         for name in scheduled:
             if name not in wanted:
                 self._scheduler.remove_job(name)
         now = dt.datetime.now(dt.UTC)
         for name, report in wanted.items():
-            if scheduled.get(name) == dt.timedelta(seconds=report.interval) and name not in restart:
+            executor = self._executor(report)
+            if scheduled.get(name) == (dt.timedelta(seconds=report.interval), executor) and name not in restart:
                 continue
             self._scheduler.add_job(
                 self._run, "interval", seconds=report.interval, id=name, name=f"report {name}", args=[name],
-                next_run_time=now, replace_existing=True,
+                next_run_time=now, replace_existing=True, executor=executor,
             )
+
+    def _executor(self, collection: Scheduled) -> str:
+        """The worker a collection runs on: reports share one; each other kind has its own."""
+        kind = getattr(collection, "kind", DEFAULT_KIND)
+        if kind not in self._workers:
+            self._workers[kind] = DaemonPool(1, f"{kind}-run")
+            self._scheduler.add_executor(_RunExecutor(self._workers[kind]), kind)
+        return str(kind)
 
     def next_runs(self) -> dict[str, dt.datetime | None]:
         return {job.id: job.next_run_time for job in self._scheduler.get_jobs()}
@@ -74,8 +89,10 @@ class ReportScheduler:
         """Start no more runs; the one under way goes on (see `join`)."""
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
-        self._workers.shutdown(wait=False, cancel_futures=True)
+        for workers in self._workers.values():
+            workers.shutdown(wait=False, cancel_futures=True)
 
     def join(self, timeout: float) -> bool:
-        """Wait up to `timeout` for the run under way to end (after `shutdown`); True if it did."""
-        return self._workers.join(timeout)
+        """Wait up to `timeout`, in all, for the runs under way to end (after `shutdown`); True if they did."""
+        deadline = time.monotonic() + timeout
+        return all([workers.join(max(0.0, deadline - time.monotonic())) for workers in self._workers.values()])
