@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--check-connection", action="store_true",
                         help="check, step by step, that N-central answers and accepts the token; exit 0 or 1")
     parser.add_argument("--once", action="store_true",
-                        help="run every report once, print the metrics to stdout, exit 0 if all succeeded")
+                        help="run every collection once (each report, and the customer scan when configured), "
+                        "print their metrics to stdout, exit 0 if every one succeeded")
     parser.add_argument("--demo", action="store_true",
                         help="run against a built-in N-central simulator on loopback")
     parser.add_argument("--version", action="version", version=f"ncentral-patch-exporter {__version__}")
@@ -140,7 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.check_config:
             source = "built-in demo configuration (--demo; --config.file is not read)" if args.demo \
                 else args.config_file
-            print(f"{source}: OK ({len(config.reports)} report(s): {', '.join(r.name for r in config.reports)})")
+            scan = (f"; customer scan every {config.customers.interval:g}s, timeout {config.customers.timeout:g}s"
+                    if config.customers is not None else "")
+            print(f"{source}: OK ({len(config.reports)} report(s): {', '.join(r.name for r in config.reports)}{scan})")
             return 0
     except (ConfigError, ValueError) as exc:
         if simulator is not None:
@@ -200,7 +203,8 @@ def _bad(message: str) -> int:
 
 
 def _once(config: Config, signals: _Signals) -> int:
-    """Run every report once and print its metrics; a signal interrupts the run and exits 1, printing nothing."""
+    """Run every collection once and print the metrics; 0 if all succeeded. A signal interrupts the run and
+    exits 1, printing nothing."""
     from exporter.app import SHUTDOWN_GRACE, Exporter
     from exporter.store import StateFileLocked
     from exporter.workers import DaemonPool

@@ -67,7 +67,8 @@ def families(snapshot: Snapshot, expired: frozenset[str]) -> list[Metric]:
     )
     duration = GaugeMetricFamily(
         "ncentral_patch_report_last_duration_seconds",
-        "Seconds from submit to COMPLETED of the report's last successful run.",
+        "Seconds the last successful run took: a report's from submit to COMPLETED, the customer scan's from "
+        "start to end.",
         labels=["report"],
     )
     runs = CounterMetricFamily(

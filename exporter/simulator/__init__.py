@@ -15,7 +15,7 @@ smaller than the 1000 asked for, answering 429 to calls beyond its concurrency l
 
 The package, bottom up: `data` (the release, report data, submit validation), `estate` (the customer
 estate), `api` (endpoints, answers as data, error bodies), `faults` (each fault's answer), `state` (what
-it holds, and the knobs), `http` (the HTTP front), `server` (`Simulator`: state served between start and
+it holds, and the knobs), `front` (the HTTP front), `server` (`Simulator`: state served between start and
 stop), `__main__` (`python -m exporter.simulator`).
 """
 
