@@ -1,6 +1,8 @@
 """The customer scan: devices per customer and device class, and how many of them have an active issue on
-a patch service. A second kind of collection next to the patch reports, on the same client, store,
-run metrics, schedule and exposition cache.
+a patch service. A second kind of collection next to the patch reports, on the same store, run metrics
+and exposition cache, with its own N-central client and its own scheduler worker (reports never wait
+behind a scan). Between pages and customers a scan checks for shutdown, a reload (it starts again with
+the new settings) and its `timeout`.
 
 One run: `GET /api/devices` paged, then `GET /api/org-units/{customerId}/active-issues` paged for each
 customer that the include/exclude regexes keep, at most two calls in flight. A customer whose active
@@ -231,8 +233,9 @@ class CustomerScan:
             outcome = self._attempt(settings, client)
             if outcome is not None and not (outcome is False and self._replaced(client)):
                 return outcome
-            if self._running.get().customers is None or self._stop.is_set():
-                return False
+            halt = self._clients.halt_of(client)
+            if self._running.get().customers is None or self._stop.is_set() or (halt is not None and halt.is_set()):
+                return False  # gone, stopping, or halted without a reload: nothing to start again
             log.info("configuration reloaded during the customer scan; starting it again",
                      extra={"report": CUSTOMERS})
 
