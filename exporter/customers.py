@@ -39,7 +39,7 @@ from exporter.errors import (
     UpstreamError,
 )
 from exporter.labels import label_value
-from exporter.live_client import ClientFactory, LiveClient, default_client
+from exporter.live_client import ClientFactory, CollectionRun, default_client
 from exporter.scrub import shown
 from exporter.workers import DaemonPool
 
@@ -190,7 +190,7 @@ class _Devices:
     device_class: dict[int, tuple[int, str]]  # device id → (customer id, device class)
 
 
-class CustomerScan:
+class CustomerScan(CollectionRun):
     def __init__(
         self,
         config: RunningConfig,
@@ -204,23 +204,11 @@ class CustomerScan:
     ) -> None:
         """`config` is asked for the scan's settings at the start of each run. `max_in_flight` other than 2
         is for the benchmark's side-by-side baseline only."""
-        self._max_in_flight = max_in_flight
-        self._store = store
-        self._stop = stop
-        self._wall = wall
-        self._monotonic = monotonic
         # Each client has its own halt event (see LiveClient): a reload that replaces it halts its waits, and
         # the scan checks between pages and customers whether it was replaced, so a scan against the old
         # server stops early and starts again with the new one.
-        self._running = config
-        self._clients = LiveClient(config, client_factory)
-
-    def close(self) -> None:
-        self._clients.close()
-
-    def halt(self) -> None:
-        """Interrupt the scan's waits at once (shutdown)."""
-        self._clients.halt()
+        super().__init__(config, store, stop, client_factory=client_factory, wall=wall, monotonic=monotonic)
+        self._max_in_flight = max_in_flight
 
     def run(self) -> bool:
         """Scan once; True on success. Never raises for N-central's faults. A reload that changes what the

@@ -1,14 +1,20 @@
 """The N-central client of one collection kind, following the running config: a swap that changes the
-N-central settings (URL, token, TLS, timeouts…) replaces it."""
+N-central settings (URL, token, TLS, timeouts…) replaces it; and `CollectionRun`, what every collection
+kind is built on."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from exporter.client import NCentralClient, ServerInfo, interruptible_sleep
 from exporter.config import Config, NCentralSettings
 from exporter.running_config import RunningConfig
+
+if TYPE_CHECKING:
+    from exporter.store import Store
 
 # The event halts the client's waits (backoff).
 ClientFactory = Callable[[NCentralSettings, threading.Event], NCentralClient]
@@ -76,3 +82,32 @@ class LiveClient:
     def close(self) -> None:
         with self._lock:
             self._client.close()
+
+
+class CollectionRun:
+    """What every collection kind (a patch report, the customer scan) runs with: the running config it asks,
+    the store it records in, the stop event, the clocks, and its own N-central client (`LiveClient`)."""
+
+    def __init__(
+        self,
+        config: RunningConfig,
+        store: Store,
+        stop: threading.Event,
+        *,
+        client_factory: ClientFactory = default_client,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._running = config
+        self._store = store
+        self._stop = stop
+        self._wall = wall
+        self._monotonic = monotonic
+        self._clients = LiveClient(config, client_factory)
+
+    def halt(self) -> None:
+        """Interrupt the run's waits at once (shutdown)."""
+        self._clients.halt()
+
+    def close(self) -> None:
+        self._clients.close()

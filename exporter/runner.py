@@ -13,7 +13,7 @@ from enum import Enum
 from exporter.client import NCentralClient, ServerInfo, Sleep, interruptible_sleep
 from exporter.config import ReportSettings, server_identity
 from exporter.errors import InternalError, NotSupported, ReportTimeout, Stopped, UpstreamError
-from exporter.live_client import ClientFactory, LiveClient, default_client
+from exporter.live_client import ClientFactory, CollectionRun, default_client
 from exporter.report import COMPLETED, ReportData, request_body
 from exporter.running_config import RunningConfig
 from exporter.store import InFlight, ReportState, Store
@@ -42,7 +42,7 @@ class _Interrupted(Exception):
         self.outcome = outcome
 
 
-class Runner:
+class Runner(CollectionRun):
     def __init__(
         self,
         config: RunningConfig,
@@ -56,16 +56,8 @@ class Runner:
     ) -> None:
         """`config` is asked for the report's settings at each step; a swap that changes the N-central
         settings replaces the client at once and halts the old one's waits (see LiveClient)."""
-        self._store = store
-        self._stop = stop
-        self._wall = wall
-        self._monotonic = monotonic
+        super().__init__(config, store, stop, client_factory=client_factory, wall=wall, monotonic=monotonic)
         self._given_sleep = sleep
-        self._clients = LiveClient(config, client_factory)
-
-    def halt(self) -> None:
-        """Interrupt every backoff and poll wait at once (shutdown)."""
-        self._clients.halt()
 
     @property
     def server(self) -> ServerInfo | None:
@@ -80,9 +72,6 @@ class Runner:
         if halt is None:  # a reload replaced the client meanwhile
             raise _Interrupted(RunOutcome.CLIENT_REPLACED)
         interruptible_sleep(halt)(seconds)
-
-    def close(self) -> None:
-        self._clients.close()
 
     def _current(self, name: str) -> tuple[ReportSettings | None, NCentralClient]:
         config, client = self._clients.current()
