@@ -16,6 +16,7 @@ from exporter.config import (
     ConfigError,
     CustomerSettings,
     ReportSettings,
+    log_notices,
     server_identity,
 )
 from exporter.customers import CustomerScan
@@ -137,6 +138,7 @@ class Exporter:
                     log.info("configuration reloaded", extra={
                         "reports": len(config.reports), "restarted": fresh, "run_now": run_now,
                     })
+                    log_notices(config)  # what the new config normalised or looks wrong, now it is accepted
                     warn_short_intervals(config.reports)
                     return None
             self.meta.reload_successful = False

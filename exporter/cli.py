@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signals = _Signals()  # first of all: a signal during start-up already means a clean stop
     args = build_parser().parse_args(argv)
     logs.setup(args.log_level, args.log_format)
-    from exporter.config import ConfigError, load_config
+    from exporter.config import ConfigError, load_config, log_notices
 
     if args.max_requests < 0:
         return _bad("--web.max-requests: must be 0 (no limit) or more")
@@ -143,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else args.config_file
             scan = (f"; customer scan every {config.customers.interval:g}s, timeout {config.customers.timeout:g}s"
                     if config.customers is not None else "")
+            log_notices(config)  # only now: a refused config prints its one error line and nothing else
             print(f"{source}: OK ({len(config.reports)} report(s): {', '.join(r.name for r in config.reports)}{scan})")
             return 0
     except (ConfigError, ValueError) as exc:
@@ -153,13 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.check_connection:
             from exporter.diagnose import check_connection
 
+            log_notices(config)
             return check_connection(config.ncentral)
         if args.once:
             return _once(config, signals)
-        if not args.demo:
-            from exporter.app import warn_short_intervals
-
-            warn_short_intervals(config.reports)
         return _serve(args, config, address, web_config, signals)
     finally:
         if simulator is not None:
@@ -206,6 +204,7 @@ def _once(config: Config, signals: _Signals) -> int:
     """Run every collection once and print the metrics; 0 if all succeeded. A signal interrupts the run and
     exits 1, printing nothing."""
     from exporter.app import SHUTDOWN_GRACE, Exporter
+    from exporter.config import log_notices
     from exporter.store import StateFileLocked
     from exporter.workers import DaemonPool
 
@@ -213,6 +212,7 @@ def _once(config: Config, signals: _Signals) -> int:
         exporter = Exporter(config, stop=signals.stop)
     except StateFileLocked as exc:
         return _bad(str(exc))
+    log_notices(config)  # once the state file too was accepted
     # The runs go on a worker, so that the main thread can act on a signal while one is inside an HTTP call.
     worker = DaemonPool(1, "once")
     outcome = worker.submit(exporter.run_once)
@@ -242,8 +242,8 @@ def _serve(
     web_config: WebConfig | None,
     signals: _Signals,
 ) -> int:
-    from exporter.app import Exporter
-    from exporter.config import load_config
+    from exporter.app import Exporter, warn_short_intervals
+    from exporter.config import load_config, log_notices
     from exporter.store import StateFileLocked
     from exporter.web import WebServer
     from exporter.webconfig import WebConfig
@@ -258,6 +258,11 @@ def _serve(
                            web_config_file=args.web_config_file, max_requests=args.max_requests, demo=args.demo)
     except OSError as exc:
         return _bad(f"--web.listen-address: cannot listen on {args.listen_address}: {exc.strerror}")
+    # Only now, with the config, the flags, the state file and the address accepted: a refused start-up
+    # prints its one error line and nothing else.
+    log_notices(config)
+    if not args.demo:
+        warn_short_intervals(config.reports)
     server.start()
     host, port = server.address
     log.info(

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
+from yaml.reader import ReaderError
 
 from exporter.errors import os_reason
 from exporter.scrub import header_safe, shown
@@ -109,6 +111,8 @@ class CustomerSettings:
     include: re.Pattern[str] | None = None
     exclude: re.Pattern[str] | None = None
     timeout: float = 600.0  # the scan's deadline: its retries, backoffs and remaining pages stay within it
+    max_series: int = 20_000  # most series one scan may publish (2 per customer and device class)
+    max_devices: int = 500_000  # most devices one scan may list (each is held while the scan runs)
     name: str = field(default=CUSTOMERS, init=False)
     kind: ClassVar[str] = "customer-scan"  # runs on its own worker, beside the reports (see scheduler.py)
 
@@ -133,11 +137,23 @@ class CustomerSettings:
 
 
 @dataclass(frozen=True)
+class Notice:
+    """A line to log about a config (what was normalised, what looks like a mistake), said only once the
+    whole config, the flags and the state file were accepted: a refused config prints its one error line."""
+
+    level: int
+    message: str
+    extra: Mapping[str, object] = field(default_factory=dict)
+    once: tuple[str, ...] | None = None  # said once per process for the same key (a reload repeats none)
+
+
+@dataclass(frozen=True)
 class Config:
     ncentral: NCentralSettings
     reports: tuple[ReportSettings, ...]
     storage_path: str | None = None
     customers: CustomerSettings | None = None
+    notices: tuple[Notice, ...] = field(default=(), compare=False, repr=False)
 
 
 def resolve_start_date(spec: str, today: dt.date) -> str:
@@ -274,12 +290,40 @@ def _token(raw: Mapping[str, Any], env: Mapping[str, str]) -> str:
     raise ConfigError(f"ncentral.api_token: no token (set api_token, api_token_file or {TOKEN_ENV})")
 
 
-_noted_urls: set[tuple[str, str]] = set()
+_noted: set[tuple[str, ...]] = set()
+_noted_lock = threading.Lock()
 
 
-def normalise_url(given: str) -> str:
+def log_notices(config: Config) -> None:
+    """Log what parsing `config` had to say; call once the config (and the flags, the state file) was
+    accepted, at start-up, --check-config or a reload. A notice with `once` is said once per process."""
+    for notice in config.notices:
+        if notice.once is not None:
+            with _noted_lock:
+                if notice.once in _noted:
+                    continue
+                _noted.add(notice.once)
+        log.log(notice.level, notice.message, extra=dict(notice.extra))
+
+
+# The user-info part of a URL (`user:password@`), up to the last `@` before the path.
+_USERINFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?)[^/?#]*@")
+
+
+def _without_userinfo(given: str) -> str:
+    """`given` as a config error may show it: any `user:password@` replaced by `***@`."""
+    return _USERINFO.sub(r"\1***@", given, count=1)
+
+
+def normalise_url(given: str, notices: list[Notice] | None = None) -> str:
     """The server's base URL as the client joins `/api/...` to it: no trailing `/`, no `/api` (as people copy
-    it from the API explorer). What was changed is said once, at info level."""
+    it from the API explorer). What was changed is added to `notices` (said once, at info level). A URL
+    with a user name or password is refused without repeating them: the exporter authenticates with the
+    API token only."""
+    shown_url = _without_userinfo(given)
+    if shown_url != given:
+        raise ConfigError("ncentral.url: must not contain a user name or password (user:password@); the exporter "
+                          f"authenticates with the API token only, got {shown_url!r}")
     try:
         parts = urlsplit(given)
         port = parts.port
@@ -295,20 +339,20 @@ def normalise_url(given: str) -> str:
     if path.lower().endswith("/api"):
         path = path[:-4].rstrip("/")
     url = urlunsplit((parts.scheme, parts.netloc, path, "", ""))
-    if url != given and (given, url) not in _noted_urls:
-        _noted_urls.add((given, url))
-        log.info("ncentral.url normalised to the server's base URL", extra={"given": given, "url": url})
+    if url != given and notices is not None:
+        notices.append(Notice(logging.INFO, "ncentral.url normalised to the server's base URL",
+                              {"given": given, "url": url}, once=("url", given, url)))
     return url
 
 
-def _ncentral(value: object, env: Mapping[str, str]) -> NCentralSettings:
+def _ncentral(value: object, env: Mapping[str, str], notices: list[Notice]) -> NCentralSettings:
     raw = mapping(value, "ncentral", {
         "url", "api_token", "api_token_file", "verify_tls", "ca_bundle", "request_timeout",
         "max_response_size", "retries", "retry_backoff", "max_series",
     })
     if "url" not in raw:
         raise ConfigError("ncentral.url: required")
-    url = normalise_url(_string(raw["url"], "ncentral.url"))
+    url = normalise_url(_string(raw["url"], "ncentral.url"), notices)
     retries = raw.get("retries", 4)
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 20:
         raise ConfigError(f"ncentral.retries: must be a whole number from 0 to 20, got {retries!r}")
@@ -330,9 +374,9 @@ def _ncentral(value: object, env: Mapping[str, str]) -> NCentralSettings:
     )
 
 
-def _max_series(value: object) -> int:
+def _max_series(value: object, key: str = "ncentral.max_series") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10**7:
-        raise ConfigError(f"ncentral.max_series: must be a whole number from 1 to 10000000, got {shown(value)}")
+        raise ConfigError(f"{key}: must be a whole number from 1 to 10000000, got {shown(value)}")
     return value
 
 
@@ -376,7 +420,9 @@ def _regex(value: object, key: str) -> re.Pattern[str] | None:
 
 
 def _customers(value: object) -> CustomerSettings:
-    raw = mapping(value, CUSTOMERS, {"interval", "patch_services", "include", "exclude", "timeout"}, optional=True)
+    raw = mapping(value, CUSTOMERS, {
+        "interval", "patch_services", "include", "exclude", "timeout", "max_series", "max_devices",
+    }, optional=True)
     interval = _positive_duration(raw.get("interval", "1h"), "customers.interval")
     services_raw = raw.get("patch_services", list(CustomerSettings.patch_services))
     if not isinstance(services_raw, list) or not services_raw:
@@ -388,6 +434,8 @@ def _customers(value: object) -> CustomerSettings:
         include=_regex(raw.get("include"), "customers.include"),
         exclude=_regex(raw.get("exclude"), "customers.exclude"),
         timeout=_positive_duration(raw.get("timeout", "10m"), "customers.timeout"),
+        max_series=_max_series(raw.get("max_series", CustomerSettings.max_series), "customers.max_series"),
+        max_devices=_max_series(raw.get("max_devices", CustomerSettings.max_devices), "customers.max_devices"),
     )
 
 
@@ -395,7 +443,8 @@ def parse_config(data: object, env: Mapping[str, str]) -> Config:
     raw = mapping(data, "", {"ncentral", "reports", "storage", CUSTOMERS}, optional=True)
     if "ncentral" not in raw:
         raise ConfigError("ncentral: required")
-    ncentral = _ncentral(raw["ncentral"], env)
+    notices: list[Notice] = []
+    ncentral = _ncentral(raw["ncentral"], env, notices)
     reports_raw = raw.get("reports")
     if reports_raw is None:
         reports: tuple[ReportSettings, ...] = (ReportSettings(name="all"),)
@@ -415,12 +464,13 @@ def parse_config(data: object, env: Mapping[str, str]) -> Config:
         index = next(i for i, report in enumerate(reports) if report.name == CUSTOMERS)
         raise ConfigError(f"reports[{index}].name: {CUSTOMERS!r} is the customer scan's name; choose another")
     if customers is not None and customers.interval < CUSTOMERS_MIN_INTERVAL:
-        # Only once the whole config is valid: a refused config prints its one error line and nothing else.
-        log.warning(
-            "customers.interval is below 15m: every scan makes one call per customer",
-            extra={"interval_seconds": customers.interval},
-        )
-    return Config(ncentral=ncentral, reports=reports, storage_path=storage_path, customers=customers)
+        # Said by `log_notices` once everything is accepted: a refused config prints its one error line only.
+        notices.append(Notice(
+            logging.WARNING, "customers.interval is below 15m: every scan makes one call per customer",
+            {"interval_seconds": customers.interval},
+        ))
+    return Config(ncentral=ncentral, reports=reports, storage_path=storage_path, customers=customers,
+                  notices=tuple(notices))
 
 
 class _Located(str):
@@ -450,17 +500,33 @@ _Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_ti
 def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
     """Read and validate `path`; raises ConfigError with one line naming the file or key."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {os_reason(exc)}") from None
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, column = _position(raw, exc.start, b"\n")
+        raise ConfigError(
+            f"{path}: cannot read config file: not UTF-8 at line {line}, column {column} (byte offset {exc.start}): "
+            f"{exc.reason} 0x{raw[exc.start]:02x} (save the file as UTF-8)"
+        ) from None
+    try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader
+    except ReaderError as exc:
+        # A character YAML does not allow (a control character): PyYAML gives its offset, not a mark.
+        line, column = _position(text, exc.position, "\n")
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise ConfigError(
+            f"{path}: not valid YAML at line {line}, column {column}: character #x{code:04x} is not allowed "
+            f"({exc.reason}; write it as an escape like \\x{code:02x} in a double-quoted string, if it is meant)"
+        ) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "syntax error"
+        problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or "syntax error"
         raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
     except (ValueError, RecursionError) as exc:
         # PyYAML builds dates and numbers itself: `2025-02-30` raises a plain ValueError.
@@ -469,6 +535,12 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
         return parse_config(data, os.environ if env is None else env)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def _position(text: str | bytes, offset: int, newline: Any) -> tuple[int, int]:
+    """The 1-based line and column of `offset` in `text`."""
+    line_start = text.rfind(newline, 0, offset) + 1
+    return text.count(newline, 0, offset) + 1, offset - line_start + 1
 
 
 def server_identity(settings: NCentralSettings) -> str:

@@ -251,7 +251,7 @@ class CustomerScan(CollectionRun):
         try:
             try:
                 with DaemonPool(self._max_in_flight, "customer-scan") as pool:
-                    devices = self._devices(client, pool, deadline, check)
+                    devices = self._devices(client, pool, deadline, check, settings)
                     wanted = sorted(cid for cid, name in devices.names.items() if settings.wanted(name))
                     issues, failed = self._issues(client, pool, settings, wanted, devices, deadline, check)
                 return self._record_success(
@@ -319,12 +319,20 @@ class CustomerScan(CollectionRun):
             yield from items
 
     def _devices(
-        self, client: NCentralClient, pool: Executor, deadline: float, check: Callable[[], None]
+        self,
+        client: NCentralClient,
+        pool: Executor,
+        deadline: float,
+        check: Callable[[], None],
+        settings: CustomerSettings,
     ) -> _Devices:
+        """The device list, refused as `invalid_response` the moment it holds more devices than
+        `max_devices` or would publish more series than `max_series` (memory stays bounded)."""
         names: dict[int, str] = {}
         classes: dict[int, dict[str, int]] = {}
         device_class: dict[int, tuple[int, str]] = {}
         skipped = 0
+        series = 0  # published series so far: 2 per (kept customer, device class)
         for device in self._pages(client, "/api/devices", deadline, parse_device, pool, check):
             if device is None:
                 skipped += 1
@@ -333,8 +341,20 @@ class CustomerScan(CollectionRun):
                 continue  # the list moved between pages: a device seen twice counts once
             names[device.customer_id] = device.customer
             per_class = classes.setdefault(device.customer_id, {})
+            if device.device_class not in per_class and settings.wanted(device.customer):
+                series += 2
+                if series > settings.max_series:
+                    raise InvalidResponse(
+                        f"GET /api/devices: the scan would publish more than customers.max_series="
+                        f"{settings.max_series} series (2 per customer and device class); raise it or narrow "
+                        "customers.include/exclude"
+                    )
             per_class[device.device_class] = per_class.get(device.device_class, 0) + 1
             device_class[device.device_id] = (device.customer_id, sys.intern(device.device_class))
+            if len(device_class) > settings.max_devices:
+                raise InvalidResponse(
+                    f"GET /api/devices: more than customers.max_devices={settings.max_devices} devices; raise it"
+                )
         if skipped:
             log.debug("devices without a customer left out", extra={"report": CUSTOMERS, "devices": skipped})
         return _Devices(names, classes, device_class)

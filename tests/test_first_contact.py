@@ -208,12 +208,27 @@ def _check(tmp_path: Path, sim: Simulator, case: str) -> tuple[list[str], str]:
         return base, "storage.path: cannot write in /proc"
     if case == "storage-is-a-directory":
         return [*base, f"--storage.path={tmp_path}"], "--storage.path: "
+    if case == "notices-then-bad-report":
+        # Parsing notes a normalised URL and warns of a short scan interval before it reaches the bad report:
+        # neither may be said for a refused config.
+        document = test_config(sim, interval="1x")
+        document["ncentral"]["url"] = f"{sim.url}/api"
+        document["customers"] = {"interval": "1m"}
+        write_yaml(config, document)
+        return base, "reports[0].interval: invalid duration"
+    if case == "notices-then-bad-storage":
+        document = test_config(sim)
+        document["ncentral"]["url"] = f"{sim.url}/api"
+        document["customers"] = {"interval": "1m"}
+        write_yaml(config, document)
+        return [*base, f"--storage.path={tmp_path / 'absent' / 'state.json'}"], "--storage.path: directory"
     raise AssertionError(case)
 
 
 CHECK_CASES = [
     "web-config-missing", "web-config-invalid", "listen-address", "listen-host", "url-port",
     "storage-directory-missing", "storage-unwritable", "storage-key-unwritable", "storage-is-a-directory",
+    "notices-then-bad-report", "notices-then-bad-storage",
 ]
 
 
@@ -229,7 +244,7 @@ def test_check_config_refuses_what_start_up_refuses(sim: Simulator, tmp_path: Pa
     assert "OK" not in checked.stdout
 
 
-@pytest.mark.parametrize("case", ["web-config-missing", "storage-unwritable"])
+@pytest.mark.parametrize("case", ["web-config-missing", "storage-unwritable", "notices-then-bad-storage"])
 def test_start_up_refuses_the_same_with_the_same_line(sim: Simulator, tmp_path: Path, case: str) -> None:
     args, expected = _check(tmp_path, sim, case)
     args.remove("--check-config")

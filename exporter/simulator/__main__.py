@@ -10,7 +10,8 @@ from exporter.simulator.server import Simulator
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="N-central patch reports API simulator (loopback only).")
+    parser = argparse.ArgumentParser(prog="python -m exporter.simulator",
+                                     description="N-central patch reports API simulator (loopback only).")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--jwt", default=DEMO_JWT)
     parser.add_argument("--generation-time", type=float, default=2.0)

@@ -1,0 +1,79 @@
+"""The customer scan's bounds (bounded memory): a device list that would publish more series than
+`customers.max_series`, or hold more devices than `customers.max_devices`, fails the scan as
+`invalid_response` as soon as the page that crosses the bound arrives; the last good counts stay served."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from test_customers import config, published
+
+from exporter.app import Exporter
+from exporter.config import ConfigError, parse_config
+from exporter.simulator import Simulator, demo_estate
+
+PAGE = 100  # the simulator serves 100 devices a page: the demo estate's 3000 devices are 30 pages
+
+
+@pytest.fixture
+def scan(sim: Simulator) -> Iterator[tuple[Exporter, list[dict[str, Any]]]]:
+    sim.set_estate(demo_estate())  # 40 customers, 3000 devices, 4 device classes
+    sim.set_page_cap(PAGE)
+    documents = [config(sim)]
+    app = Exporter(parse_config(documents[0], env={}), lambda: parse_config(documents[-1], env={}))
+    yield app, documents
+    app.shutdown()
+    app.customer_scan.close()
+    app.runner.close()
+
+
+@pytest.mark.parametrize(("bound", "named"), [
+    ({"max_series": 20}, "customers.max_series=20"),
+    ({"max_devices": 150}, "customers.max_devices=150"),
+])
+def test_a_scan_over_its_bound_fails_early_and_keeps_the_last_good_counts(
+    sim: Simulator, scan: tuple[Exporter, list[dict[str, Any]]], bound: dict[str, int], named: str
+) -> None:
+    app, documents = scan
+    assert app.customer_scan.run()
+    before, _ = published(app)
+    assert sum(devices for devices, _ in before.values()) > 2000  # the estate, less one refused customer
+    pages, issue_calls = sim.count("devices"), sim.count("active_issues")
+    documents.append(config(sim, bound))
+    assert app.reload() is None
+    assert app.customer_scan.run() is False
+    state = app.store.snapshot["customers"]
+    assert state.last_reason == "invalid_response"
+    assert state.last_error is not None and named in state.last_error
+    assert published(app)[0] == before  # the last good counts, still served
+    # Refused while paging: the first pages crossed the bound; at most a few more were already on their way.
+    assert sim.count("devices") - pages <= 2 + 4
+    assert sim.count("active_issues") == issue_calls  # no customer asked after a refused device list
+
+
+def test_the_bound_counts_only_the_customers_published(
+    sim: Simulator, scan: tuple[Exporter, list[dict[str, Any]]]
+) -> None:
+    """Excluded customers publish nothing, so they do not count against max_series."""
+    app, documents = scan
+    documents.append(config(sim, {"max_series": 8, "include": "^Customer 039$"}))
+    assert app.reload() is None
+    assert app.customer_scan.run()
+    rows, _ = published(app)
+    assert {customer for _, customer, _ in rows} == {"Customer 039"}
+    assert 0 < len(rows) * 2 <= 8
+
+
+@pytest.mark.parametrize("value", [0, -1, "many", True, 10**8])
+def test_the_bounds_are_checked(sim: Simulator, value: object) -> None:
+    for key in ("max_series", "max_devices"):
+        with pytest.raises(ConfigError, match=rf"^customers\.{key}: must be a whole number from 1 to 10000000"):
+            parse_config(config(sim, {key: value}), env={})
+
+
+def test_the_bounds_default_to_what_an_msp_needs(sim: Simulator) -> None:
+    settings = parse_config(config(sim), env={}).customers
+    assert settings is not None
+    assert (settings.max_series, settings.max_devices) == (20_000, 500_000)
