@@ -121,6 +121,44 @@ def test_once_ends_by_the_report_timeout_on_a_dripping_body(sim: Simulator, tmp_
     assert "not complete within" in result.stderr
 
 
+@pytest.mark.parametrize("bound", ["report-timeout", "request-timeout"])
+def test_dripping_headers_cannot_hold_a_run(sim: Simulator, bound: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The status line at once, then one header byte every 0.3 s for hours: `requests`' timeout bounds each
+    socket read only, so only the call's deadline, enforced from the status line to the last header byte,
+    ends it. The bound of 20 s only catches a hang."""
+    config = make_config(sim, request_timeout=30.0 if bound == "report-timeout" else 1.0, retries=1)
+    timeout = 2.0 if bound == "report-timeout" else 600.0
+    config = replace(config, reports=(replace(config.reports[0], timeout=timeout),))
+    app = Exporter(config)
+    try:
+        assert app.runner.run("all")
+        sim.add_fault("drip_headers", endpoint="poll", count=None, delay=0.3)
+        assert run_in_thread(app, sim, hang_bound=20.0) is False
+        assert failures(app, "connection") == 1
+        line = next(r for r in caplog.records if r.getMessage() == "report run failed").__dict__
+        assert "not complete within" in line["error"] and "headers received" in line["error"]
+        assert approvals(app)  # the last good data stays
+        sim.clear_faults()
+        assert app.runner.run("all")
+    finally:
+        app.shutdown()
+        app.runner.close()
+
+
+def test_once_ends_by_the_report_timeout_on_dripping_headers(sim: Simulator, tmp_path: Path) -> None:
+    """The reviewer's case: request_timeout 2s, no retries, report timeout 3s, headers that would drip for
+    hours. The command must end (20 s only catches a hang) and fail with reason connection."""
+    sim.add_fault("drip_headers", endpoint="poll", count=None, delay=0.5)
+    document = test_config(sim, timeout="3s")
+    document["ncentral"]["request_timeout"] = "2s"
+    document["ncentral"]["retries"] = 0
+    config = write_yaml(tmp_path / "config.yaml", document)
+    result = run_command("--once", "--config.file", str(config), timeout=20)
+    assert result.returncode == 1, result.stderr
+    assert "report run failed" in result.stderr and "reason=connection" in result.stderr
+    assert "not complete within 2.0s" in result.stderr
+
+
 def stored_then_edited(config: Config, edit: Callable[[dict[str, Any]], None]) -> Samples:
     """Run once with a state file, stop, let `edit` change the stored document, and return what the first
     exporter served."""
