@@ -356,6 +356,8 @@ class NCentralClient:
             with self._session.request(
                 method, self.settings.url + path, headers=headers, data=data, timeout=timeout, stream=True,
                 allow_redirects=False,
+                # Per call: requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override a session's ca_bundle.
+                verify=self._session.verify,
             ) as response:
                 body = self._read(response, where, call_deadline)
         except _BodyTooSlow as slow:

@@ -28,11 +28,13 @@ from helpers import (
     wait_for,
     write_yaml,
 )
+from test_web import make_certificate
 
 from exporter import logs, scrub
 from exporter.app import Exporter
+from exporter.client import NCentralClient
 from exporter.config import Config, NCentralSettings, ReportSettings, server_identity
-from exporter.errors import InvalidResponse
+from exporter.errors import ConnectionFailed, InvalidResponse
 from exporter.report import parse_poll
 from exporter.simulator import FIRST_REPORT_ID, Simulator
 
@@ -157,6 +159,98 @@ def test_once_ends_by_the_report_timeout_on_dripping_headers(sim: Simulator, tmp
     assert result.returncode == 1, result.stderr
     assert "report run failed" in result.stderr and "reason=connection" in result.stderr
     assert "not complete within 2.0s" in result.stderr
+
+
+def bounded(call: Callable[[], object], sim: Simulator, hang_bound: float = 20.0) -> BaseException | None:
+    """What `call` raised (None if it returned); fails (freeing it by stopping the simulator) if it does not
+    end in `hang_bound` seconds: a bound that only catches a hang."""
+    raised: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            call()
+            raised.append(None)
+        except BaseException as exc:  # handed to the test
+            raised.append(exc)
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(hang_bound)
+    if worker.is_alive():
+        sim.stop()
+        raise AssertionError(f"the call still runs after {hang_bound}s")
+    return raised[0]
+
+
+@pytest.mark.parametrize("endpoint", ["health", "devices", "authenticate"])
+def test_dripping_headers_end_every_kind_of_call_by_its_deadline(sim: Simulator, endpoint: str) -> None:
+    """--check-connection's health call, the customer scan's paged GETs and authentication go through the
+    same call: each ends at its deadline with a connection failure that says so."""
+    client = NCentralClient(NCentralSettings(url=sim.url, token=sim.jwt, request_timeout=1.0, retries=0))
+    try:
+        if endpoint != "authenticate":
+            client.authenticate(time.monotonic() + 10)
+        sim.add_fault("drip_headers", endpoint=endpoint, count=None, delay=0.3)
+        deadline = time.monotonic() + 600
+        calls: dict[str, Callable[[], object]] = {
+            "health": lambda: client.health(deadline),
+            "devices": lambda: client.get("/api/devices?pageNumber=1&pageSize=50", deadline),
+            "authenticate": lambda: client.authenticate(deadline),
+        }
+        error = bounded(calls[endpoint], sim)
+        assert isinstance(error, ConnectionFailed), error
+        assert error.reason == "connection"
+        assert "not complete within 1.0s" in error.message and "headers received" in error.message
+        sim.clear_faults()
+        assert client.health(time.monotonic() + 10)  # the next call on the same client is fine
+    finally:
+        client.close()
+
+
+def test_dripping_headers_over_tls_cannot_hold_a_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same over HTTPS: the deadline bounds reads through the TLS socket. (REQUESTS_CA_BUNDLE set, as in
+    many containers, must not override ncentral.ca_bundle.)"""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    cert, key = make_certificate(tmp_path)
+    with Simulator(tls=(str(cert), str(key))) as sim:
+        assert sim.url.startswith("https://")
+        config = make_config(sim, ca_bundle=str(cert), request_timeout=1.0, retries=1)
+        app = Exporter(config)
+        try:
+            assert app.runner.run("all")
+            sim.add_fault("drip_headers", endpoint="poll", count=None, delay=0.3)
+            assert run_in_thread(app, sim, hang_bound=20.0) is False
+            assert failures(app, "connection") == 1
+            line = next(r for r in caplog.records if r.getMessage() == "report run failed").__dict__
+            assert "not complete within 1.0s" in line["error"]
+            sim.clear_faults()
+            assert app.runner.run("all")
+        finally:
+            app.shutdown()
+            app.runner.close()
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_calls_still_share_one_kept_alive_connection(sim: Simulator, tmp_path: Path, scheme: str) -> None:
+    """Reading by the deadline leaves connection pooling as it was: a client's calls share one connection."""
+    cert, key = make_certificate(tmp_path)
+    with Simulator(tls=(str(cert), str(key)) if scheme == "https" else None) as server:
+        settings = NCentralSettings(url=server.url, token=server.jwt, ca_bundle=str(cert), retries=0)
+        client = NCentralClient(settings)
+        try:
+            client.authenticate(time.monotonic() + 10)
+            for _ in range(3):
+                client.health(time.monotonic() + 10)
+            adapter: Any = client._session.get_adapter(server.url)
+            keys = adapter.poolmanager.pools.keys()  # a RecentlyUsedContainer: not iterable itself
+            pools = [adapter.poolmanager.pools[key] for key in keys]
+            assert len(pools) == 1
+            assert pools[0].num_requests >= 5  # authenticate, server-info, server-info/extra, health x3
+            assert pools[0].num_connections == 1
+        finally:
+            client.close()
 
 
 def stored_then_edited(config: Config, edit: Callable[[dict[str, Any]], None]) -> Samples:

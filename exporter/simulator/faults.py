@@ -2,8 +2,9 @@
 
 Error statuses, 429 with or without Retry-After, HTML pages, garbage, truncated or oversized bodies,
 wrong types, connection resets, slow answers; and hostile ones (issue 11): a body that drips in a byte
-at a time, headers that drip in a byte at a time after the status line, a malformed Content-Length, report ids out of range, an error page quoting the credentials it
-was sent. (Reports that fail, abort or never end are outcomes, not faults: see `Simulator.set_outcome`.)
+at a time, headers that drip in a byte at a time after the status line, a malformed Content-Length,
+report ids out of range, an error page quoting the credentials it was sent. (Reports that fail, abort or
+never end are outcomes, not faults: see `Simulator.set_outcome`.)
 """
 
 from __future__ import annotations
