@@ -34,6 +34,7 @@ from exporter import logs, scrub
 from exporter.app import Exporter
 from exporter.client import NCentralClient
 from exporter.config import Config, NCentralSettings, ReportSettings, server_identity
+from exporter.diagnose import check_connection
 from exporter.errors import ConnectionFailed, InvalidResponse
 from exporter.report import parse_poll
 from exporter.simulator import FIRST_REPORT_ID, Simulator
@@ -205,6 +206,18 @@ def test_dripping_headers_end_every_kind_of_call_by_its_deadline(sim: Simulator,
         assert client.health(time.monotonic() + 10)  # the next call on the same client is fine
     finally:
         client.close()
+
+
+def test_check_connection_ends_on_dripping_headers(sim: Simulator) -> None:
+    """--check-connection against a server whose headers never end: the first step fails by its deadline."""
+    sim.add_fault("drip_headers", endpoint="health", count=None, delay=0.3)
+    out = io.StringIO()
+    settings = NCentralSettings(url=sim.url, token=sim.jwt, request_timeout=1.0, retries=0)
+    codes: list[int] = []
+    assert bounded(lambda: codes.append(check_connection(settings, out)), sim) is None
+    lines = out.getvalue().splitlines()
+    assert codes == [1]
+    assert lines[0].startswith("FAIL  URL answers: ") and "not complete within 1.0s" in lines[0], lines
 
 
 def test_dripping_headers_over_tls_cannot_hold_a_run(
