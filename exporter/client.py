@@ -630,9 +630,9 @@ def read_body_until(
 # `requests`' timeout bounds each socket read, so a server that sends its status line and then one header byte
 # a second holds a call for as long as it likes. Every call's connections therefore read through
 # `_DeadlineReader`, which lowers the socket's timeout before each read to the time left before the call's
-# deadline (taken from `_CALL_CLOCK`, set by `NCentralClient._once` for the call's duration). It reads through the
-# socket object, so TLS is covered (an SSLSocket's read honours its timeout for the whole read), needs no thread,
-# and leaves keep-alive and pooling as they were.
+# deadline (taken from `_CALL_CLOCK`, set by `NCentralClient._once` for the call's duration); connecting and a
+# TLS handshake get only the time left too. It reads through the socket object, so TLS is covered (an SSLSocket's
+# read honours its timeout for the whole read), needs no thread, and leaves keep-alive and pooling as they were.
 
 
 class _CallClock:
@@ -692,12 +692,31 @@ class _DeadlineResponse(http.client.HTTPResponse):
             self.fp = io.BufferedReader(_DeadlineReader(inner, sock, clock))
 
 
+def _connect_by_deadline(connection: urllib3.connection.HTTPConnection, connect: Callable[[], Any]) -> Any:
+    """`connect()` (urllib3's _new_conn) bounded by the time left before the call's deadline; the new socket's
+    timeout lowered to what is left after it, so a TLS handshake that drips in ends by the deadline too."""
+    clock = _CALL_CLOCK.get()
+    if clock is None:
+        return connect()
+    connection.timeout = max(0.01, clock.deadline - clock.monotonic())
+    sock = connect()
+    with contextlib.suppress(OSError):
+        sock.settimeout(max(0.01, clock.deadline - clock.monotonic()))
+    return sock
+
+
 class _HTTPConnection(urllib3.connection.HTTPConnection):
     response_class = _DeadlineResponse
+
+    def _new_conn(self) -> Any:
+        return _connect_by_deadline(self, super()._new_conn)
 
 
 class _HTTPSConnection(urllib3.connection.HTTPSConnection):
     response_class = _DeadlineResponse
+
+    def _new_conn(self) -> Any:
+        return _connect_by_deadline(self, super()._new_conn)
 
 
 class _HTTPConnectionPool(urllib3.connectionpool.HTTPConnectionPool):
