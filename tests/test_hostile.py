@@ -28,11 +28,14 @@ from helpers import (
     wait_for,
     write_yaml,
 )
+from test_web import make_certificate
 
 from exporter import logs, scrub
 from exporter.app import Exporter
+from exporter.client import NCentralClient
 from exporter.config import Config, NCentralSettings, ReportSettings, server_identity
-from exporter.errors import InvalidResponse
+from exporter.diagnose import check_connection
+from exporter.errors import ConnectionFailed, InvalidResponse
 from exporter.report import parse_poll
 from exporter.simulator import FIRST_REPORT_ID, Simulator
 
@@ -119,6 +122,148 @@ def test_once_ends_by_the_report_timeout_on_a_dripping_body(sim: Simulator, tmp_
     assert result.returncode == 1, result.stderr
     assert "report run failed" in result.stderr and "reason=connection" in result.stderr
     assert "not complete within" in result.stderr
+
+
+@pytest.mark.parametrize("bound", ["report-timeout", "request-timeout"])
+def test_dripping_headers_cannot_hold_a_run(sim: Simulator, bound: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The status line at once, then one header byte every 0.3 s for hours: `requests`' timeout bounds each
+    socket read only, so only the call's deadline, enforced from the status line to the last header byte,
+    ends it. The bound of 20 s only catches a hang."""
+    config = make_config(sim, request_timeout=30.0 if bound == "report-timeout" else 1.0, retries=1)
+    timeout = 2.0 if bound == "report-timeout" else 600.0
+    config = replace(config, reports=(replace(config.reports[0], timeout=timeout),))
+    app = Exporter(config)
+    try:
+        assert app.runner.run("all")
+        sim.add_fault("drip_headers", endpoint="poll", count=None, delay=0.3)
+        assert run_in_thread(app, sim, hang_bound=20.0) is False
+        assert failures(app, "connection") == 1
+        line = next(r for r in caplog.records if r.getMessage() == "report run failed").__dict__
+        assert "not complete within" in line["error"] and "headers received" in line["error"]
+        assert approvals(app)  # the last good data stays
+        sim.clear_faults()
+        assert app.runner.run("all")
+    finally:
+        app.shutdown()
+        app.runner.close()
+
+
+def test_once_ends_by_the_report_timeout_on_dripping_headers(sim: Simulator, tmp_path: Path) -> None:
+    """The reviewer's case: request_timeout 2s, no retries, report timeout 3s, headers that would drip for
+    hours. The command must end (20 s only catches a hang) and fail with reason connection."""
+    sim.add_fault("drip_headers", endpoint="poll", count=None, delay=0.5)
+    document = test_config(sim, timeout="3s")
+    document["ncentral"]["request_timeout"] = "2s"
+    document["ncentral"]["retries"] = 0
+    config = write_yaml(tmp_path / "config.yaml", document)
+    result = run_command("--once", "--config.file", str(config), timeout=20)
+    assert result.returncode == 1, result.stderr
+    assert "report run failed" in result.stderr and "reason=connection" in result.stderr
+    assert "not complete within 2.0s" in result.stderr
+
+
+def bounded(call: Callable[[], object], sim: Simulator, hang_bound: float = 20.0) -> BaseException | None:
+    """What `call` raised (None if it returned); fails (freeing it by stopping the simulator) if it does not
+    end in `hang_bound` seconds: a bound that only catches a hang."""
+    raised: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            call()
+            raised.append(None)
+        except BaseException as exc:  # handed to the test
+            raised.append(exc)
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(hang_bound)
+    if worker.is_alive():
+        sim.stop()
+        raise AssertionError(f"the call still runs after {hang_bound}s")
+    return raised[0]
+
+
+@pytest.mark.parametrize("endpoint", ["health", "devices", "authenticate"])
+def test_dripping_headers_end_every_kind_of_call_by_its_deadline(sim: Simulator, endpoint: str) -> None:
+    """--check-connection's health call, the customer scan's paged GETs and authentication go through the
+    same call: each ends at its deadline with a connection failure that says so."""
+    client = NCentralClient(NCentralSettings(url=sim.url, token=sim.jwt, request_timeout=1.0, retries=0))
+    try:
+        if endpoint != "authenticate":
+            client.authenticate(time.monotonic() + 10)
+        sim.add_fault("drip_headers", endpoint=endpoint, count=None, delay=0.3)
+        deadline = time.monotonic() + 600
+        calls: dict[str, Callable[[], object]] = {
+            "health": lambda: client.health(deadline),
+            "devices": lambda: client.get("/api/devices?pageNumber=1&pageSize=50", deadline),
+            "authenticate": lambda: client.authenticate(deadline),
+        }
+        error = bounded(calls[endpoint], sim)
+        assert isinstance(error, ConnectionFailed), error
+        assert error.reason == "connection"
+        assert "not complete within 1.0s" in error.message and "headers received" in error.message
+        sim.clear_faults()
+        assert client.health(time.monotonic() + 10)  # the next call on the same client is fine
+    finally:
+        client.close()
+
+
+def test_check_connection_ends_on_dripping_headers(sim: Simulator) -> None:
+    """--check-connection against a server whose headers never end: the first step fails by its deadline."""
+    sim.add_fault("drip_headers", endpoint="health", count=None, delay=0.3)
+    out = io.StringIO()
+    settings = NCentralSettings(url=sim.url, token=sim.jwt, request_timeout=1.0, retries=0)
+    codes: list[int] = []
+    assert bounded(lambda: codes.append(check_connection(settings, out)), sim) is None
+    lines = out.getvalue().splitlines()
+    assert codes == [1]
+    assert lines[0].startswith("FAIL  URL answers: ") and "not complete within 1.0s" in lines[0], lines
+
+
+def test_dripping_headers_over_tls_cannot_hold_a_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same over HTTPS: the deadline bounds reads through the TLS socket. (REQUESTS_CA_BUNDLE set, as in
+    many containers, must not override ncentral.ca_bundle.)"""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    cert, key = make_certificate(tmp_path)
+    with Simulator(tls=(str(cert), str(key))) as sim:
+        assert sim.url.startswith("https://")
+        config = make_config(sim, ca_bundle=str(cert), request_timeout=1.0, retries=1)
+        app = Exporter(config)
+        try:
+            assert app.runner.run("all")
+            sim.add_fault("drip_headers", endpoint="poll", count=None, delay=0.3)
+            assert run_in_thread(app, sim, hang_bound=20.0) is False
+            assert failures(app, "connection") == 1
+            line = next(r for r in caplog.records if r.getMessage() == "report run failed").__dict__
+            assert "not complete within 1.0s" in line["error"]
+            sim.clear_faults()
+            assert app.runner.run("all")
+        finally:
+            app.shutdown()
+            app.runner.close()
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_calls_still_share_one_kept_alive_connection(sim: Simulator, tmp_path: Path, scheme: str) -> None:
+    """Reading by the deadline leaves connection pooling as it was: a client's calls share one connection."""
+    cert, key = make_certificate(tmp_path)
+    with Simulator(tls=(str(cert), str(key)) if scheme == "https" else None) as server:
+        settings = NCentralSettings(url=server.url, token=server.jwt, ca_bundle=str(cert), retries=0)
+        client = NCentralClient(settings)
+        try:
+            client.authenticate(time.monotonic() + 10)
+            for _ in range(3):
+                client.health(time.monotonic() + 10)
+            adapter: Any = client._session.get_adapter(server.url)
+            keys = adapter.poolmanager.pools.keys()  # a RecentlyUsedContainer: not iterable itself
+            pools = [adapter.poolmanager.pools[key] for key in keys]
+            assert len(pools) == 1
+            assert pools[0].num_requests >= 5  # authenticate, server-info, server-info/extra, health x3
+            assert pools[0].num_connections == 1
+        finally:
+            client.close()
 
 
 def stored_then_edited(config: Config, edit: Callable[[dict[str, Any]], None]) -> Samples:

@@ -13,7 +13,7 @@ import requests
 from helpers import REPO, ChildProcess, free_port, wait_for
 
 from exporter.simulator import FAULTS, Fault, RecordedRequest
-from exporter.simulator.api import Answer, Drip, Reset, Stall
+from exporter.simulator.api import Answer, Drip, DripHeaders, Reset, Stall
 from exporter.simulator.faults import reply
 
 
@@ -41,7 +41,9 @@ STATUSES = {"invalid_fields": 400, "echo_token": 500}
 def test_every_fault_has_its_own_answer(kind: str) -> None:
     request = RecordedRequest("GET", "/api/report/1", "poll", {"Authorization": "Bearer sent"}, b"")
     answer = reply(Fault(kind, "any", 1, retry_after="7", delay=0.5, value="12"), request)
-    expected = {"reset": Reset(), "slow": Stall(0.5), "drip": Drip(100000, 0.5)}
+    expected = {
+        "reset": Reset(), "slow": Stall(0.5), "drip": Drip(100000, 0.5), "drip_headers": DripHeaders(60000, 0.5),
+    }
     if kind in expected:
         assert answer == expected[kind]
     else:

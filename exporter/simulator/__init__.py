@@ -6,7 +6,8 @@ configurable release in `server-info/extra`, tokens that expire, reports IN_PROG
 `generation_time`, then COMPLETED), and produces faults on demand: error statuses, 429 with or without
 Retry-After, HTML pages, garbage, truncated or oversized bodies, wrong types, connection resets, slow
 answers, and FAILED/ABORTED/never-ending reports; and hostile ones: a body that drips in a byte at a
-time, a malformed Content-Length, report ids out of range, an error page quoting the credentials it was sent.
+time, headers that drip in after the status line, a malformed Content-Length, report ids out of range,
+an error page quoting the credentials it was sent.
 
 For the customer scan it holds an estate of customers (names that need escaping, non-ASCII ones, two
 sharing a name, one whose active issues answer 403), devices and active issues on patch and other

@@ -91,7 +91,16 @@ class Drip:
     pause: float
 
 
-Reply = Answer | Reset | Stall | Drip
+@dataclass(frozen=True)
+class DripHeaders:
+    """The status line at once, then a header line of `length` bytes one byte every `pause` seconds, until
+    the client or the simulator gives up: the headers never end."""
+
+    length: int
+    pause: float
+
+
+Reply = Answer | Reset | Stall | Drip | DripHeaders
 
 
 def json_answer(status: int, document: object, headers: Mapping[str, str] | None = None) -> Answer:

@@ -2,8 +2,9 @@
 
 Error statuses, 429 with or without Retry-After, HTML pages, garbage, truncated or oversized bodies,
 wrong types, connection resets, slow answers; and hostile ones (issue 11): a body that drips in a byte
-at a time, a malformed Content-Length, report ids out of range, an error page quoting the credentials it
-was sent. (Reports that fail, abort or never end are outcomes, not faults: see `Simulator.set_outcome`.)
+at a time, headers that drip in a byte at a time after the status line, a malformed Content-Length,
+report ids out of range, an error page quoting the credentials it was sent. (Reports that fail, abort or
+never end are outcomes, not faults: see `Simulator.set_outcome`.)
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ FAULTS = (
     "invalid_fields",
     # Hostile answers (issue 11): a body that drips in, odd header values, ids out of range, an echoed token.
     "drip", "bad_length", "bad_report_id", "echo_token",
+    # The status line, then the headers a byte at a time (issue 11).
+    "drip_headers",
 )
 
 
@@ -74,6 +77,8 @@ def reply(fault: Fault, request: api.RecordedRequest) -> api.Reply:
             return api.Stall(fault.delay)
         case "drip":
             return api.Drip(100000, fault.delay)
+        case "drip_headers":
+            return api.DripHeaders(60000, fault.delay)
         case "bad_length":
             # A malformed Content-Length (e.g. "²" or 5,000 digits); the body's end is the connection's.
             body = json.dumps({"reportId": FIRST_REPORT_ID, "reportStatus": "IN_PROGRESS"}).encode()

@@ -19,6 +19,7 @@ from exporter.simulator import faults
 from exporter.simulator.api import (
     Answer,
     Drip,
+    DripHeaders,
     RecordedRequest,
     Reply,
     Reset,
@@ -249,6 +250,16 @@ class Handler(BaseHTTPRequestHandler):
                 with contextlib.suppress(OSError):
                     for _ in range(reply.length):
                         self.wfile.write(b" ")
+                        self.wfile.flush()
+                        if self.server.stopping.wait(reply.pause):
+                            return
+            case DripHeaders():
+                self.close_connection = True
+                header = b"X-Padding: " + b"x" * max(0, reply.length - 11)
+                with contextlib.suppress(OSError):
+                    self.wfile.write(f"{self.protocol_version} 200 OK\r\n".encode())
+                    for index in range(len(header)):
+                        self.wfile.write(header[index:index + 1])
                         self.wfile.flush()
                         if self.server.stopping.wait(reply.pause):
                             return

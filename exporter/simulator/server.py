@@ -1,8 +1,9 @@
 """The simulator as tests, benchmarks and `--demo` use it: the simulated N-central's state and knobs,
-served over HTTP on loopback between `start()` and `stop()`."""
+served over HTTP (or HTTPS, given a certificate) on loopback between `start()` and `stop()`."""
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -26,17 +27,24 @@ class Simulator(State):
         refresh_expiry: int = 90000,
         clock: Callable[[], float] = time.monotonic,
         version: str = DEFAULT_VERSION,
+        tls: tuple[str, str] | None = None,
     ) -> None:
-        """`version` is the N-central release it claims; before 2025.4 it has no patch reports API (404)."""
+        """`version` is the N-central release it claims; before 2025.4 it has no patch reports API (404).
+        `tls`: the paths of a certificate and its key, to serve HTTPS."""
         super().__init__(jwt=jwt, generation_time=generation_time, access_expiry=access_expiry,
                          refresh_expiry=refresh_expiry, clock=clock, version=version)
         self._host = host
         self._port = port
         self._server: Server | None = None
+        self._tls = tls
 
     def start(self) -> Simulator:
         self._server = Server((self._host, self._port), self)
         self._port = self._server.server_address[1]
+        if self._tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self._tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name="ncentral-simulator", daemon=True
         ).start()
@@ -56,7 +64,8 @@ class Simulator(State):
 
     @property
     def url(self) -> str:
-        return f"http://{self._host}:{self._port}"
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://{self._host}:{self._port}"
 
     @property
     def port(self) -> int:

@@ -92,7 +92,7 @@ class State:
         value: str | None = None,
     ) -> None:
         """Answer the next `count` requests to `endpoint` with `kind` (see FAULTS). `delay`: the wait of
-        `slow`, the pause between two bytes of `drip`; `value`: see Fault."""
+        `slow`, the pause between two bytes of `drip` and `drip_headers`; `value`: see Fault."""
         if kind not in FAULTS:
             raise ValueError(f"fault must be one of {FAULTS}")
         if endpoint != "any" and endpoint not in ENDPOINTS:
