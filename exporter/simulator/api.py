@@ -46,6 +46,7 @@ class RecordedRequest:
     endpoint: str
     headers: dict[str, str]
     body: bytes
+    client_port: int = 0  # the client's source port: which connection the request came on
 
     def json(self) -> Any:
         return json.loads(self.body)

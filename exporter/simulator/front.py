@@ -103,7 +103,7 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         route = endpoint(method, self.path.partition("?")[0])
-        request = RecordedRequest(method, self.path, route, dict(self.headers.items()), body)
+        request = RecordedRequest(method, self.path, route, dict(self.headers.items()), body, self.client_address[1])
         fault = self.sim._record(request)
         self._send(faults.reply(fault, request) if fault is not None else self._answer(request))
 
