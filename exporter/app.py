@@ -11,7 +11,6 @@ from collections.abc import Callable
 from exporter.client import Sleep
 from exporter.collector import ExporterCollector, ReportCollector, RuntimeCollector
 from exporter.config import (
-    SENSIBLE_MIN_INTERVAL,
     Config,
     ConfigError,
     CustomerSettings,
@@ -138,8 +137,7 @@ class Exporter:
                     log.info("configuration reloaded", extra={
                         "reports": len(config.reports), "restarted": fresh, "run_now": run_now,
                     })
-                    log_notices(config)  # what the new config normalised or looks wrong, now it is accepted
-                    warn_short_intervals(config.reports)
+                    log_notices(config)  # what the new config normalised or looks unwise, now it is accepted
                     return None
             self.meta.reload_successful = False
             log.error("configuration reload refused; keeping the old one", extra={"error": error})
@@ -176,13 +174,3 @@ class Exporter:
     def next_runs(self) -> dict[str, dt.datetime | None]:
         return self.scheduler.next_runs()
 
-
-def warn_short_intervals(reports: tuple[ReportSettings, ...]) -> None:
-    """Say (not refuse: tests and demos need them) when an interval only adds load to N-central."""
-    for report in reports:
-        if report.interval < SENSIBLE_MIN_INTERVAL:
-            log.warning(
-                "report interval is below 15m: N-central generates each report in the background, so asking "
-                "more often only adds load to the server",
-                extra={"report": report.name, "interval_seconds": report.interval},
-            )

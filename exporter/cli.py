@@ -242,7 +242,7 @@ def _serve(
     web_config: WebConfig | None,
     signals: _Signals,
 ) -> int:
-    from exporter.app import Exporter, warn_short_intervals
+    from exporter.app import Exporter
     from exporter.config import load_config, log_notices
     from exporter.store import StateFileLocked
     from exporter.web import WebServer
@@ -261,8 +261,6 @@ def _serve(
     # Only now, with the config, the flags, the state file and the address accepted: a refused start-up
     # prints its one error line and nothing else.
     log_notices(config)
-    if not args.demo:
-        warn_short_intervals(config.reports)
     server.start()
     host, port = server.address
     log.info(

@@ -51,7 +51,8 @@ _PROM_DURATION = re.compile(
 )
 _PROM_UNITS = (31536000.0, 604800.0, 86400.0, 3600.0, 60.0, 1.0, 0.001)
 _DURATION_HINT = "use Prometheus durations like 500ms, 30s, 1h30m, 1d, 1w, or seconds"
-# N-central generates each report in the background; asking more often only adds load to the server.
+# Below this an interval only adds load to N-central: it generates each report in the background, and
+# every customer scan costs one call per customer. Warned about, not refused: tests and demos need them.
 SENSIBLE_MIN_INTERVAL = 900.0
 _SIZE = re.compile(r"^(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?$")
 _SIZE_UNITS = {None: 1, "B": 1, "KB": 10**3, "KiB": 2**10, "MB": 10**6, "MiB": 2**20, "GB": 10**9, "GiB": 2**30}
@@ -98,8 +99,6 @@ class ReportSettings:
 
 # The customer scan's name in the store, the state file and the run metrics' `report` label.
 CUSTOMERS = "customers"
-# Below this a scan interval is probably a mistake: every run costs one call per customer.
-CUSTOMERS_MIN_INTERVAL = 900.0
 
 
 @dataclass(frozen=True)
@@ -457,14 +456,20 @@ def parse_config(data: object, env: Mapping[str, str]) -> Config:
         if report.name in seen:
             raise ConfigError(f"reports[{index}].name: duplicate report name {report.name!r}")
         seen.add(report.name)
+        if report.interval < SENSIBLE_MIN_INTERVAL:
+            notices.append(Notice(
+                logging.WARNING,
+                "report interval is below 15m: N-central generates each report in the background, so asking "
+                "more often only adds load to the server",
+                {"report": report.name, "interval_seconds": report.interval},
+            ))
     storage = mapping(raw.get("storage") or {}, "storage", {"path"})
     storage_path = _string(storage["path"], "storage.path") if "path" in storage else None
     customers = _customers(raw[CUSTOMERS]) if CUSTOMERS in raw else None
     if customers is not None and CUSTOMERS in seen:
         index = next(i for i, report in enumerate(reports) if report.name == CUSTOMERS)
         raise ConfigError(f"reports[{index}].name: {CUSTOMERS!r} is the customer scan's name; choose another")
-    if customers is not None and customers.interval < CUSTOMERS_MIN_INTERVAL:
-        # Said by `log_notices` once everything is accepted: a refused config prints its one error line only.
+    if customers is not None and customers.interval < SENSIBLE_MIN_INTERVAL:
         notices.append(Notice(
             logging.WARNING, "customers.interval is below 15m: every scan makes one call per customer",
             {"interval_seconds": customers.interval},

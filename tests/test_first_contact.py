@@ -26,7 +26,15 @@ from helpers import (
 
 from exporter.app import Exporter
 from exporter.cli import build_parser
-from exporter.config import Config, ConfigError, NCentralSettings, ReportSettings, load_config, parse_duration
+from exporter.config import (
+    Config,
+    ConfigError,
+    NCentralSettings,
+    ReportSettings,
+    load_config,
+    parse_config,
+    parse_duration,
+)
 from exporter.simulator import DEMO_JWT, Simulator
 
 GOOD_WEB_CONFIG = "basic_auth_users: {}\n"
@@ -393,9 +401,11 @@ def test_short_intervals_are_warned_about_on_reload(
     config = make_config(sim.url, sim.jwt)
     item = Reloadable(config)
     reloadable.append(item)
-    short = replace(config.reports[0], interval=1.0)
-    item.next_config = replace(config, reports=(short, replace(short, name="other", interval=900.0)))
-    with caplog.at_level(logging.WARNING, logger="exporter.app"):
+    document = test_config(sim)
+    document["reports"] = [{**document["reports"][0], "interval": "1s"},
+                           {**document["reports"][0], "name": "other", "interval": "15m"}]
+    item.next_config = parse_config(document, env={})  # as the reload's loader gives it
+    with caplog.at_level(logging.WARNING, logger="exporter.config"):
         assert item.app.reload() is None
     warned = [r for r in caplog.records if r.getMessage().startswith("report interval is below 15m")]
     assert [r.report for r in warned] == ["all"]  # type: ignore[attr-defined]
