@@ -38,6 +38,7 @@ from exporter.errors import (
     Stopped,
     UpstreamError,
 )
+from exporter.numbers import decimal
 from exporter.report import PollResult, parse_poll, report_id_of
 from exporter.scrub import clipped, header_safe, register_secret, scrub
 
@@ -533,15 +534,7 @@ def _retry_after(value: str | None) -> float | None:
 
 # --- strict header values (a header is attacker-controlled text: `int("²")` raises, 5,000 digits too) ---
 
-_MAX_DIGITS = 18  # 10**18 bytes or seconds: beyond any real value, and far below int()'s digit limit
 _MAX_HTTP_DATE = 64
-
-
-def _decimal(value: str) -> int | None:
-    """A plain ASCII decimal of bounded length, else None (`isdigit()` would accept `²`)."""
-    if 0 < len(value) <= _MAX_DIGITS and value.isascii() and value.isdecimal():
-        return int(value)
-    return None
 
 
 def content_length(value: str | None) -> int | None:
@@ -549,7 +542,7 @@ def content_length(value: str | None) -> int | None:
     as RFC 9110 permits)."""
     if value is None:
         return None
-    lengths = {_decimal(part.strip()) for part in value.split(",", 8)}
+    lengths = {decimal(part.strip()) for part in value.split(",", 8)}
     if None in lengths or len(lengths) != 1:
         return -1
     length = lengths.pop()
@@ -562,7 +555,7 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
     if value is None:
         return None
     value = value.strip()
-    seconds = _decimal(value)
+    seconds = decimal(value)
     if seconds is not None:
         return float(seconds)
     if not value or len(value) > _MAX_HTTP_DATE or not value.isascii() or not value.isprintable():

@@ -337,7 +337,8 @@ def test_malformed_requests_get_answers_not_tracebacks(tmp_path: Path) -> None:
                                stream=True)
         assert "Content-Encoding" not in refused.headers
         reload = b"POST /-/reload HTTP/1.1\r\nHost: x\r\nAuthorization: Basic " + base64.b64encode(b"prometheus:right")
-        for length in (b"abc", "\u00b2".encode()):  # not a number; a digit, but not an ASCII one
+        # Not a number; a digit, but not an ASCII one; more digits than int() reads.
+        for length in (b"abc", "\u00b2".encode(), b"9" * 5000):
             answer = raw_request(exporter.port, reload + b"\r\nContent-Length: " + length + b"\r\n\r\n")
             assert answer.startswith(b"HTTP/1.1 413")
         # A body no endpoint reads must not be taken for the next request on the connection.
