@@ -52,6 +52,7 @@ _BACKOFF_STEPS = (1.0, 2.5, 5.0, 10.0)
 _EXCERPT = 160
 # The first N-central release with the patch reports API.
 MIN_SERVER_VERSION = (2025, 4)
+MIN_SERVER_RELEASE = f"{MIN_SERVER_VERSION[0]}.{MIN_SERVER_VERSION[1]}"
 _RELEASE_KEY = "Installation: Deployment Product Version"
 
 
@@ -162,9 +163,10 @@ class NCentralClient:
         except NotSupported as exc:
             raise self._no_api("GET /api/health", exc) from None
 
-    def authenticate(self, deadline: float) -> ServerInfo | None:
+    def authenticate(self, deadline: float) -> ServerInfo:
         """Authenticate with the JWT afresh and read the server's version; raises AuthFailed on 401."""
         self._authenticate(deadline)
+        assert self.server is not None  # set by _learn_server, or it raised
         return self.server
 
     def validate(self, deadline: float) -> str:
@@ -247,7 +249,7 @@ class NCentralClient:
         """Read the N-central release (server-info/extra) and the API service's version (server-info).
 
         Reading: a server that will not say (403, 404, an odd answer) is not refused for that; only a
-        release known to be older than 2025.4 is (see `_require_supported`)."""
+        release known to be older than MIN_SERVER_RELEASE is (see `_require_supported`)."""
         found: dict[str, str | None] = {}
         for path, pick in (("/api/server-info/extra", _release_of), ("/api/server-info", _api_version_of)):
             try:
@@ -270,7 +272,7 @@ class NCentralClient:
         if server is not None and server.supported is False:
             raise NotSupported(
                 f"N-central {server.version} at {self.target} has no patch reports API: it needs N-central "
-                f"{MIN_SERVER_VERSION[0]}.{MIN_SERVER_VERSION[1]} or later"
+                f"{MIN_SERVER_RELEASE} or later"
             )
 
     def _refresh_tokens(self, deadline: float) -> str:
@@ -415,6 +417,21 @@ class NCentralClient:
 
     def _interpret(self, response: requests.Response, body: bytes | bytearray, where: str) -> dict[str, Any]:
         status = response.status_code
+        if 200 <= status < 300:
+            try:
+                parsed = json.loads(body)
+            except (ValueError, RecursionError):
+                content_type = response.headers.get("Content-Type", "no content type")
+                raise InvalidResponse(
+                    f"{where}: HTTP {status} answer is not JSON ({content_type}): {self._excerpt(body)}",
+                    status=status,
+                ) from None
+            if not isinstance(parsed, dict):
+                raise InvalidResponse(
+                    f"{where}: HTTP {status} answer is not a JSON object: {self._excerpt(body)}", status=status
+                )
+            return parsed
+        # An error: only now is the body worth an excerpt (scrubbed, field messages first).
         excerpt = self._excerpt(body)
         if status == 401:
             raise _Unauthorized(status, excerpt)
@@ -426,7 +443,7 @@ class NCentralClient:
             )
         if status == 404:
             server = self.server
-            hint = "the patch reports API needs N-central 2025.4 or later"
+            hint = f"the patch reports API needs N-central {MIN_SERVER_RELEASE} or later"
             if server is not None and server.supported:
                 hint += f", and the server says it is {server.version}: does something (a proxy) rewrite /api paths?"
             raise NotSupported(f"{where}: HTTP 404 ({excerpt}); {hint}", status=status)
@@ -438,18 +455,7 @@ class NCentralClient:
             )
         if status >= 500:
             raise _Retryable(HTTPError(f"{where}: HTTP {status} ({excerpt})", status=status), status == 503)
-        if not 200 <= status < 300:
-            raise HTTPError(f"{where}: HTTP {status} ({excerpt})", status=status)
-        try:
-            parsed = json.loads(body)
-        except (ValueError, RecursionError):
-            content_type = response.headers.get("Content-Type", "no content type")
-            raise InvalidResponse(
-                f"{where}: HTTP {status} answer is not JSON ({content_type}): {excerpt}", status=status
-            ) from None
-        if not isinstance(parsed, dict):
-            raise InvalidResponse(f"{where}: HTTP {status} answer is not a JSON object: {excerpt}", status=status)
-        return parsed
+        raise HTTPError(f"{where}: HTTP {status} ({excerpt})", status=status)
 
     def _excerpt(self, body: bytes | bytearray) -> str:
         fields = _field_errors(body)

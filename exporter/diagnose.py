@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TextIO
 
-from exporter.client import MIN_SERVER_VERSION, NCentralClient
+from exporter.client import MIN_SERVER_RELEASE, NCentralClient
 from exporter.config import TOKEN_ENV, NCentralSettings
 from exporter.errors import AuthFailed, ConnectionFailed, Forbidden, InvalidResponse, NotSupported, UpstreamError
 
@@ -22,7 +22,6 @@ _JWT_HELP = (
     f"Generate JSON Web Token) and put it in ncentral.api_token_file, ncentral.api_token or {TOKEN_ENV}; "
     "the API user must have multi-factor authentication turned off"
 )
-_MINIMUM = f"{MIN_SERVER_VERSION[0]}.{MIN_SERVER_VERSION[1]}"
 
 
 @dataclass(frozen=True)
@@ -68,22 +67,22 @@ def _steps(client: NCentralClient, settings: NCentralSettings, deadline: Callabl
         return [*steps, Step("JWT authenticates", False, exc.message, _url_advice(settings, exc))]
     steps.append(Step("JWT authenticates", True, "POST /api/auth/authenticate issued access and refresh tokens"))
 
-    version = server.version if server is not None else None
-    api = f" (API service {server.api_version})" if server is not None and server.api_version else ""
-    supported = server.supported if server is not None else None
+    version = server.version
+    api = f" (API service {server.api_version})" if server.api_version else ""
+    supported = server.supported
     if supported is None:
         return [*steps, Step(
             "server version", False,
             f"cannot read the N-central version from GET /api/server-info/extra (got {version or 'nothing'})",
             "give the API user the permission to read server information, or check the version in the UI "
-            f"(Help > About); the patch reports API needs N-central {_MINIMUM} or later",
+            f"(Help > About); the patch reports API needs N-central {MIN_SERVER_RELEASE} or later",
         )]
     if not supported:
         return [*steps, Step(
             "server version", False, f"N-central {version}{api} has no patch reports API",
-            f"upgrade N-central to {_MINIMUM} or later",
+            f"upgrade N-central to {MIN_SERVER_RELEASE} or later",
         )]
-    steps.append(Step("server version", True, f"N-central {version}{api}, {_MINIMUM} or later"))
+    steps.append(Step("server version", True, f"N-central {version}{api}, {MIN_SERVER_RELEASE} or later"))
 
     try:
         message = client.validate(deadline())
