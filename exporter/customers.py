@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporter.client import NCentralClient
-from exporter.config import CUSTOMERS, CustomerSettings, server_identity
+from exporter.config import CUSTOMERS, CustomerSettings
 from exporter.errors import (
     Forbidden,
     InternalError,
@@ -40,6 +40,7 @@ from exporter.errors import (
 )
 from exporter.labels import label_value
 from exporter.live_client import ClientFactory, CollectionRun, default_client
+from exporter.report import as_object
 from exporter.scrub import shown
 from exporter.workers import DaemonPool
 
@@ -155,8 +156,7 @@ def parse_page(body: Mapping[str, Any], where: str) -> Page:
 
 def parse_device(raw: object, where: str) -> Device | None:
     """A device, or None for one that belongs to no customer (e.g. the service organisation's own)."""
-    if not isinstance(raw, Mapping):
-        raise InvalidResponse(f"{where}: expected an object, got {type(raw).__name__}")
+    raw = as_object(raw, where)
     device_id = _int(raw.get("deviceId"), f"{where}.deviceId")
     if raw.get("customerId") is None:
         return None
@@ -168,8 +168,7 @@ def parse_device(raw: object, where: str) -> Device | None:
 
 def patch_issue_device(settings: CustomerSettings, raw: object, where: str) -> int | None:
     """The device id of an active issue on a patch service; None for any other issue."""
-    if not isinstance(raw, Mapping):
-        raise InvalidResponse(f"{where}: expected an object, got {type(raw).__name__}")
+    raw = as_object(raw, where)
     service = _optional_text(raw.get("serviceName"), f"{where}.serviceName")
     if service is None or not settings.is_patch_service(service):
         return None
@@ -226,10 +225,6 @@ class CustomerScan(CollectionRun):
                 return False  # gone, stopping, or halted without a reload: nothing to start again
             log.info("configuration reloaded during the customer scan; starting it again",
                      extra={"report": CUSTOMERS})
-
-    def _replaced(self, client: NCentralClient) -> bool:
-        """Whether a reload replaced `client` (changed the N-central settings) since the scan took it."""
-        return self._clients.halt_of(client) is None
 
     def _check(self, settings: CustomerSettings, client: NCentralClient, deadline: float) -> None:
         """Before each page and each customer: stop on shutdown, give way to a reload, keep the deadline."""
@@ -488,8 +483,7 @@ class CustomerScan(CollectionRun):
     ) -> bool:
         """Whether the store took the change: it refuses it when a reload changed the scan's settings or the
         N-central server meanwhile."""
-        server = server_identity(client.settings)
-        if not self._store.update(CUSTOMERS, change, fingerprint=settings.fingerprint, server=server):
+        if not self._record(settings, client, change):
             log.info("customer scan settings or N-central server changed during the run; its result is dropped",
                      extra={"report": CUSTOMERS})
             return False

@@ -10,11 +10,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from exporter.client import NCentralClient, ServerInfo, interruptible_sleep
-from exporter.config import Config, NCentralSettings
+from exporter.config import Config, NCentralSettings, server_identity
 from exporter.running_config import RunningConfig
 
 if TYPE_CHECKING:
-    from exporter.store import Store
+    from exporter.store import Collection, ReportState, Store
 
 # The event halts the client's waits (backoff).
 ClientFactory = Callable[[NCentralSettings, threading.Event], NCentralClient]
@@ -25,15 +25,11 @@ def default_client(settings: NCentralSettings, halt: threading.Event) -> NCentra
 
 
 class LiveClient:
-    def __init__(
-        self, config: RunningConfig, factory: ClientFactory = default_client, *, halt: threading.Event | None = None
-    ) -> None:
-        """With `halt`, every client's waits end on that one event (shutdown) and a replaced client's run
-        goes on. Without, each client has its own halt event, set when a swap replaces the client (its run
-        starts afresh with the new settings at once, not after its retries) and by `halt`."""
+    def __init__(self, config: RunningConfig, factory: ClientFactory = default_client) -> None:
+        """Each client has its own halt event, set when a swap replaces the client (its run starts afresh
+        with the new settings at once, not after its retries) and by `halt`."""
         self._running = config
         self._factory = factory
-        self._shared_halt = halt
         self._lock = threading.Lock()
         self._halts: dict[NCentralClient, threading.Event] = {}
         self._client = self._new_client(config.get().ncentral)
@@ -43,7 +39,7 @@ class LiveClient:
         self.current()  # now, not at the next run: the replaced client's waits are halted at once
 
     def _new_client(self, settings: NCentralSettings) -> NCentralClient:
-        halt = self._shared_halt or threading.Event()
+        halt = threading.Event()
         client = self._factory(settings, halt)
         self._halts[client] = halt
         return client
@@ -54,11 +50,9 @@ class LiveClient:
         with self._lock:
             config = self._running.get()
             if self._client.settings != config.ncentral:
-                # Not closed: a run may be using it; it goes when that run lets go of it. Halted (unless the
-                # halt is shared), so that run stops its backoff and starts afresh with the new client.
-                replaced = self._halts.pop(self._client)
-                if replaced is not self._shared_halt:
-                    replaced.set()
+                # Not closed: a run may be using it; it goes when that run lets go of it. Halted, so that run
+                # stops its backoff and starts afresh with the new client.
+                self._halts.pop(self._client).set()
                 self._client = self._new_client(config.ncentral)
             return config, self._client
 
@@ -111,3 +105,16 @@ class CollectionRun:
 
     def close(self) -> None:
         self._clients.close()
+
+    def _replaced(self, client: NCentralClient) -> bool:
+        """Whether a reload replaced `client` (changed the N-central settings) since the run took it."""
+        return self._clients.halt_of(client) is None
+
+    def _record(
+        self, settings: Collection, client: NCentralClient, change: Callable[[ReportState], ReportState]
+    ) -> bool:
+        """Whether the store took the change: it refuses one from a run whose settings a reload changed or
+        removed, or whose server (the one `client` talks to) is no longer the configured one."""
+        return self._store.update(
+            settings.name, change, fingerprint=settings.fingerprint, server=server_identity(client.settings)
+        )

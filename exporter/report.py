@@ -104,7 +104,8 @@ def _count(value: object, where: str) -> int:
     return value
 
 
-def _object(value: object, where: str) -> Mapping[str, Any]:
+def as_object(value: object, where: str) -> Mapping[str, Any]:
+    """`value` as a JSON object, or InvalidResponse naming `where`."""
     if not isinstance(value, Mapping):
         raise InvalidResponse(f"{where}: expected an object, got {type(value).__name__}")
     return value
@@ -168,7 +169,7 @@ def parse_poll(body: Mapping[str, Any], report_id: int, max_series: int | None =
 def parse_data(raw: object, max_series: int | None = None) -> ReportData:
     """Validate a COMPLETED report's `data`. More than `max_series` series is refused before anything is
     built from them (a huge report must not cost memory in proportion to it)."""
-    data = _object(raw, "data")
+    data = as_object(raw, "data")
     if "deviceClassSummaries" not in data:
         raise InvalidResponse("data: deviceClassSummaries is missing")
     summaries = data["deviceClassSummaries"]
@@ -179,11 +180,11 @@ def parse_data(raw: object, max_series: int | None = None) -> ReportData:
     approvals: list[tuple[tuple[str, ...], int]] = []
     for index, item in enumerate(summaries):
         where = f"data.deviceClassSummaries[{index}]"
-        summary = _object(item, where)
+        summary = as_object(item, where)
         device_class = label_value(summary.get("deviceClass"), f"{where}.deviceClass")
         raw_counts = summary.get("approvalStatusCounts")
         # Left out or null: no counts (all 0). Any other non-object ([], 0, false, "") is a wrong shape.
-        counts = _object({} if raw_counts is None else raw_counts, f"{where}.approvalStatusCounts")
+        counts = as_object({} if raw_counts is None else raw_counts, f"{where}.approvalStatusCounts")
         approvals.extend(((device_class, status), 0) for status in KNOWN_APPROVAL_STATUSES)
         seen: dict[str, str] = {}
         for key, value in counts.items():
@@ -200,15 +201,15 @@ def parse_data(raw: object, max_series: int | None = None) -> ReportData:
     installs: list[tuple[tuple[str, ...], int]] = []
     for index, item in enumerate(_list(data.get("patchSummaryList"), "data.patchSummaryList")):
         where = f"data.patchSummaryList[{index}]"
-        summary = _object(item, where)
+        summary = as_object(item, where)
         approval = snake_case(label_value(summary.get("approvalStatus"), f"{where}.approvalStatus"))
         for s_index, status_item in enumerate(_list(summary.get("patchInstallStatusCounts"), where)):
             s_where = f"{where}.patchInstallStatusCounts[{s_index}]"
-            status_counts = _object(status_item, s_where)
+            status_counts = as_object(status_item, s_where)
             install = snake_case(label_value(status_counts.get("patchInstallStatus"), f"{s_where}.patchInstallStatus"))
             for t_index, type_item in enumerate(_list(status_counts.get("patchTypeSummaries"), s_where)):
                 t_where = f"{s_where}.patchTypeSummaries[{t_index}]"
-                type_counts = _object(type_item, t_where)
+                type_counts = as_object(type_item, t_where)
                 patch_type = snake_case(label_value(type_counts.get("patchType"), f"{t_where}.patchType"))
                 limit.add(1)
                 installs.append(((approval, install, patch_type), _count(type_counts.get("count"), t_where)))

@@ -11,7 +11,7 @@ from dataclasses import replace
 from enum import Enum
 
 from exporter.client import NCentralClient, ServerInfo, Sleep, interruptible_sleep
-from exporter.config import ReportSettings, server_identity
+from exporter.config import ReportSettings
 from exporter.errors import InternalError, NotSupported, ReportTimeout, Stopped, UpstreamError
 from exporter.live_client import ClientFactory, CollectionRun, default_client
 from exporter.report import COMPLETED, ReportData, request_body
@@ -154,8 +154,7 @@ class Runner(CollectionRun):
     ) -> None:
         """Change the report's state, unless a reload changed or removed the report, or changed the server
         (the run's `client` talks to), meanwhile."""
-        server = server_identity(client.settings)
-        if not self._store.update(settings.name, change, fingerprint=settings.fingerprint, server=server):
+        if not self._record(settings, client, change):
             raise _Interrupted(RunOutcome.SUPERSEDED)
 
     def _submit_or_resume(

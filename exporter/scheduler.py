@@ -88,9 +88,9 @@ class ReportScheduler:
     def shutdown(self) -> None:
         """Start no more runs; the one under way goes on (see `join`)."""
         if self._scheduler.running:
-            self._scheduler.shutdown(wait=False)
+            self._scheduler.shutdown(wait=False)  # shuts its executors' pools down too
         for workers in self._workers.values():
-            workers.shutdown(wait=False, cancel_futures=True)
+            workers.shutdown(wait=False)  # the pools of a scheduler never started (--once) end here
 
     def join(self, timeout: float) -> bool:
         """Wait up to `timeout`, in all, for the runs under way to end (after `shutdown`); True if they did."""

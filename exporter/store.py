@@ -354,8 +354,7 @@ def _not_future(value: float | None, key: str, now: float) -> float | None:
     return value
 
 
-def _from_json(raw: Mapping[str, Any], now: float | None = None) -> ReportState:
-    now = time.time() if now is None else now
+def _from_json(raw: Mapping[str, Any], now: float) -> ReportState:
     data, customers = raw.get("data"), raw.get("customers")
     in_flight_raw = raw.get("in_flight")
     in_flight = None

@@ -53,9 +53,8 @@ def test_a_new_n_central_replaces_the_client_and_halts_only_its_own_waits(sim: S
     old = make_config(sim)
     new = replace(old, ncentral=replace(old.ncentral, request_timeout=5.0))
     running = RunningConfig(old)
-    stop = threading.Event()
-    own, shared = LiveClient(running), LiveClient(running, halt=stop)
-    (_, first), (_, first_shared) = own.current(), shared.current()
+    own = LiveClient(running)
+    _, first = own.current()
     first_halt = own.halt_of(first)
     assert first_halt is not None
     running.swap(replace(old, reports=()))  # the same N-central settings: the clients stay
@@ -67,15 +66,12 @@ def test_a_new_n_central_replaces_the_client_and_halts_only_its_own_waits(sim: S
     assert second.settings == new.ncentral
     assert first_halt.is_set()  # a run waiting on the old client starts afresh at once
     assert own.halt_of(first) is None
-    assert shared.current()[1] is not first_shared
-    assert not stop.is_set()  # a shared halt is the shutdown's: a replacement does not set it
     second_halt = own.halt_of(second)
     assert second_halt is not None
     assert not second_halt.is_set()
     own.halt()
     assert second_halt.is_set()
-    for clients in (own, shared):
-        clients.close()
+    own.close()
 
 
 # --- the outcomes of a run ---------------------------------------------------------------------------
