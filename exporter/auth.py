@@ -45,28 +45,29 @@ class BasicAuth:
             return None
         return user, password
 
-    def _known(self, user: str) -> tuple[bool, bytes]:
+    def _lookup(self, user: str, password: str) -> tuple[bool, bytes, bytes]:
+        """Whether `user` is known (compared in constant time), its hash, and the pair's cache key."""
         known = next((name for name in self._users if hmac.compare_digest(name.encode(), user.encode())), None)
-        return known is not None, self._users[known] if known is not None else b""
-
-    def _key(self, user: str, password: str, hashed: bytes) -> bytes:
+        hashed = self._users[known] if known is not None else b""
         # Keyed by the hash too, so changing a user's hash in a reload invalidates the cache entry.
-        return hashlib.sha256(b"\0".join([user.encode(), password.encode(), hashed])).digest()
+        key = hashlib.sha256(b"\0".join([user.encode(), password.encode(), hashed])).digest()
+        return known is not None, hashed, key
+
+    def _verified_before(self, known: bool, key: bytes) -> bool:
+        with self._lock:
+            return known and key in self._verified
 
     def cached(self, user: str, password: str) -> bool:
         """Whether this pair was verified before: a cheap check that never waits for bcrypt."""
-        known, hashed = self._known(user)
-        if not known:
-            return False
-        with self._lock:
-            return self._key(user, password, hashed) in self._verified
+        known, _, key = self._lookup(user, password)
+        return self._verified_before(known, key)
 
     def verify(self, user: str, password: str) -> bool:
         """The bcrypt check, one at a time (as exporter-toolkit does), so a flood of wrong passwords takes one
         CPU, not all; a success is cached, so an authorised client pays bcrypt once."""
-        if self.cached(user, password):
+        known, hashed, key = self._lookup(user, password)
+        if self._verified_before(known, key):
             return True
-        known, hashed = self._known(user)
         with self._bcrypt_lock:
             try:
                 matches = bcrypt.checkpw(password.encode(), hashed if known else self._dummy_hash())
@@ -75,5 +76,5 @@ class BasicAuth:
         ok = matches and known
         if ok:
             with self._lock:
-                self._verified.add(self._key(user, password, hashed))
+                self._verified.add(key)
         return ok

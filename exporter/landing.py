@@ -87,10 +87,9 @@ def _largest(data: ReportData) -> tuple[dict[str, dict[str, int]], int]:
     return dict(ranked[:MAX_CLASSES]), max(0, len(ranked) - MAX_CLASSES)
 
 
-def chart(data: ReportData) -> str:
-    """A horizontal stacked bar per device class (the largest MAX_CLASSES), one <g class="bar"> each."""
-    table, _ = _largest(data)
-    statuses = _statuses(data)
+def chart(table: Mapping[str, Mapping[str, int]], statuses: list[str]) -> str:
+    """A horizontal stacked bar per device class of `table` (the largest, see `_largest`), one
+    <g class="bar"> each, its parts in the order of `statuses`."""
     widest = max((sum(row.values()) for row in table.values()), default=0) or 1
     label_width, bar_width, row_height = 280, 520, 28
     height = row_height * len(table) + 10
@@ -141,7 +140,7 @@ def data_section(data: ReportData) -> str:
     return (
         f"<h3>Approval status per device class</h3>"
         f"<table><tr><th>device class</th>{head}</tr>{body}</table>"
-        + chart(data)
+        + chart(table, statuses)
     )
 
 
@@ -208,11 +207,10 @@ def customers_section(
     state: ReportState | None,
     next_run: dt.datetime | None,
     now: float,
-    limit: int = 20,
-    table_html: Callable[[CustomerData], str] | None = None,
+    table_html: Callable[[CustomerData], str],
 ) -> str:
-    """The customer scan's outcome and its `limit` customers with the largest share of devices with a patch
-    problem (by `table_html`, default `customers_table`); empty when the scan is not configured."""
+    """The customer scan's outcome and, by `table_html`, the customers with the largest share of devices
+    with a patch problem; empty when the scan is not configured."""
     if state is None or (state.customers is None and state.last_run_time is None and next_run is None):
         return ""
     outcome = _outcome(state, "no scan finished yet")
@@ -224,7 +222,7 @@ def customers_section(
         f"<tr><th>next scan</th><td>{escape(next_text)}</td></tr></table>"
     ]
     if state.customers is not None:
-        parts.append(table_html(state.customers) if table_html is not None else customers_table(state.customers, limit))
+        parts.append(table_html(state.customers))
     parts.append("</section>")
     return "".join(parts)
 
@@ -268,7 +266,7 @@ def render(
     host: str = "",
     demo: bool = False,
     data_html: Callable[[ReportData], str] = data_section,
-    customers_html: Callable[[CustomerData], str] | None = None,
+    customers_html: Callable[[CustomerData], str] = customers_table,
 ) -> bytes:
     sections = "".join(
         _report_section(report, snapshot.get(report.name), next_runs.get(report.name), now, data_html)

@@ -44,7 +44,8 @@ MAX_PENDING_AUTH = 100  # credentials waiting for a bcrypt check; beyond it, 503
 WORKERS = 4  # threads handling requests (the GIL makes more pointless); bcrypt has one more of its own
 _CHUNK = 256 * 1024  # written to a TLS transport at a time, so a slow reader never makes it copy a whole body
 _TEXT = "text/plain; charset=utf-8"
-_GET = "GET, HEAD"
+_GET_HEAD = ("GET", "HEAD")
+_GET = ", ".join(_GET_HEAD)
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:
@@ -191,6 +192,10 @@ class WebServer:
         it names changes. `max_requests` 0 means no limit."""
         self.app = app
         self.telemetry_path = telemetry_path
+        # The methods each path takes (/-/healthy is answered before auth, on its own).
+        self._allowed: dict[str, tuple[str, ...]] = {
+            telemetry_path: _GET_HEAD, "/": _GET_HEAD, "/-/ready": _GET_HEAD, "/-/reload": ("POST",),
+        }
         self.max_requests = max_requests
         self.demo = demo
         self._web_config_file = web_config_file
@@ -390,10 +395,9 @@ class WebServer:
         return whole, rest[length:], None
 
     async def _respond(self, request: Request, settings: _Settings) -> Response:
-        known = {self.telemetry_path: _GET, "/": _GET, "/-/ready": _GET, "/-/reload": "POST", "/-/healthy": _GET}
-        allowed = known.get(request.path)
+        allowed = self._allowed.get(request.path)
         if request.path == "/-/healthy":
-            if request.method not in ("GET", "HEAD"):
+            if request.method not in _GET_HEAD:
                 return _text(405, "Method not allowed\n", {"Allow": _GET})
             return _text(200, "Healthy\n")
         authorised = await self._authorised(settings.auth, request) if settings.auth.enabled else True
@@ -403,9 +407,9 @@ class WebServer:
             return _text(401, "Unauthorized\n", {"WWW-Authenticate": 'Basic realm="ncentral-patch-exporter"'})
         if allowed is None:
             return _text(404, "Not found\n")
-        if request.method not in allowed.split(", "):
+        if request.method not in allowed:
             hint = "Use POST to reload\n" if request.path == "/-/reload" else "Method not allowed\n"
-            return _text(405, hint, {"Allow": allowed})
+            return _text(405, hint, {"Allow": ", ".join(allowed)})
         if self.max_requests and self._in_flight >= self.max_requests:
             return _text(503, f"Limit of concurrent requests reached ({self.max_requests}), try again later.\n")
         self._in_flight += 1
