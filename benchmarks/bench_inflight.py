@@ -32,6 +32,7 @@ from benchmarks.common import (
     LoadResult,
     ServerProcess,
     finish,
+    free_port,
     get,
     load,
     rss_kib,
@@ -39,14 +40,6 @@ from benchmarks.common import (
 )
 
 _RUNS = re.compile(rb'^ncentral_patch_report_runs_total\{report="all"\} (\S+)$', re.MULTILINE)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -99,7 +92,7 @@ def run(rounds: int, requests: int, seconds: float, series: int = 10_000, client
 
         config = Path(tmp) / "config.yaml"
         _write_config(config, sim.url, "3600s")
-        port = _free_port()
+        port = free_port()
         log = (Path(tmp) / "exporter.log").open("wb")
         exporter = subprocess.Popen(
             [PYTHON, "-m", "exporter", f"--config.file={config}", f"--web.listen-address={HOST}:{port}",

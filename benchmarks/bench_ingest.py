@@ -23,18 +23,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import PYTHON, REPO, SIMULATOR_JWT, Figure, ServerProcess, finish, vendor_data
+from benchmarks.common import (
+    PYTHON,
+    REPO,
+    SIMULATOR_JWT,
+    Figure,
+    ServerProcess,
+    baseline_kib,
+    finish,
+    peak_kib,
+    vendor_data,
+)
 
 TARGET_MIB = 150e6 / 2**20  # "under 150 MB", read as 150·10⁶ bytes (143.1 MiB), the stricter reading
-_LIBRARIES = "import prometheus_client, requests, yaml, apscheduler.schedulers.background, bcrypt"
 _ENVELOPE = 200  # bytes of the poll answer around `data`
-
-
-def peak_kib() -> int:
-    for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def at_caps_data(series: int, size: int) -> dict[str, Any]:
@@ -106,18 +108,12 @@ def measure(data: dict[str, Any], old_caps: bool) -> dict[str, Any]:
     return result
 
 
-def baseline_peak_kib() -> int:
-    code = f"{_LIBRARIES}\nfrom benchmarks.bench_ingest import peak_kib\nprint(peak_kib())"
-    output = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True, cwd=REPO, timeout=60)
-    return int(output.stdout.strip())
-
-
 def run(old_mb: float, json_path: str | None) -> None:
     from exporter.config import NCentralSettings
 
     defaults = NCentralSettings(url="http://unused", token="unused")  # noqa: S106 - not a secret
     cap, max_series = defaults.max_response_size, defaults.max_series
-    baseline = baseline_peak_kib() / 1024
+    baseline = baseline_kib("peak_kib") / 1024
     rows: dict[str, dict[str, Any]] = {
         "at-caps": measure(at_caps_data(max_series, cap), old_caps=False),
         "refused": measure(dense_data(cap), old_caps=False),

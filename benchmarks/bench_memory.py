@@ -10,36 +10,25 @@ from __future__ import annotations
 
 import argparse
 import gc
-import subprocess
 import time
 
 from benchmarks.common import (
-    PYTHON,
-    REPO,
     RSS_LIMIT_MIB,
     RSS_TARGET,
     SIMULATOR_JWT,
     Figure,
     ServerProcess,
+    baseline_kib,
     finish,
     rss_kib,
 )
-
-_LIBRARIES = "import prometheus_client, requests, yaml, apscheduler.schedulers.background, bcrypt"
-
-
-def baseline_rss_kib() -> int:
-    """VmRSS of a fresh interpreter that imported the exporter's third-party libraries and nothing else."""
-    code = f"{_LIBRARIES}\nfrom benchmarks.common import rss_kib\nprint(rss_kib())"
-    output = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True, cwd=REPO, timeout=60)
-    return int(output.stdout.strip())
 
 
 def run(runs: int, series: int) -> list[Figure]:
     from exporter.app import Exporter
     from exporter.config import Config, NCentralSettings, ReportSettings
 
-    baseline = baseline_rss_kib() / 1024
+    baseline = baseline_kib("rss_kib") / 1024
     with ServerProcess("simulator", "--series", str(series)) as sim:
         config = Config(
             ncentral=NCentralSettings(url=sim.url, token=SIMULATOR_JWT, request_timeout=5.0, retry_backoff=0.01),

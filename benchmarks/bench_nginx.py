@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import HOST, Figure, ServerProcess, finish, get, load, terminate
+from benchmarks.common import HOST, Figure, ServerProcess, finish, free_port, get, load, terminate
 
 NGINX = next((path for path in ("/usr/sbin/nginx", shutil.which("nginx")) if path and Path(path).is_file()), None)
 WRK = shutil.which("wrk")
@@ -33,20 +33,12 @@ _BAD = re.compile(
 )
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 class Nginx:
     """nginx on a free loopback port, serving `body` at /metrics, and `body` gzipped to clients that ask."""
 
     def __init__(self, directory: Path, body: bytes) -> None:
         assert NGINX is not None
-        self.port = _free_port()
+        self.port = free_port()
         directory.chmod(0o755)  # nginx's worker may run as another user (nobody) when started by root
         (directory / "metrics.txt").write_bytes(body)
         (directory / "metrics.txt.gz").write_bytes(gzip.compress(body, compresslevel=6, mtime=0))

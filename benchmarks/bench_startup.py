@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import socket
 import statistics
 import subprocess
 import time
 
-from benchmarks.common import HOST, PYTHON, REPO, Figure, finish, terminate
+from benchmarks.common import HOST, PYTHON, REPO, Figure, finish, free_port, terminate
 
 _STOCK = (
     "import sys, threading\n"
@@ -22,12 +21,6 @@ _STOCK = (
     "start_http_server(int(sys.argv[1]), addr='127.0.0.1')\n"
     "threading.Event().wait()\n"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def _ok(port: int, path: str) -> bool:
@@ -83,9 +76,9 @@ def run(runs: int) -> list[Figure]:
     bare: list[float] = []
     for _ in range(runs):  # interleaved, so a disturbance hits all three alike
         bare.append(time_to_exit([PYTHON, "-c", "pass"]))
-        port = _free_port()
+        port = free_port()
         stock.append(time_to_200([PYTHON, "-c", _STOCK, str(port)], port, "/metrics"))
-        port = _free_port()
+        port = free_port()
         ours.append(time_to_200(
             [PYTHON, "-m", "exporter", "--demo", f"--web.listen-address={HOST}:{port}", "--log.level=warning"],
             port, "/-/healthy",

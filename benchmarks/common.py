@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
@@ -95,13 +96,40 @@ def fill_store(store: Store, series: int, name: str = "all") -> None:
     assert updated
 
 
-def rss_kib(pid: int | None = None) -> int:
-    """VmRSS of a process (this one by default) in KiB, from /proc."""
+def _status_kib(field: str, pid: int | None) -> int:
     status = Path(f"/proc/{pid if pid is not None else 'self'}/status").read_text(encoding="ascii")
     for line in status.splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
-    raise RuntimeError("no VmRSS in /proc status")
+    raise RuntimeError(f"no {field} in /proc status")
+
+
+def rss_kib(pid: int | None = None) -> int:
+    """VmRSS of a process (this one by default) in KiB, from /proc."""
+    return _status_kib("VmRSS", pid)
+
+
+def peak_kib(pid: int | None = None) -> int:
+    """VmHWM, the peak resident set, of a process (this one by default) in KiB, from /proc."""
+    return _status_kib("VmHWM", pid)
+
+
+# The exporter's third-party libraries: a fresh interpreter with these imported is the memory baseline.
+LIBRARIES = "import prometheus_client, requests, yaml, apscheduler.schedulers.background, bcrypt"
+
+
+def baseline_kib(measure: str) -> int:
+    """`measure` (`rss_kib` or `peak_kib`) of a fresh interpreter that imported LIBRARIES and nothing else."""
+    code = f"{LIBRARIES}\nfrom benchmarks.common import {measure}\nprint({measure}())"
+    output = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True, cwd=REPO, timeout=60)
+    return int(output.stdout.strip())
+
+
+def free_port() -> int:
+    """A free TCP port on HOST."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
 
 
 def machine() -> str:
