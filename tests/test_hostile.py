@@ -72,16 +72,33 @@ def app(sim: Simulator) -> Iterator[Exporter]:
     exporter.runner.close()
 
 
-def run_in_thread(app: Exporter, sim: Simulator, hang_bound: float = 30.0) -> bool:
-    """The run's outcome; fails (and frees the run by stopping the simulator) if it does not end in
-    `hang_bound` seconds: a bound that only catches a hang, not a timing."""
-    outcome: list[bool] = []
-    worker = threading.Thread(target=lambda: outcome.append(app.runner.run("all")), daemon=True)
+def bounded(call: Callable[[], object], sim: Simulator, hang_bound: float = 20.0) -> BaseException | None:
+    """What `call` raised (None if it returned); fails (freeing it by stopping the simulator) if it does not
+    end in `hang_bound` seconds: a bound that only catches a hang."""
+    raised: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            call()
+            raised.append(None)
+        except BaseException as exc:  # handed to the test
+            raised.append(exc)
+
+    worker = threading.Thread(target=target, daemon=True)
     worker.start()
     worker.join(hang_bound)
     if worker.is_alive():
         sim.stop()
-        raise AssertionError(f"the run still holds its worker after {hang_bound}s")
+        raise AssertionError(f"the call still runs after {hang_bound}s")
+    return raised[0]
+
+
+def run_in_thread(app: Exporter, sim: Simulator, hang_bound: float = 30.0) -> bool:
+    """The outcome of a run of report "all", bounded as `bounded` bounds a call."""
+    outcome: list[bool] = []
+    error = bounded(lambda: outcome.append(app.runner.run("all")), sim, hang_bound)
+    if error is not None:
+        raise error
     return outcome[0]
 
 
@@ -143,27 +160,6 @@ def test_once_ends_by_the_report_timeout_on_dripping_headers(sim: Simulator, tmp
     assert result.returncode == 1, result.stderr
     assert "report run failed" in result.stderr and "reason=connection" in result.stderr
     assert "not complete within 2.0s" in result.stderr
-
-
-def bounded(call: Callable[[], object], sim: Simulator, hang_bound: float = 20.0) -> BaseException | None:
-    """What `call` raised (None if it returned); fails (freeing it by stopping the simulator) if it does not
-    end in `hang_bound` seconds: a bound that only catches a hang."""
-    raised: list[BaseException | None] = []
-
-    def target() -> None:
-        try:
-            call()
-            raised.append(None)
-        except BaseException as exc:  # handed to the test
-            raised.append(exc)
-
-    worker = threading.Thread(target=target, daemon=True)
-    worker.start()
-    worker.join(hang_bound)
-    if worker.is_alive():
-        sim.stop()
-        raise AssertionError(f"the call still runs after {hang_bound}s")
-    return raised[0]
 
 
 @pytest.mark.parametrize("endpoint", ["health", "devices", "authenticate"])
