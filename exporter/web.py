@@ -1,4 +1,6 @@
 """The HTTP front: /metrics, /, /-/healthy, /-/ready, /-/reload; TLS and basic auth from the web config.
+Routing and answers live here; the HTTP/1.1 framing (parsing requests, framing answers, plain or TLS
+bytes) is `http1`.
 
 One event loop thread owns every socket: it accepts, does the TLS handshake, reads requests and writes
 answers, all without blocking. A connection costs a thread only while its request is being handled: a
@@ -15,13 +17,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import email.utils
 import logging
 import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from exporter import landing
@@ -29,6 +30,7 @@ from exporter.app import Exporter
 from exporter.auth import BasicAuth
 from exporter.config import ConfigError
 from exporter.exposition import CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE
+from exporter.http1 import Framing, PlainChannel, Request, Response, TLSChannel, text
 from exporter.numbers import decimal
 from exporter.webconfig import WebConfig, file_state, load_web_config
 
@@ -38,12 +40,8 @@ READ_TIMEOUT = 10.0  # seconds to receive a request's headers and body, from its
 IDLE_TIMEOUT = 300.0  # seconds a keep-alive connection may wait for its next request
 WRITE_TIMEOUT = 60.0  # seconds for a client to take an answer
 MAX_WAITING = 1000  # connections kept waiting for (or sending) a request; beyond it the oldest is closed
-MAX_HEAD = 65536  # bytes of request line and headers
-MAX_BODY = 65536  # bytes of a request body (only /-/reload takes one, and ignores it)
 MAX_PENDING_AUTH = 100  # credentials waiting for a bcrypt check; beyond it, 503 at once
 WORKERS = 4  # threads handling requests (the GIL makes more pointless); bcrypt has one more of its own
-_CHUNK = 256 * 1024  # written to a TLS transport at a time, so a slow reader never makes it copy a whole body
-_TEXT = "text/plain; charset=utf-8"
 _GET_HEAD = ("GET", "HEAD")
 _GET = ", ".join(_GET_HEAD)
 
@@ -96,75 +94,6 @@ def wants_openmetrics(header: str) -> bool:
         elif media in ("text/plain", "text/*", "*/*"):
             best_text = max(best_text, quality)
     return best_openmetrics > 0 and best_openmetrics >= best_text
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-    version: str
-    headers: dict[str, str]  # names in lower case
-    body: bytes = b""
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    body: tuple[bytes, ...]
-    content_type: str = _TEXT
-    headers: dict[str, str] = field(default_factory=dict)
-    close: bool = False
-
-
-def _text(status: int, text: str, headers: dict[str, str] | None = None, close: bool = False) -> Response:
-    return Response(status, (text.encode(),), _TEXT, headers or {}, close)
-
-
-_REASONS = {
-    100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-    405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required", 413: "Content Too Large",
-    431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable",
-    505: "HTTP Version Not Supported",
-}
-
-
-class _BadRequest(Exception):
-    def __init__(self, response: Response) -> None:
-        super().__init__(response.status)
-        self.response = response
-
-
-def parse_head(head: bytes) -> Request:
-    """The request line and headers (up to the blank line); raises _BadRequest with the answer to give."""
-    try:
-        text = head.decode("latin-1")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
-        raise _BadRequest(_text(400, "Bad request\n", close=True)) from None
-    lines = text.split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[0].isalpha() or not parts[1]:
-        raise _BadRequest(_text(400, "Bad request line\n", close=True))
-    method, target, version = parts
-    if version not in ("HTTP/1.1", "HTTP/1.0"):
-        raise _BadRequest(_text(505, "Only HTTP/1.0 and HTTP/1.1 are served\n", close=True))
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, colon, value = line.partition(":")
-        if not colon or not name or name != name.strip() or line[0] in " \t":
-            raise _BadRequest(_text(400, "Bad header line\n", close=True))
-        key = name.lower()
-        value = value.strip()
-        if key in headers:
-            if key in ("content-length", "host", "authorization"):
-                raise _BadRequest(_text(400, f"Repeated {name} header\n", close=True))
-            headers[key] += ", " + value
-        else:
-            headers[key] = value
-    if target.startswith(("http://", "https://")):  # absolute form: only the path matters here
-        target = "/" + target.split("://", 1)[1].partition("/")[2]
-    return Request(method, target.split("?", 1)[0], version, headers)
 
 
 @dataclass(frozen=True)
@@ -308,18 +237,18 @@ class WebServer:
         task = asyncio.current_task()
         assert task is not None
         deadline = self._loop.time() + READ_TIMEOUT
-        channel: _Channel | None = None
+        channel: PlainChannel | TLSChannel | None = None
         try:
             settings = self._current()
             if settings.config.tls is None:
-                channel = _PlainChannel(self._loop, connection)
+                channel = PlainChannel(self._loop, connection)
             else:
                 async with asyncio.timeout_at(deadline):
-                    channel = await _TLSChannel.handshake(self._loop, connection, settings.config.tls)
+                    channel = await TLSChannel.handshake(self._loop, connection, settings.config.tls, READ_TIMEOUT)
                 if settings.config.allowed_sans and not channel.san_allowed(settings.config.allowed_sans):
                     log.info("client certificate SAN not allowed", extra={"client": client})
                     return
-            await self._serve(channel, task, deadline)
+            await self._serve(Framing(channel), task, deadline)
         except (ConnectionError, TimeoutError, ssl.SSLError, asyncio.IncompleteReadError, OSError) as exc:
             log.debug("client connection ended", extra={"client": client, "error": repr(exc)})
         except asyncio.CancelledError:
@@ -333,91 +262,54 @@ class WebServer:
             else:
                 connection.close()
 
-    async def _serve(self, channel: _Channel, task: asyncio.Task[None], deadline: float) -> None:
+    async def _serve(self, framing: Framing, task: asyncio.Task[None], deadline: float) -> None:
         """Requests one after the other on one connection (HTTP/1.1 keep-alive)."""
-        buffer = b""
         first = True
         while True:
             self._wait(task)
-            if not buffer:
+            if not framing.buffered:
                 # Between requests a connection may idle; the first request must come with the connection.
                 async with asyncio.timeout_at(deadline if first else self._loop.time() + IDLE_TIMEOUT):
-                    buffer = await channel.recv()
-                if not buffer:
-                    return
+                    if not await framing.wait():
+                        return
                 if not first:
                     deadline = self._loop.time() + READ_TIMEOUT
             first = False
             async with asyncio.timeout_at(deadline):
-                request, buffer, early = await self._read_request(channel, buffer)
+                request, early = await framing.request()
             self._waiting.pop(task, None)
             settings = self._current()  # basic auth and headers follow the file per request, as in exporter-toolkit
             response = early or await self._respond(request, settings)
-            close = response.close or _wants_close(request) or bool(request.body)
+            close = response.close or request.wants_close or bool(request.body)
             async with asyncio.timeout(WRITE_TIMEOUT):
-                await channel.send(_head(request, response, close, settings), () if request.method == "HEAD"
-                                   else response.body)
+                await framing.answer(request, response, close, settings.config.headers)
             if close:
                 return
-
-    async def _read_request(self, channel: _Channel, buffer: bytes) -> tuple[Request, bytes, Response | None]:
-        """A whole request (headers and body) from `buffer` and the connection; the bytes after it; an
-        answer to give at once when the request is malformed."""
-        while (end := buffer.find(b"\r\n\r\n")) < 0:
-            if len(buffer) > MAX_HEAD:
-                return _MALFORMED, b"", _text(431, "Request headers too large\n", close=True)
-            chunk = await channel.recv()
-            if not chunk:
-                raise asyncio.IncompleteReadError(buffer, None)
-            buffer += chunk
-        if end > MAX_HEAD:
-            return _MALFORMED, b"", _text(431, "Request headers too large\n", close=True)
-        try:
-            request = parse_head(buffer[:end])
-        except _BadRequest as bad:
-            return _MALFORMED, b"", bad.response
-        rest = buffer[end + 4:]
-        if "transfer-encoding" in request.headers:
-            # No endpoint takes a body; a chunked one is not worth parsing to throw away.
-            return request, b"", _text(411, "A request body needs Content-Length\n", close=True)
-        # Strictly: int() of a 5,000-digit value raises, which would cost the client its 413.
-        length = decimal(request.headers.get("content-length", "0"))
-        if length is None or length > MAX_BODY:
-            return request, b"", _text(413, "Request body too large or malformed\n", close=True)
-        if length > len(rest) and request.headers.get("expect", "").lower() == "100-continue":
-            await channel.send(b"HTTP/1.1 100 Continue\r\n\r\n", ())
-        while length > len(rest):
-            chunk = await channel.recv()
-            if not chunk:
-                raise asyncio.IncompleteReadError(rest, length)
-            rest += chunk
-        whole = Request(request.method, request.path, request.version, request.headers, rest[:length])
-        return whole, rest[length:], None
 
     async def _respond(self, request: Request, settings: _Settings) -> Response:
         allowed = self._allowed.get(request.path)
         if request.path == "/-/healthy":
             if request.method not in _GET_HEAD:
-                return _text(405, "Method not allowed\n", {"Allow": _GET})
-            return _text(200, "Healthy\n")
+                return text(405, "Method not allowed\n", {"Allow": _GET})
+            return text(200, "Healthy\n")
         authorised = await self._authorised(settings.auth, request) if settings.auth.enabled else True
         if authorised is None:
-            return _text(503, "Too many authentication checks in progress, try again later.\n")
+            return text(503, "Too many authentication checks in progress, try again later.\n")
         if not authorised:
-            return _text(401, "Unauthorized\n", {"WWW-Authenticate": 'Basic realm="ncentral-patch-exporter"'})
+            return text(401, "Unauthorized\n", {"WWW-Authenticate": 'Basic realm="ncentral-patch-exporter"'})
         if allowed is None:
-            return _text(404, "Not found\n")
+            return text(404, "Not found\n")
         if request.method not in allowed:
             hint = "Use POST to reload\n" if request.path == "/-/reload" else "Method not allowed\n"
-            return _text(405, hint, {"Allow": ", ".join(allowed)})
+            return text(405, hint, {"Allow": ", ".join(allowed)})
         if self.max_requests and self._in_flight >= self.max_requests:
-            return _text(503, f"Limit of concurrent requests reached ({self.max_requests}), try again later.\n")
+            return text(503, f"Limit of concurrent requests reached ({self.max_requests}), try again later.\n")
         self._in_flight += 1
         try:
             return await self._loop.run_in_executor(self._pool, self._handle, request)
         except Exception:
             log.error("error while handling a request", exc_info=True, extra={"path": request.path})
-            return _text(500, "Internal server error\n", close=True)
+            return text(500, "Internal server error\n", close=True)
         finally:
             self._in_flight -= 1
 
@@ -457,122 +349,9 @@ class WebServer:
             return Response(200, (page,), "text/html; charset=utf-8")
         if request.path == "/-/ready":
             reason = app.not_ready()
-            return _text(200, "Ready\n") if reason is None else _text(503, f"Not ready: {reason}\n")
+            return text(200, "Ready\n") if reason is None else text(503, f"Not ready: {reason}\n")
         error = app.reload()  # /-/reload
-        return _text(200, "Reloaded\n") if error is None else _text(400, f"Reload refused: {error}\n")
-
-
-_MALFORMED = Request("", "", "", {})
-
-
-def _wants_close(request: Request) -> bool:
-    connection = request.headers.get("connection", "").lower()
-    if request.version == "HTTP/1.0":
-        return True  # no keep-alive for HTTP/1.0: its clients are tools, not scrapers
-    return "close" in (token.strip() for token in connection.split(","))
-
-
-_date_cache: list[Any] = [0, ""]
-
-
-def _date() -> str:
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache[:] = [now, email.utils.formatdate(now, usegmt=True)]
-    return str(_date_cache[1])
-
-
-def _head(request: Request, response: Response, close: bool, settings: _Settings) -> bytes:
-    lines = [
-        f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}",
-        "Server: ncentral-patch-exporter",
-        f"Date: {_date()}",
-        f"Content-Type: {response.content_type}",
-        f"Content-Length: {sum(len(part) for part in response.body)}",
-        *(f"{name}: {value}" for name, value in {**settings.config.headers, **response.headers}.items()),
-    ]
-    if close:
-        lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-class _Channel:
-    """A connection's bytes in and out, plain or TLS."""
-
-    async def recv(self) -> bytes:
-        raise NotImplementedError
-
-    async def send(self, head: bytes, body: tuple[bytes, ...]) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-
-class _PlainChannel(_Channel):
-    """The socket itself through the loop's socket calls: a body goes out straight from the cached bytes,
-    never copied into a transport's buffer."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, connection: socket.socket) -> None:
-        self._loop = loop
-        self._socket = connection
-        connection.setblocking(False)
-        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    async def recv(self) -> bytes:
-        return await self._loop.sock_recv(self._socket, MAX_HEAD)
-
-    async def send(self, head: bytes, body: tuple[bytes, ...]) -> None:
-        if sum(len(part) for part in body) <= 16384:
-            await self._loop.sock_sendall(self._socket, b"".join((head, *body)))
-            return
-        await self._loop.sock_sendall(self._socket, head)
-        for part in body:
-            await self._loop.sock_sendall(self._socket, part)
-
-    def close(self) -> None:
-        self._socket.close()
-
-
-class _TLSChannel(_Channel):
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
-
-    @classmethod
-    async def handshake(
-        cls, loop: asyncio.AbstractEventLoop, connection: socket.socket, context: ssl.SSLContext
-    ) -> _TLSChannel:
-        reader = asyncio.StreamReader(limit=MAX_HEAD, loop=loop)
-        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-        try:
-            transport, _ = await loop.connect_accepted_socket(
-                lambda: protocol, connection, ssl=context, ssl_handshake_timeout=READ_TIMEOUT
-            )
-        except BaseException:
-            connection.close()
-            raise
-        return cls(reader, asyncio.StreamWriter(transport, protocol, reader, loop))
-
-    def san_allowed(self, allowed: tuple[str, ...]) -> bool:
-        sans: Any = (self._writer.get_extra_info("peercert") or {}).get("subjectAltName", ())
-        names = {str(value) for _, value in sans}
-        return not names.isdisjoint(allowed)
-
-    async def recv(self) -> bytes:
-        return await self._reader.read(MAX_HEAD)
-
-    async def send(self, head: bytes, body: tuple[bytes, ...]) -> None:
-        self._writer.write(head)
-        for part in body:
-            view = memoryview(part)
-            for start in range(0, len(view), _CHUNK):  # never a whole body copied into the TLS buffer
-                self._writer.write(view[start:start + _CHUNK])
-                await self._writer.drain()
-        await self._writer.drain()
-
-    def close(self) -> None:
-        self._writer.transport.abort()
+        return text(200, "Reloaded\n") if error is None else text(400, f"Reload refused: {error}\n")
 
 
 def _exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
