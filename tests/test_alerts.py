@@ -84,10 +84,11 @@ def test_alert_names_labels_and_annotations() -> None:
     severities = set()
     for rule in found:
         name = rule["alert"]
-        assert re.fullmatch(r"NCentralPatch(?:[A-Z][a-z]+)+", name), name
+        # monitoring-mixins style: CamelCase with the one prefix NCentral (the product).
+        assert re.fullmatch(r"NCentral(?:[A-Z][a-z]+|[A-Z]+(?=[A-Z]|$))+", name), name
         assert set(rule["labels"]) == {"severity"}, name
         severities.add(rule["labels"]["severity"])
-        assert set(rule["annotations"]) == {"summary", "description"}, name
+        assert set(rule["annotations"]) == {"summary", "description", "runbook_url"}, name
         assert "$labels." in rule["annotations"]["summary"], name
         assert "$value" in rule["annotations"]["description"], f"{name}: the description shows the value"
         assert "for" in rule, name

@@ -1,0 +1,159 @@
+// The alert rules. An alert is one object in `alerts` below: name, expression, wait, severity, summary
+// and description. Every alert gets a runbook_url to the README section named after it (write that
+// section), and one unit test at least in prometheus/alerts.test.yml, firing and not firing.
+local words = import 'lib/words.libsonnet';
+local oneLine(text) = std.strReplace(std.rstripChars(text, '\n'), '\n', ' ');
+
+{
+  local c = $._config,
+  // The values alert text quotes, in words.
+  local t = c {
+    exporterDownFor: words.duration(c.exporterDownFor),
+    reportFailingFor: words.duration(c.reportFailingFor),
+    noApprovalBacklogFor: words.duration(c.noApprovalBacklogFor),
+    customerBehindFor: words.duration(c.customerBehindFor),
+    installFailuresRisingWindow: words.duration(c.installFailuresRisingWindow),
+    customerBehindThreshold: words.percent(c.customerBehindThreshold),
+  },
+
+  local alerts = [
+    // Prometheus cannot scrape the exporter: every patch metric of that target is missing.
+    {
+      alert: 'NCentralPatchExporterDown',
+      expr: 'up{%(selector)s} == 0' % c,
+      'for': c.exporterDownFor,
+      labels: { severity: 'critical' },
+      annotations: {
+        summary: 'N-central patch exporter {{ $labels.instance }} is down',
+        description: oneLine(|||
+          Prometheus has failed to scrape {{ $labels.instance }} (job {{ $labels.job }}) for more than
+          %(exporterDownFor)s (up = {{ $value }}). No N-central patch metrics are collected from it.
+        ||| % t),
+      },
+    },
+
+    // The last run of a report failed, and no run has succeeded since. The exporter keeps serving the last
+    // good data, so dashboards look fine while they age.
+    {
+      alert: 'NCentralPatchReportFailing',
+      expr: 'ncentral_patch_report_last_run_success{%(selector)s} == 0' % c,
+      'for': c.reportFailingFor,
+      labels: { severity: 'warning' },
+      annotations: {
+        summary: 'N-central patch report {{ $labels.report }} is failing on {{ $labels.instance }}',
+        description: oneLine(|||
+          Runs of report {{ $labels.report }} on {{ $labels.instance }} have been failing for more than
+          %(reportFailingFor)s (last_run_success = {{ $value }}). Failures in the last hour by reason:
+          {{ with printf `sum by (reason) (increase(ncentral_patch_report_failures_total{%(selector)s,instance=%%q,report=%%q}[1h])) > 0` $labels.instance $labels.report | query }}{{ range $i, $s := . }}{{ if $i }}, {{ end }}{{ $s.Labels.reason }}: {{ $s.Value | printf "%%.0f" }}{{ end }}{{ else }}none recorded{{ end }}.
+          Check the exporter log for the error.
+        ||| % t),
+      },
+    },
+
+    // No successful run for longer than the staleness factor times the report interval. (A report that
+    // has not succeeded once since the exporter started has no timestamp yet; NCentralPatchReportFailing
+    // covers it.)
+    {
+      alert: 'NCentralPatchDataStale',
+      expr: 'time() - ncentral_patch_report_last_success_timestamp_seconds{%(selector)s} > %(stalenessFactor)g * 3600' % c,
+      'for': c.dataStaleFor,
+      labels: { severity: 'critical' },
+      annotations: {
+        summary: 'N-central patch data of report {{ $labels.report }} on {{ $labels.instance }} is stale',
+        description: oneLine(|||
+          The last successful run of report {{ $labels.report }} on {{ $labels.instance }} was
+          {{ $value | humanizeDuration }} ago, more than two report intervals. The patch metrics no longer
+          reflect N-central.
+        |||),
+      },
+    },
+
+    // Failed patch installs in the report. Informational: most estates always have a few.
+    {
+      alert: 'NCentralPatchInstallFailuresPresent',
+      expr: 'sum by (job, instance, report, patch_type) (ncentral_patch_installs{%(selector)s, install_status="failed"}) > 0' % c,
+      'for': c.installFailuresPresentFor,
+      labels: { severity: 'info' },
+      annotations: {
+        summary: '{{ $value }} failed {{ $labels.patch_type }} patch installs in report {{ $labels.report }}',
+        description: oneLine(|||
+          Report {{ $labels.report }} on {{ $labels.instance }} counts {{ $value }} failed installs of
+          {{ $labels.patch_type }} patches. Review them in N-central (Patch Status).
+        |||),
+      },
+    },
+
+    // More failed installs than at any point in the window, e.g. after a patch window.
+    {
+      alert: 'NCentralPatchInstallFailuresRising',
+      expr: |||-
+        sum by (job, instance, report, patch_type) (
+          ncentral_patch_installs{%(selector)s, install_status="failed"}
+          - min_over_time(ncentral_patch_installs{%(selector)s, install_status="failed"}[%(installFailuresRisingWindow)s])
+        ) > 0
+      ||| % c,
+      'for': c.installFailuresRisingFor,
+      labels: { severity: 'warning' },
+      annotations: {
+        summary: 'Failed {{ $labels.patch_type }} patch installs are rising in report {{ $labels.report }}',
+        description: oneLine(|||
+          Report {{ $labels.report }} on {{ $labels.instance }} counts {{ $value }} more failed installs of
+          {{ $labels.patch_type }} patches than its lowest count in the last %(installFailuresRisingWindow)s.
+        ||| % t),
+      },
+    },
+
+    // Patches waiting for an approval decision, per device class. For a report's total instead, sum by
+    // (job, instance, report).
+    {
+      alert: 'NCentralPatchNoApprovalBacklog',
+      expr: |||-
+        sum by (job, instance, report, device_class) (
+          ncentral_patch_approvals{%(selector)s, approval_status="no_approval"}
+        ) > %(noApprovalBacklogThreshold)g
+      ||| % c,
+      'for': c.noApprovalBacklogFor,
+      labels: { severity: 'warning' },
+      annotations: {
+        summary: '{{ $value }} patches await approval for {{ $labels.device_class }}',
+        description: oneLine(|||
+          Report {{ $labels.report }} on {{ $labels.instance }} has counted {{ $value }} patches with no
+          approval decision for device class "{{ $labels.device_class }}" for more than %(noApprovalBacklogFor)s
+          (threshold %(noApprovalBacklogThreshold)s). Approve or decline them in N-central.
+        ||| % t),
+      },
+    },
+
+    // A customer's share of devices with an active issue on a patch service (failed, warning, stale...)
+    // stays high; from the customer scan. To leave small customers out, append
+    // `and on (job, instance, customer_id) sum by (job, instance, customer_id) (ncentral_customer_devices) >= 10`.
+    {
+      alert: 'NCentralPatchCustomerBehind',
+      expr: |||-
+        sum by (job, instance, customer_id, customer) (ncentral_customer_patch_issue_devices{%(selector)s})
+        / sum by (job, instance, customer_id, customer) (ncentral_customer_devices{%(selector)s})
+        > %(customerBehindThreshold)g
+      ||| % c,
+      'for': c.customerBehindFor,
+      labels: { severity: 'warning' },
+      annotations: {
+        summary: '{{ $value | humanizePercentage }} of the devices of customer {{ $labels.customer }} have a patch problem',
+        description: oneLine(|||
+          For more than %(customerBehindFor)s, {{ $value | humanizePercentage }} of the devices of customer
+          "{{ $labels.customer }}" (id {{ $labels.customer_id }}) on {{ $labels.instance }} have had an active
+          issue on a patch service (threshold %(customerBehindThreshold)s). Review them in N-central (Patch Status).
+        ||| % t),
+      },
+    },
+  ],
+
+  prometheusAlerts+:: {
+    groups+: [{
+      name: c.groupName,
+      rules: [
+        alert { annotations+: { runbook_url: c.runbookURLPattern % std.asciiLower(alert.alert) } }
+        for alert in alerts
+      ],
+    }],
+  },
+}
