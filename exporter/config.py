@@ -26,6 +26,7 @@ import yaml
 from yaml.reader import ReaderError
 
 from exporter.errors import os_reason
+from exporter.files import read_regular
 from exporter.scrub import header_safe, shown
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,11 @@ _SIZE = re.compile(r"^(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?$")
 _SIZE_UNITS = {None: 1, "B": 1, "KB": 10**3, "KiB": 2**10, "MB": 10**6, "MiB": 2**20, "GB": 10**9, "GiB": 2**30}
 _ROLLING = re.compile(r"^(\d{1,5})d$")
 _MAX_DURATION = 366 * 86400.0
+
+
+# Far above what a JWT (about 1 KiB) or any config of this exporter needs; a file beyond is a mistake.
+MAX_TOKEN_FILE = 64 * 2**10
+MAX_CONFIG_FILE = 2**20
 
 
 class ConfigError(Exception):
@@ -263,7 +269,10 @@ def _start_date(value: object, key: str) -> str:
 
 
 def _checked_token(token: str, source: str) -> str:
-    """A JWT is one printable word; anything else would end up in a malformed header (and its error)."""
+    """A JWT is one printable ASCII word; anything else would end up in a malformed header (and its error).
+    The messages never quote the token."""
+    if not token.isascii():
+        raise ConfigError(f"{source}: the token contains non-ASCII characters (a JWT is ASCII only)")
     if not header_safe(token):
         raise ConfigError(f"{source}: the token contains whitespace or control characters (one line, no spaces)")
     return token
@@ -280,7 +289,7 @@ def _token(raw: Mapping[str, Any], env: Mapping[str, str]) -> str:
     if "api_token_file" in raw:
         path = _string(raw["api_token_file"], "ncentral.api_token_file")
         try:
-            token = Path(path).read_text(encoding="utf-8").strip()
+            token = read_regular(path, MAX_TOKEN_FILE).decode("utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"ncentral.api_token_file: cannot read {path}: {os_reason(exc)}") from None
         if not token:
@@ -498,14 +507,57 @@ class _Loader(yaml.SafeLoader):
             text.line = node.start_mark.line + 1
             return text
 
+    def compose_document(self) -> yaml.Node | None:
+        node: yaml.Node | None = super().compose_document()
+        if node is not None:
+            _check_aliases(node)
+        return node
+
 
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
+
+# Values that aliases (`*name`) may add to a config beyond those written out. An anchor shared a few times
+# (`<<: *defaults` in each report) adds hundreds; nine levels of nine aliases in 559 bytes would add
+# 387 million, and the first message quoting such a value would take gigabytes and minutes to build.
+MAX_ALIAS_EXPANSION = 10_000
+
+
+def _check_aliases(root: yaml.Node) -> None:
+    """Refuse a document whose aliases expand it by more than MAX_ALIAS_EXPANSION values (a "billion laughs"
+    bomb) or refer to a node from inside itself; the node graph is walked once, each node sized once."""
+    sizes: dict[int, int] = {}
+    distinct = 0
+
+    def size(node: yaml.Node) -> int:
+        nonlocal distinct
+        known = sizes.get(id(node))
+        if known is not None:
+            if known < 0:
+                raise yaml.composer.ComposerError(None, None, "an alias refers to a node from inside itself",
+                                                  node.start_mark)
+            return known
+        sizes[id(node)] = -1
+        distinct += 1
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(item) for item in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(key) + size(value) for key, value in node.value)
+        sizes[id(node)] = total
+        if total - distinct > MAX_ALIAS_EXPANSION:
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases (*name) expand the document by more than {MAX_ALIAS_EXPANSION} values",
+                node.start_mark,
+            )
+        return total
+
+    size(root)
 
 
 def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
     """Read and validate `path`; raises ConfigError with one line naming the file or key."""
     try:
-        raw = Path(path).read_bytes()
+        raw = read_regular(path, MAX_CONFIG_FILE)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except OSError as exc:

@@ -123,7 +123,10 @@ def _summed(rows: Iterable[tuple[tuple[str, ...], int]]) -> dict[tuple[str, ...]
     # Two spellings of one status (or a repeated device class) must not become duplicate series.
     totals: dict[tuple[str, ...], int] = {}
     for labels, count in rows:
-        totals[labels] = totals.get(labels, 0) + count
+        total = totals.get(labels, 0) + count
+        if total > MAX_COUNT:  # the bound each count meets: what is stored must be what a start-up loads
+            raise InvalidResponse(f"data: counts for {shown(', '.join(labels), 80)} add up to an implausible {total}")
+        totals[labels] = total
     return totals
 
 

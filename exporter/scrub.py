@@ -70,6 +70,8 @@ def shown(value: object, limit: int = 40) -> str:
 
 
 def header_safe(token: object) -> TypeGuard[str]:
-    """A token usable as it is in an HTTP header: printable, no whitespace. Anything else would be mangled
-    there, and quoted in error messages in a form the scrubber could not recognise."""
-    return isinstance(token, str) and bool(token) and token.isprintable() and not any(c.isspace() for c in token)
+    """A token usable as it is in an HTTP header: printable ASCII, no whitespace. Anything else would be
+    mangled there (or fail to encode), and quoted in error messages in a form the scrubber could not
+    recognise."""
+    return (isinstance(token, str) and bool(token) and token.isascii() and token.isprintable()
+            and not any(c.isspace() for c in token))

@@ -9,7 +9,6 @@ format is this module's (the values in it are checked by `report.report_data` an
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -21,10 +20,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
+
+import portalocker
 
 from exporter.customers import CustomerData, customer_data
 from exporter.errors import REASONS, os_reason
+from exporter.files import NOFOLLOW, FileRefused, check_regular, not_regular, read_regular, size_text
 from exporter.report import ReportData, report_data, valid_report_id
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,9 @@ log = logging.getLogger(__name__)
 _STATE_VERSION = 1
 # A stored timestamp later than now by more than this is implausible (a clock far off, or a doctored file).
 MAX_CLOCK_SKEW = 300.0
+# The largest state file read back, and so the largest written: far above the defaults' few MiB (5,000
+# series per report, 20,000 customer series), and a bound on what a start-up reads (see README).
+MAX_STATE_FILE = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -181,14 +186,20 @@ class Store:
             document["server"] = self._server
         document["reports"] = {name: _to_json(s) for name, s in snapshot.items()}
         try:
+            # mkstemp creates a new name with O_EXCL and O_NOFOLLOW: never a file a link placed there names.
             fd, tmp = tempfile.mkstemp(prefix=f".{self._path.name}.", dir=self._path.parent)
             try:
                 # Streamed to the file and its digest at once: no copy of the whole text in memory.
                 digest = hashlib.sha256()
+                size = 0
                 with os.fdopen(fd, "w", encoding="utf-8") as handle:
                     for chunk in json.JSONEncoder(ensure_ascii=False).iterencode(document):
+                        encoded = chunk.encode("utf-8")
+                        size += len(encoded)
+                        if size > MAX_STATE_FILE:  # what is written must be what a start-up reads back
+                            raise FileRefused(f"the state would be larger than {size_text(MAX_STATE_FILE)}")
                         handle.write(chunk)
-                        digest.update(chunk.encode("utf-8"))
+                        digest.update(encoded)
                     if digest.hexdigest() == self._written:
                         Path(tmp).unlink()
                         return  # nothing changed since the last write: no rename, no fsync
@@ -224,7 +235,7 @@ class Store:
         if not self._path.exists():
             return None, {}
         try:
-            document = json.loads(self._path.read_text(encoding="utf-8"))
+            document = json.loads(read_regular(self._path, MAX_STATE_FILE).decode("utf-8"))
             if document.get("version") != _STATE_VERSION:
                 raise ValueError(f"unknown state file version {document.get('version')!r}")
             entries = document["reports"]
@@ -234,7 +245,7 @@ class Store:
             if server is not None and not isinstance(server, str):
                 raise TypeError("server: expected text")
         except Exception as exc:  # a corrupt state file of any shape must never stop the exporter
-            error = f"{type(exc).__name__}: {exc}"
+            error = os_reason(exc) if isinstance(exc, FileRefused) else f"{type(exc).__name__}: {exc}"
             log.warning("ignoring unreadable state file", extra={"path": str(self._path), "error": error})
             return None, {}
         states: dict[str, ReportState] = {}
@@ -256,35 +267,45 @@ class StateFileLocked(Exception):
 
 
 class StateFileLock:
-    """An exclusive advisory lock (flock) on `<state file>.lock`, held for the exporter's life: two exporters
-    on one state file would overwrite each other's results. The lock file is a sibling because the state
-    file itself is replaced on every write; the kernel releases the lock when the process ends, however."""
+    """An exclusive advisory lock on `<state file>.lock` (flock on POSIX, msvcrt on Windows, through
+    portalocker), held for the exporter's life: two exporters on one state file would overwrite each
+    other's results. The lock file is a sibling because the state file itself is replaced on every write;
+    the OS releases the lock when the process ends, however. The lock file is opened without following a
+    link: one placed there by someone else would make the exporter create or truncate the file it names."""
 
     def __init__(self, path: Path) -> None:
         self.path = path.with_name(path.name + ".lock")
         try:
-            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | NOFOLLOW, 0o600)
         except OSError as exc:
+            if self.path.is_symlink():  # O_NOFOLLOW's ELOOP says it in other words
+                raise StateFileLocked(f"{path}: {_linked(self.path)}") from None
             raise StateFileLocked(f"{path}: cannot create the lock file {self.path}: {os_reason(exc)}") from None
+        self._file: BinaryIO | None = os.fdopen(fd, "r+b", buffering=0)
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(self._fd)
-            self._fd = None
-            if isinstance(exc, BlockingIOError):
+            check_regular(fd)
+            portalocker.lock(self._file, portalocker.LOCK_EX | portalocker.LOCK_NB)
+        except (OSError, portalocker.LockException) as exc:
+            self.release()
+            if isinstance(exc, portalocker.AlreadyLocked):
                 raise StateFileLocked(
                     f"{path}: the state file is in use by another exporter (lock {self.path} held)"
                 ) from None
-            raise StateFileLocked(f"{path}: cannot lock {self.path}: {os_reason(exc)}") from None
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise StateFileLocked(f"{path}: cannot lock {self.path}: {reason}") from None
 
     @property
     def held(self) -> bool:
-        return self._fd is not None
+        return self._file is not None
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor releases the flock
-            self._fd = None
+        if self._file is not None:
+            self._file.close()  # closing the descriptor releases the lock
+            self._file = None
+
+
+def _linked(lock: Path) -> str:
+    return f"the lock file {lock} is a symbolic link; remove it (the exporter does not follow a link there)"
 
 
 def check_storage_path(path: str) -> str | None:
@@ -294,6 +315,11 @@ def check_storage_path(path: str) -> str | None:
     target = Path(path)
     if target.is_dir():
         return f"{path} is a directory; give the state file's path, e.g. {target / 'state.json'}"
+    if target.exists() and (kind := not_regular(target.stat().st_mode)) is not None:
+        return f"{path} is {kind}; give the path of a state file the exporter may replace"
+    lock = target.with_name(target.name + ".lock")
+    if lock.is_symlink():
+        return _linked(lock)
     directory = target.parent
     if not directory.is_dir():
         return f"directory {directory} does not exist; create it (the exporter does not)"

@@ -33,6 +33,7 @@ from exporter.exposition import CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE
 from exporter.http1 import Framing, PlainChannel, Request, Response, TLSChannel, text
 from exporter.numbers import decimal
 from exporter.webconfig import WebConfig, file_state, load_web_config
+from exporter.workers import DaemonPool
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ WRITE_TIMEOUT = 60.0  # seconds for a client to take an answer
 MAX_WAITING = 1000  # connections kept waiting for (or sending) a request; beyond it the oldest is closed
 MAX_PENDING_AUTH = 100  # credentials waiting for a bcrypt check; beyond it, 503 at once
 WORKERS = 4  # threads handling requests (the GIL makes more pointless); bcrypt has one more of its own
+RELOAD_WAIT = 30.0  # seconds POST /-/reload waits for its reload (which goes on after it, on its own thread)
 _GET_HEAD = ("GET", "HEAD")
 _GET = ", ".join(_GET_HEAD)
 
@@ -134,6 +136,8 @@ class WebServer:
         self._loop = asyncio.new_event_loop()
         self._pool = concurrent.futures.ThreadPoolExecutor(WORKERS, thread_name_prefix="web")
         self._bcrypt = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="web-bcrypt")
+        self._reloader = DaemonPool(1, "web-reload")
+        self._reloading: asyncio.Future[str | None] | None = None
         self._in_flight = 0
         self._pending_auth = 0
         self._waiting: collections.OrderedDict[asyncio.Task[None], None] = collections.OrderedDict()
@@ -164,6 +168,7 @@ class WebServer:
                 self._thread.join(10)
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._bcrypt.shutdown(wait=False, cancel_futures=True)
+        self._reloader.shutdown(wait=False, cancel_futures=True)
         self._socket.close()
 
     # --- the event loop thread ------------------------------------------------------------------------
@@ -302,6 +307,8 @@ class WebServer:
         if request.method not in allowed:
             hint = "Use POST to reload\n" if request.path == "/-/reload" else "Method not allowed\n"
             return text(405, hint, {"Allow": ", ".join(allowed)})
+        if request.path == "/-/reload":
+            return await self._reload()
         if self.max_requests and self._in_flight >= self.max_requests:
             return text(503, f"Limit of concurrent requests reached ({self.max_requests}), try again later.\n")
         self._in_flight += 1
@@ -312,6 +319,18 @@ class WebServer:
             return text(500, "Internal server error\n", close=True)
         finally:
             self._in_flight -= 1
+
+    async def _reload(self) -> Response:
+        """A reload runs on a thread of its own, never a web worker's, so a slow one cannot hold scrapes
+        back; one at a time: another asked for meanwhile is refused, not queued."""
+        if self._reloading is not None and not self._reloading.done():
+            return text(503, "A reload is already in progress, try again later.\n")
+        self._reloading = self._loop.run_in_executor(self._reloader, self.app.reload)
+        try:
+            error = await asyncio.wait_for(asyncio.shield(self._reloading), RELOAD_WAIT)
+        except TimeoutError:
+            return text(503, f"The reload is still running after {RELOAD_WAIT:g}s; see the log for its outcome.\n")
+        return text(200, "Reloaded\n") if error is None else text(400, f"Reload refused: {error}\n")
 
     async def _authorised(self, auth: BasicAuth, request: Request) -> bool | None:
         """Whether the credentials are right; None when too many checks wait for bcrypt already. A pair
@@ -332,7 +351,7 @@ class WebServer:
     # --- worker threads ---------------------------------------------------------------------------------
 
     def _handle(self, request: Request) -> Response:
-        """A request that has fully arrived, authorised, with the right method for a known path."""
+        """A request that has fully arrived, authorised, with the right method for a known path (not /-/reload)."""
         app = self.app
         if request.path == self.telemetry_path:
             gzipped = accepts_gzip(request.headers.get("accept-encoding", ""))
@@ -347,11 +366,8 @@ class WebServer:
                 app.config, app.store.snapshot, app.next_runs(), self.telemetry_path, self.demo, time.time()
             )
             return Response(200, (page,), "text/html; charset=utf-8")
-        if request.path == "/-/ready":
-            reason = app.not_ready()
-            return text(200, "Ready\n") if reason is None else text(503, f"Not ready: {reason}\n")
-        error = app.reload()  # /-/reload
-        return text(200, "Reloaded\n") if error is None else text(400, f"Reload refused: {error}\n")
+        reason = app.not_ready()  # /-/ready
+        return text(200, "Ready\n") if reason is None else text(503, f"Not ready: {reason}\n")
 
 
 def _exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

@@ -207,9 +207,10 @@ def test_retries_stop_at_the_deadline(sim: Simulator) -> None:
     assert sim.count("submit") == 4
 
 
-def test_tokens_that_cannot_go_in_a_header_are_refused(sim: Simulator) -> None:
+@pytest.mark.parametrize("token", [None, "tok\u20acn"], ids=["two-lines", "not-ascii"])
+def test_tokens_that_cannot_go_in_a_header_are_refused(sim: Simulator, token: str | None) -> None:
     client = client_for(sim)
-    sim.add_fault("bad_tokens", endpoint="authenticate")
+    sim.add_fault("bad_tokens", endpoint="authenticate", value=token)
     with pytest.raises(InvalidResponse, match="no usable access/refresh token pair"):
         client.submit({"startDate": "2025-08-01"}, deadline())
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,8 +10,17 @@ from helpers import run_command
 
 from exporter.config import ConfigError, ReportSettings, load_config, parse_config, parse_duration
 from exporter.report import request_body
+from exporter.simulator import Simulator
 
 MINIMAL = "ncentral:\n  url: https://nc.example.com\n  api_token: jwt-from-file\n"
+
+
+def alias_bomb(levels: int) -> str:
+    """A config whose report name is `levels` levels of nine aliases each: 9**levels values from a few
+    hundred bytes."""
+    anchors = ["&a0 [" + ", ".join(["x"] * 9) + "]"]
+    anchors += [f"&a{level} [" + ", ".join([f"*a{level - 1}"] * 9) + "]" for level in range(1, levels)]
+    return MINIMAL + "reports:\n  - name: [" + ", ".join(anchors) + "]\n"
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -144,6 +154,10 @@ BAD_CONFIGS: list[tuple[str, str, str]] = [
     ("giant-number", MINIMAL + "reports:\n  - name: a\n    interval: " + "9" * 400 + "\n", "reports[0].interval"),
     ("too-many-retries", MINIMAL + "  retries: 100\n", "ncentral.retries: must be a whole number from 0 to 20"),
     ("zero-backoff", MINIMAL + "  retry_backoff: 0s\n", "ncentral.retry_backoff: duration must be greater"),
+    ("token-not-ascii", "ncentral:\n  url: https://a.b\n  api_token: jwt\u20acsecret\n",
+     "ncentral.api_token: the token contains non-ASCII characters"),
+    ("alias-bomb", alias_bomb(6), "aliases (*name) expand the document by more than 10000 values"),
+    ("alias-loop", MINIMAL + "reports: &r [*r]\n", "an alias refers to a node from inside itself"),
 ]
 
 
@@ -160,7 +174,7 @@ def test_bad_config_is_one_clear_line(tmp_path: Path, case: str, text: str, expe
 
 # The command's exit paths for a bad config, one subprocess each (the messages are checked in-process above).
 EXIT_PATHS = [("missing-file", "--check-config"), ("bad-filter", "--web.listen-address=127.0.0.1:0"),
-              ("no-token", "--once")]
+              ("no-token", "--once"), ("alias-bomb", "--check-config")]
 
 
 @pytest.mark.parametrize(("case", "mode"), EXIT_PATHS, ids=[mode.split("=")[0] for _, mode in EXIT_PATHS])
@@ -189,3 +203,53 @@ def test_parse_config_requires_ncentral() -> None:
 def test_no_reports_key_means_one_default_report() -> None:
     data: dict[str, Any] = {"ncentral": {"url": "https://a.b", "api_token": "x"}}
     assert [r.name for r in parse_config(data, env={}).reports] == ["all"]
+
+
+def test_a_non_ascii_token_exits_2_without_echoing_it(sim: Simulator, tmp_path: Path) -> None:
+    """--check-connection is where such a token would end in an encoding traceback, in the request header."""
+    path = write(tmp_path, f"ncentral:\n  url: {sim.url}\n")
+    result = run_command("--config.file", path, "--check-connection", env={"NCENTRAL_API_TOKEN": "jwt\u20acsecret"})
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"ncentral-patch-exporter: error: {path}: environment variable NCENTRAL_API_TOKEN: the token contains "
+        "non-ASCII characters (a JWT is ASCII only)"
+    ]
+    assert "secret" not in result.stdout + result.stderr
+    assert sim.count("authenticate") == 0
+
+
+@pytest.mark.parametrize(("kind", "reason"), [
+    ("directory", "a directory, not a regular file"),
+    ("device", "a character device, not a regular file"),
+    ("over-64-KiB", "larger than 64 KiB"),
+])
+def test_a_token_file_is_read_only_if_a_small_regular_file(tmp_path: Path, kind: str, reason: str) -> None:
+    token_file = {"directory": tmp_path, "device": Path(os.devnull), "over-64-KiB": tmp_path / "token"}[kind]
+    if kind == "over-64-KiB":
+        token_file.write_text("j" * (64 * 1024 + 1))
+    path = write(tmp_path, f"ncentral:\n  url: https://a.b\n  api_token_file: {token_file}\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path, env={})
+    assert str(error.value) == f"{path}: ncentral.api_token_file: cannot read {token_file}: {reason}"
+
+
+def test_a_config_over_1_MiB_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "# padding\n" * (2**20 // 10))
+    with pytest.raises(ConfigError) as error:
+        load_config(path, env={})
+    assert str(error.value) == f"{path}: cannot read config file: larger than 1 MiB"
+
+
+@pytest.mark.parametrize("fifo_is", ["config", "token-file"])
+def test_a_fifo_ends_check_config_at_once_with_one_line(tmp_path: Path, fifo_is: str) -> None:
+    """Opening a FIFO nobody writes to would wait for good (and a signal would not end the wait)."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    path = str(fifo) if fifo_is == "config" else write(
+        tmp_path, f"ncentral:\n  url: https://a.b\n  api_token_file: {fifo}\n")
+    result = run_command("--config.file", path, "--check-config", timeout=20)
+    assert result.returncode == 2
+    key = "cannot read config file" if fifo_is == "config" else f"ncentral.api_token_file: cannot read {fifo}"
+    assert result.stderr.splitlines() == [
+        f"ncentral-patch-exporter: error: {path}: {key}: a FIFO (named pipe), not a regular file"
+    ]

@@ -495,6 +495,11 @@ WRONG_SHAPES: dict[str, dict[str, Any]] = {
     "summaries-null": {"deviceClassSummaries": None},
     "two-keys-one-label": with_counts({"noApproval": 3, "no_approval": 4}),
     "two-keys-one-label-spaced": with_counts({"Declined": 3, "declined": 4}),
+    # Each count within 2**53, their sum beyond it: a total the next start-up would refuse to load.
+    "sum-beyond-the-load-bound": {"deviceClassSummaries": [
+        {"deviceClass": "Laptops", "approvalStatusCounts": {"noApproval": 2**53}},
+        {"deviceClass": "Laptops", "approvalStatusCounts": {"noApproval": 2**53}},
+    ]},
 }
 
 

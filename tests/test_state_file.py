@@ -1,17 +1,22 @@
-"""State-file writes that fail: counted, logged, and no temporary file left behind."""
+"""The state file: writes that fail are counted and logged, with no temporary file left behind; only a
+regular file within its cap is read or written, and its lock is never taken through a link."""
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import replace
 from pathlib import Path
 
+import portalocker
 import pytest
-from helpers import metrics_body, parse_samples, sample, select
+from helpers import metrics_body, parse_samples, run_command, sample, select, test_config, write_yaml
 
+from exporter import store
 from exporter.app import Exporter
 from exporter.config import Config, NCentralSettings, ReportSettings
 from exporter.simulator import Simulator
+from exporter.store import StateFileLocked, Store
 
 
 def test_a_write_that_fails_at_the_rename_leaves_no_temporary_file(
@@ -35,3 +40,82 @@ def test_a_write_that_fails_at_the_rename_leaves_no_temporary_file(
         app.shutdown()
     assert state.is_dir() and not any(state.iterdir())
     assert not list(tmp_path.glob(".state.json.*")), "a temporary state file was left behind"
+
+
+# --- the state file and its lock: regular files, bounded, never through a link ----------------------------
+
+
+def config_with_state(sim: Simulator, state: Path) -> Config:
+    return Config(ncentral=NCentralSettings(url=sim.url, token=sim.jwt, retry_backoff=0.01),
+                  reports=(ReportSettings(name="all", poll_interval=0.01),), storage_path=str(state))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_state_path_that_is_not_a_regular_file_exits_2(sim: Simulator, tmp_path: Path, kind: str) -> None:
+    state = tmp_path / "state.fifo" if kind == "fifo" else Path(os.devnull)
+    if kind == "fifo":
+        os.mkfifo(state)
+    config = write_yaml(tmp_path / "config.yaml", test_config(sim))
+    result = run_command("--config.file", str(config), f"--storage.path={state}", "--check-config", timeout=20)
+    assert result.returncode == 2
+    named = "a FIFO (named pipe)" if kind == "fifo" else "a character device"
+    assert result.stderr.splitlines() == [
+        f"ncentral-patch-exporter: error: --storage.path: {state} is {named}, not a regular file; give the path "
+        "of a state file the exporter may replace"
+    ]
+
+
+def test_a_linked_lock_file_is_refused_and_its_target_never_created(sim: Simulator, tmp_path: Path) -> None:
+    state, elsewhere = tmp_path / "state.json", tmp_path / "elsewhere"
+    (tmp_path / "state.json.lock").symlink_to(elsewhere)  # dangling: following it would create `elsewhere`
+    config = write_yaml(tmp_path / "config.yaml", test_config(sim))
+    result = run_command("--config.file", str(config), f"--storage.path={state}", "--check-config", timeout=20)
+    assert result.returncode == 2
+    line = (f"the lock file {tmp_path / 'state.json.lock'} is a symbolic link; remove it (the exporter does not "
+            "follow a link there)")
+    assert result.stderr.splitlines() == [f"ncentral-patch-exporter: error: --storage.path: {line}"]
+    with pytest.raises(StateFileLocked) as refused:
+        Store([ReportSettings(name="all")], str(state))
+    assert str(refused.value) == f"{state}: {line}"
+    assert not elsewhere.exists() and not elsewhere.is_symlink()
+
+
+def test_the_lock_is_the_one_portalocker_takes(tmp_path: Path) -> None:
+    """Whoever holds the lock file through portalocker's cross-platform API (flock here, msvcrt on
+    Windows) keeps the exporter out; released, the exporter takes it."""
+    state = tmp_path / "state.json"
+    with (tmp_path / "state.json.lock").open("a+b") as holder:
+        portalocker.lock(holder, portalocker.LOCK_EX | portalocker.LOCK_NB)
+        with pytest.raises(StateFileLocked, match="in use by another exporter"):
+            Store([ReportSettings(name="all")], str(state))
+        portalocker.unlock(holder)
+    store = Store([ReportSettings(name="all")], str(state))
+    with (tmp_path / "state.json.lock").open("a+b") as other, pytest.raises(portalocker.AlreadyLocked):
+        portalocker.lock(other, portalocker.LOCK_EX | portalocker.LOCK_NB)
+    store.close()
+
+
+def test_a_state_file_over_its_cap_is_neither_read_nor_written(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What is written is what a start-up reads back: a file beyond the cap is not read, and a state beyond
+    it is not written (the last one that fitted stays)."""
+    state = tmp_path / "state.json"
+    app = Exporter(config_with_state(sim, state))
+    assert app.run_once()
+    app.shutdown()
+    written = state.read_bytes()
+    cap = len(written) // 2
+    monkeypatch.setattr(store, "MAX_STATE_FILE", cap)
+    with caplog.at_level(logging.WARNING, logger="exporter.store"):
+        app = Exporter(config_with_state(sim, state))
+    try:
+        assert app.store.snapshot["all"].data is None
+        ignored = [r for r in caplog.records if r.getMessage() == "ignoring unreadable state file"]
+        assert [r.error for r in ignored] == [f"larger than {cap} bytes"]  # type: ignore[attr-defined]
+        assert app.run_once()
+        assert app.store.write_failures >= 1
+        assert len(state.read_bytes()) <= cap  # the last state that fitted (here: with the run in flight)
+    finally:
+        app.shutdown()
+    assert not list(tmp_path.glob(".state.json.*"))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import datetime as dt
 import ipaddress
 import re
 import signal
 import socket
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,9 +32,11 @@ from helpers import (
     write_yaml,
 )
 
-from exporter.config import ConfigError
+from exporter import web
+from exporter.app import Exporter
+from exporter.config import Config, ConfigError, NCentralSettings, ReportSettings
 from exporter.simulator import Simulator
-from exporter.webconfig import load_web_config
+from exporter.webconfig import WebConfig, load_web_config
 
 SCRIPT_CLASS = "<script>alert(1)</script>"
 LOOPBACK_SAN = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
@@ -410,3 +414,37 @@ def test_bad_certificate_files_are_one_line(tmp_path: Path) -> None:
             load_web_config(str(web_config))
         assert "\n" not in str(error.value), name
         assert expected in str(error.value), (name, str(error.value))
+
+
+def test_a_slow_reload_holds_no_web_worker_and_another_is_refused() -> None:
+    """A reload runs on a thread of its own: while a slow one runs, scrapes are answered and every other
+    reload asked for gets 503 at once, rather than each holding a web worker until none is left."""
+    entered, release = threading.Event(), threading.Event()
+    config = Config(ncentral=NCentralSettings(url="https://nc.example.com", token="not-used-0123456789"),
+                    reports=(ReportSettings(name="all"),))
+
+    def slow_load() -> Config:
+        entered.set()
+        assert release.wait(30)
+        return config
+
+    app = Exporter(config, slow_load)
+    server = web.WebServer(app, ("127.0.0.1", 0), "/metrics", WebConfig())
+    server.start()
+    base = f"http://127.0.0.1:{server.address[1]}"
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            first = pool.submit(requests.post, f"{base}/-/reload", timeout=30)
+            assert entered.wait(10)
+            for _ in range(web.WORKERS + 1):
+                refused = requests.post(f"{base}/-/reload", timeout=10)
+                assert (refused.status_code, refused.text) == (
+                    503, "A reload is already in progress, try again later.\n")
+            assert requests.get(f"{base}/metrics", timeout=10).status_code == 200
+            release.set()
+            assert (first.result().status_code, first.result().text) == (200, "Reloaded\n")
+    finally:
+        release.set()
+        server.shutdown()
+        app.shutdown()
+        app.runner.close()

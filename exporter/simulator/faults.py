@@ -34,7 +34,7 @@ class Fault:
     remaining: int | None  # None: until cleared
     retry_after: str | None = None
     delay: float = 5.0
-    value: str | None = None  # the header value of `bad_length`, the id of `bad_report_id`
+    value: str | None = None  # the header value of `bad_length`, the id of `bad_report_id`, the `bad_tokens`
 
 
 _LOGIN_PAGE = (
@@ -67,7 +67,7 @@ def reply(fault: Fault, request: api.RecordedRequest) -> api.Reply:
         case "wrong_types" | "negative" | "not_integer" | "no_report_id":
             return api.json_answer(200, _malformed(kind))
         case "bad_tokens":
-            pair = {"token": "line-one\nline-two-of-a-token", "type": "Bearer", "expirySeconds": 3600}
+            pair = {"token": fault.value or "line-one\nline-two-of-a-token", "type": "Bearer", "expirySeconds": 3600}
             return api.json_answer(200, {"tokens": {"access": pair, "refresh": {**pair, "type": "Body"}}})
         case "huge":
             return api.Answer(200, b'{"padding": "' + b"x" * (4 * 2**20) + b'"}')
