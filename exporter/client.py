@@ -527,11 +527,11 @@ def _api_version_of(answer: Mapping[str, Any]) -> str | None:
 
 
 def _short_text(value: object) -> str | None:
-    """Upstream text fit for a label value: one short printable word, else None."""
+    """Upstream text fit for a label value: one short printable word (any secret in it scrubbed), else None."""
     if not isinstance(value, str):
         return None
     value = value.strip()
-    return value if 0 < len(value) <= 64 and value.isprintable() else None
+    return scrub(value) if 0 < len(value) <= 64 and value.isprintable() else None
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -327,23 +327,30 @@ class CustomerScan(CollectionRun):
         classes: dict[int, dict[str, int]] = {}
         device_class: dict[int, tuple[int, str]] = {}
         skipped = 0
-        series = 0  # published series so far: 2 per (kept customer, device class)
+        # Series published as listed so far: 2 per device class of each customer whose name (the last one
+        # seen, which is the one published) is kept; a renamed customer moves all its classes in or out.
+        series = 0
         for device in self._pages(client, "/api/devices", deadline, parse_device, pool, check):
             if device is None:
                 skipped += 1
                 continue
             if device.device_id in device_class:
                 continue  # the list moved between pages: a device seen twice counts once
-            names[device.customer_id] = device.customer
             per_class = classes.setdefault(device.customer_id, {})
+            previous = names.get(device.customer_id)
+            if previous != device.customer:
+                names[device.customer_id] = device.customer
+                kept_before = previous is not None and settings.wanted(previous)
+                if settings.wanted(device.customer) != kept_before:
+                    series += (-2 if kept_before else 2) * len(per_class)
             if device.device_class not in per_class and settings.wanted(device.customer):
                 series += 2
-                if series > settings.max_series:
-                    raise InvalidResponse(
-                        f"GET /api/devices: the scan would publish more than customers.max_series="
-                        f"{settings.max_series} series (2 per customer and device class); raise it or narrow "
-                        "customers.include/exclude"
-                    )
+            if series > settings.max_series:
+                raise InvalidResponse(
+                    f"GET /api/devices: the scan would publish more than customers.max_series="
+                    f"{settings.max_series} series (2 per customer and device class); raise it or narrow "
+                    "customers.include/exclude"
+                )
             per_class[device.device_class] = per_class.get(device.device_class, 0) + 1
             device_class[device.device_id] = (device.customer_id, sys.intern(device.device_class))
             if len(device_class) > settings.max_devices:

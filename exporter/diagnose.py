@@ -16,6 +16,7 @@ from typing import TextIO
 from exporter.client import MIN_SERVER_RELEASE, NCentralClient
 from exporter.config import TOKEN_ENV, NCentralSettings
 from exporter.errors import AuthFailed, ConnectionFailed, Forbidden, InvalidResponse, NotSupported, UpstreamError
+from exporter.scrub import scrub
 
 _JWT_HELP = (
     "generate a new JWT in N-central (Administration > User Management > Users > the API user > API Access > "
@@ -115,5 +116,6 @@ def check_connection(settings: NCentralSettings, out: TextIO | None = None) -> i
     done = {step.name for step in steps}
     steps += [Step(name, None, "needs the steps above") for name in STEP_NAMES if name not in done]
     for step in steps:
-        print(step.line(), file=out, flush=True)
+        # Its details quote N-central's own text (server time, versions, validate's message): scrubbed.
+        print(scrub(step.line()), file=out, flush=True)
     return 0 if all(step.ok for step in steps) else 1

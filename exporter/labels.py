@@ -6,7 +6,7 @@ import re
 from functools import lru_cache
 
 from exporter.errors import InvalidResponse
-from exporter.scrub import shown
+from exporter.scrub import scrub, shown
 
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _NON_WORD = re.compile(r"[^a-z0-9]+")
@@ -22,11 +22,13 @@ def snake_case(name: str) -> str:
 
 
 def label_value(value: object, where: str) -> str:
-    """Upstream text that can be a label value as it is: a non-empty string of valid Unicode."""
+    """Upstream text that can be a label value: a non-empty string of valid Unicode, with any secret in it
+    scrubbed (a server that echoes a token must not put it on /metrics, the landing page or the state
+    file)."""
     if not isinstance(value, str) or not value:
         raise InvalidResponse(f"{where}: expected a non-empty string, got {shown(value)}")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate from a \ud800 escape: no label value can carry it
         raise InvalidResponse(f"{where}: not valid Unicode text: {shown(value)}") from None
-    return value
+    return scrub(value)

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 from exporter.config import PATCH_APPROVALS, ReportSettings, resolve_start_date
 from exporter.errors import InvalidResponse, ReportFailed
 from exporter.labels import label_value, snake_case
-from exporter.scrub import shown
+from exporter.scrub import scrub, shown
 
 # Always exported per device class, 0 when the report leaves the key out (as the API's example does):
 # the vendor's approval values (the filter's vocabulary) as label values.
@@ -191,7 +191,7 @@ def parse_data(raw: object, max_series: int | None = None) -> ReportData:
         approvals.extend(((device_class, status), 0) for status in KNOWN_APPROVAL_STATUSES)
         seen: dict[str, str] = {}
         for key, value in counts.items():
-            label = snake_case(str(key))
+            label = snake_case(scrub(str(key)))  # scrubbed before snake_case respells a secret in it
             if label in seen:
                 raise InvalidResponse(
                     f"{where}.approvalStatusCounts: keys {shown(seen[label])} and {shown(key)} are both "

@@ -12,7 +12,7 @@ from test_customers import config, published
 
 from exporter.app import Exporter
 from exporter.config import ConfigError, parse_config
-from exporter.simulator import Simulator, demo_estate
+from exporter.simulator import Estate, EstateCustomer, EstateDevice, Simulator, demo_estate
 
 PAGE = 100  # the simulator serves 100 devices a page: the demo estate's 3000 devices are 30 pages
 
@@ -77,3 +77,23 @@ def test_the_bounds_default_to_what_an_msp_needs(sim: Simulator) -> None:
     settings = parse_config(config(sim), env={}).customers
     assert settings is not None
     assert (settings.max_series, settings.max_devices) == (20_000, 500_000)
+
+
+def test_the_bound_counts_each_customer_under_its_final_name(sim: Simulator) -> None:
+    """A customer listed as an excluded name on every device but the last, which names it otherwise, is
+    published under that last name with all its device classes: they all count against max_series."""
+    devices = [EstateDevice(2_000_000 + index, 1000, f"Class {index:04d}", customer_name="Test Co")
+               for index in range(1999)]
+    devices.append(EstateDevice(2_001_999, 1000, "Class 1999"))
+    sim.set_estate(Estate((EstateCustomer(1000, "Real Co"),), tuple(devices)))
+    app = Exporter(parse_config(config(sim, {"exclude": "^Test", "max_series": 100}), env={}))
+    try:
+        assert app.customer_scan.run() is False
+        state = app.store.snapshot["customers"]
+        assert state.last_reason == "invalid_response"
+        assert state.last_error is not None and "customers.max_series=100" in state.last_error
+        assert published(app)[0] == {}
+    finally:
+        app.shutdown()
+        app.customer_scan.close()
+        app.runner.close()

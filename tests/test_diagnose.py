@@ -107,3 +107,14 @@ def test_a_bad_config_is_exit_2(tmp_path: Path) -> None:
     result = run_command("--config.file", str(tmp_path / "absent.yaml"), "--check-connection")
     assert result.returncode == 2
     assert "config file not found" in result.stderr
+
+
+def test_text_echoing_the_access_token_is_printed_scrubbed(sim: Simulator) -> None:
+    """A server whose server-info version and validate message quote the access token it was sent."""
+    sim.add_fault("echo_token", endpoint="server_info", count=None)
+    sim.add_fault("echo_token", endpoint="validate", count=None)
+    code, lines = diagnose(sim.url, sim.jwt)
+    assert code == 0
+    assert lines[2] == f"ok    server version: N-central {DEFAULT_VERSION} (API service <redacted>), 2025.4 or later"
+    assert lines[3] == "ok    access token validates: GET /api/auth/validate: The token <redacted> is valid."
+    assert sim.issued_tokens and not any(token in line for token in sim.issued_tokens for line in lines)

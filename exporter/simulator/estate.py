@@ -42,6 +42,7 @@ class EstateDevice:
     device_id: int
     customer_id: int
     device_class: str
+    customer_name: str | None = None  # the name its record carries, if not its customer's (a rename mid-list)
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ class Estate:
                 "deviceId": device.device_id, "longName": f"DEV-{device.device_id:06d}",
                 "deviceClass": device.device_class, "deviceClassLabel": device.device_class, "isProbe": False,
                 "orgUnitId": device.customer_id + 100_000, "soId": 50, "soName": SO_NAME,
-                "customerId": device.customer_id, "customerName": names[device.customer_id],
+                "customerId": device.customer_id,
+                "customerName": device.customer_name or names[device.customer_id],
                 "siteId": device.customer_id + 100_000, "siteName": "Main site",
                 "supportedOs": "Microsoft Windows 11", "lastApplianceCheckinTime": "2026-02-26T15:15:30Z",
                 "deviceStatus": {"state": 1, "status": 1},

@@ -3,7 +3,8 @@
 Error statuses, 429 with or without Retry-After, HTML pages, garbage, truncated or oversized bodies,
 wrong types, connection resets, slow answers; and hostile ones (issue 11): a body that drips in a byte
 at a time, headers that drip in a byte at a time after the status line, a malformed Content-Length,
-report ids out of range, an error page quoting the credentials it was sent. (Reports that fail, abort or
+report ids out of range, an error page (or server-info's version, or validate's message) quoting the
+credentials it was sent. (Reports that fail, abort or
 never end are outcomes, not faults: see `Simulator.set_outcome`.)
 """
 
@@ -89,6 +90,12 @@ def reply(fault: Fault, request: api.RecordedRequest) -> api.Reply:
             return api.json_answer(200, document)
         case "echo_token":  # an error page quoting the credentials it was sent (JSON-escaped, as a server would)
             sent = request.header("Authorization") or request.body.decode("utf-8", "replace")
+            token = sent.removeprefix("Bearer ")
+            # Or, where N-central answers text of its own, that text quoting them in a 200.
+            if request.endpoint == "server_info":
+                return api.json_answer(200, {"version": token, "jvmVersion": "17.0.9", "ncentral": None})
+            if request.endpoint == "validate":
+                return api.json_answer(200, {"message": f"The token {token} is valid."})
             return api.error(500, f"could not process credentials {sent}")
     raise ValueError(f"fault must be one of {FAULTS}")
 
