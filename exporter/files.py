@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import stat
 
-# Absent where the platform lacks them (Windows has no FIFOs to block on, nor O_NOFOLLOW).
+# Absent where the platform lacks them (Windows has no FIFOs to block on, nor O_NOFOLLOW). No O_CLOEXEC,
+# which Windows lacks too: Python opens every descriptor non-inheritable already (PEP 446).
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _BINARY = getattr(os, "O_BINARY", 0)
@@ -56,7 +57,7 @@ def check_regular(fd: int) -> None:
 def read_regular(path: str | os.PathLike[str], limit: int) -> bytes:
     """The whole of the regular file `path`, at most `limit` bytes. Raises OSError (FileNotFoundError,
     PermissionError, …) when it cannot be opened, FileRefused when it is not a regular file or is larger."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | _NONBLOCK | _NOCTTY | _BINARY)
+    fd = os.open(path, os.O_RDONLY | _NONBLOCK | _NOCTTY | _BINARY)
     try:
         check_regular(fd)
         if os.fstat(fd).st_size > limit:

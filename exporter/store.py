@@ -276,7 +276,7 @@ class StateFileLock:
     def __init__(self, path: Path) -> None:
         self.path = path.with_name(path.name + ".lock")
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | NOFOLLOW, 0o600)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o600)  # non-inheritable (PEP 446)
         except OSError as exc:
             if self.path.is_symlink():  # O_NOFOLLOW's ELOOP says it in other words
                 raise StateFileLocked(f"{path}: {_linked(self.path)}") from None
