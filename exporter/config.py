@@ -27,6 +27,7 @@ from yaml.reader import ReaderError
 
 from exporter.errors import os_reason
 from exporter.files import read_regular
+from exporter.lifecycle import DEFAULT_END_OF_LIFE_OS, EndOfLife
 from exporter.scrub import header_safe, shown
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,8 @@ class CustomerSettings:
     timeout: float = 600.0  # the scan's deadline: its retries, backoffs and remaining pages stay within it
     max_series: int = 20_000  # most series one scan may publish (2 per customer and device class)
     max_devices: int = 500_000  # most devices one scan may list (each is held while the scan runs)
+    stale_after: float = 7 * 86400.0  # an agent silent longer than this is stale
+    end_of_life_os: tuple[EndOfLife, ...] = DEFAULT_END_OF_LIFE_OS
     name: str = field(default=CUSTOMERS, init=False)
     kind: ClassVar[str] = "customer-scan"  # runs on its own worker, beside the reports (see scheduler.py)
 
@@ -137,6 +140,8 @@ class CustomerSettings:
             sorted(name.casefold() for name in self.patch_services),
             self.include.pattern if self.include is not None else None,
             self.exclude.pattern if self.exclude is not None else None,
+            self.stale_after,
+            [entry.spec for entry in self.end_of_life_os],
         ]
         return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]
 
@@ -416,20 +421,21 @@ def _report(value: object, key: str) -> ReportSettings:
     )
 
 
-def _regex(value: object, key: str) -> re.Pattern[str] | None:
+def _regex(value: object, key: str, flags: int = 0) -> re.Pattern[str] | None:
     if value is None:
         return None
     if not isinstance(value, str):
         raise ConfigError(f"{key}: must be a regular expression (a string), got {shown(value)}")
     try:
-        return re.compile(value)
+        return re.compile(value, flags)
     except re.error as exc:
         raise ConfigError(f"{key}: invalid regular expression {shown(value)}: {exc}") from None
 
 
 def _customers(value: object) -> CustomerSettings:
     raw = mapping(value, CUSTOMERS, {
-        "interval", "patch_services", "include", "exclude", "timeout", "max_series", "max_devices",
+        "interval", "patch_services", "include", "exclude", "timeout", "max_series", "max_devices", "stale_after",
+        "end_of_life_os",
     }, optional=True)
     interval = _positive_duration(raw.get("interval", "1h"), "customers.interval")
     services_raw = raw.get("patch_services", list(CustomerSettings.patch_services))
@@ -444,7 +450,37 @@ def _customers(value: object) -> CustomerSettings:
         timeout=_positive_duration(raw.get("timeout", "10m"), "customers.timeout"),
         max_series=_max_series(raw.get("max_series", CustomerSettings.max_series), "customers.max_series"),
         max_devices=_max_series(raw.get("max_devices", CustomerSettings.max_devices), "customers.max_devices"),
+        stale_after=_positive_duration(raw.get("stale_after", "7d"), "customers.stale_after"),
+        end_of_life_os=(_end_of_life_os(raw["end_of_life_os"], "customers.end_of_life_os")
+                        if "end_of_life_os" in raw else DEFAULT_END_OF_LIFE_OS),
     )
+
+
+def _end_of_life_os(value: object, key: str) -> tuple[EndOfLife, ...]:
+    """A user's list of end-of-life rules (it replaces the default list; an empty list means none)."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: must be a list of {{match, since, except}} entries, got {shown(value)}")
+    rules = []
+    for index, item in enumerate(value):
+        where = f"{key}[{index}]"
+        entry = mapping(item, where, {"match", "since", "except"})
+        match = _regex(entry.get("match"), f"{where}.match", re.IGNORECASE)
+        if match is None or entry.get("since") is None:
+            raise ConfigError(f"{where}.{'match' if match is None else 'since'}: missing")
+        rules.append(EndOfLife(match, _date(entry["since"], f"{where}.since"),
+                               _regex(entry.get("except"), f"{where}.except", re.IGNORECASE)))
+    return tuple(rules)
+
+
+def _date(value: object, key: str) -> dt.date:
+    if isinstance(value, dt.datetime):
+        raise ConfigError(f"{key}: must be a date (YYYY-MM-DD), got a date and time {value.isoformat()}")
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"{key}: must be a date (YYYY-MM-DD), got {shown(value)}{_line(value)}") from None
 
 
 def parse_config(data: object, env: Mapping[str, str]) -> Config:

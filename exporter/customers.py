@@ -1,19 +1,23 @@
-"""The customer scan: devices per customer and device class, and how many of them have an active issue on
-a patch service. A second kind of collection next to the patch reports, on the same store, run metrics
-and exposition cache, with its own N-central client and its own scheduler worker (reports never wait
-behind a scan). Between pages and customers a scan checks for shutdown, a reload (it starts again with
-the new settings) and its `timeout`.
+"""The customer scan: devices per customer and device class, how many of them have an active issue on a
+patch service, how many agents stopped checking in (stale), and devices per operating system with whether
+its vendor still supports it (end-of-life). A second kind of collection next to the patch reports, on the
+same store, run metrics and exposition cache, with its own N-central client and its own scheduler worker
+(reports never wait behind a scan). Between pages and customers a scan checks for shutdown, a reload (it
+starts again with the new settings) and its `timeout`.
 
 One run: `GET /api/devices` paged, then `GET /api/org-units/{customerId}/active-issues` paged for each
 customer that the include/exclude regexes keep, at most two calls in flight. A customer whose active
-issues answer 403 or 404 keeps its last good counts (and is counted in `ncentral_customer_scan_errors_total`);
-any other failure fails the run, and the last good result stays served.
+issues answer 403 or 404 keeps its last good patch counts (and is counted in
+`ncentral_customer_scan_errors_total`); its device, stale and OS counts come from the device list and are
+current. Any other failure fails the run, and the last good result stays served.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import logging
+import re
 import sys
 import threading
 import time
@@ -39,6 +43,7 @@ from exporter.errors import (
     UpstreamError,
 )
 from exporter.labels import label_value
+from exporter.lifecycle import is_end_of_life
 from exporter.live_client import ClientFactory, CollectionRun, default_client
 from exporter.report import as_object
 from exporter.scrub import shown
@@ -56,6 +61,11 @@ MAX_PAGES = 10_000  # a guard against an answer that never stops promising more 
 # Per-customer failures that do not fail the run: the customer is skipped and keeps its last counts.
 CUSTOMER_ERROR_REASONS = (Forbidden.reason, NotSupported.reason)
 UNKNOWN_CLASS = "Unknown"
+UNKNOWN_OS = "unknown"
+# Series a scan publishes: per customer and device class (devices, patch issue devices, stale devices),
+# and per customer and operating system.
+SERIES_PER_CLASS = 3
+SERIES_PER_OS = 1
 
 T = TypeVar("T")
 
@@ -65,7 +75,25 @@ class CustomerCount(NamedTuple):
     customer: str
     device_class: str
     devices: int
-    patch_issue_devices: int
+    patch_issue_devices: int | None  # None: the customer's active issues were refused and never read
+    stale_devices: int
+
+
+class OsCount(NamedTuple):
+    customer_id: int
+    customer: str
+    os: str
+    end_of_life: bool  # as of the scan
+    devices: int
+
+
+class CustomerTotals(NamedTuple):
+    customer_id: int
+    customer: str
+    devices: int
+    patch_issue_devices: int | None
+    stale_devices: int
+    end_of_life_devices: int
 
 
 @dataclass(frozen=True)
@@ -76,15 +104,27 @@ class CustomerData:
     scan_errors: Mapping[str, int] = field(
         default_factory=lambda: MappingProxyType(dict.fromkeys(CUSTOMER_ERROR_REASONS, 0))
     )
+    systems: tuple[OsCount, ...] = ()
 
-    def per_customer(self) -> list[tuple[int, str, int, int]]:
-        """(customer_id, customer, devices, patch_issue_devices) summed over device classes."""
-        totals: dict[tuple[int, str], list[int]] = {}
+    def per_customer(self) -> list[CustomerTotals]:
+        """Each customer's counts summed over device classes and operating systems."""
+        totals: dict[int, CustomerTotals] = {}
         for row in self.rows:
-            entry = totals.setdefault((row.customer_id, row.customer), [0, 0])
-            entry[0] += row.devices
-            entry[1] += row.patch_issue_devices
-        return [(cid, name, devices, issues) for (cid, name), (devices, issues) in totals.items()]
+            entry = totals.get(row.customer_id) or CustomerTotals(row.customer_id, row.customer, 0, None, 0, 0)
+            issues = entry.patch_issue_devices
+            if row.patch_issue_devices is not None:
+                issues = (issues or 0) + row.patch_issue_devices
+            totals[row.customer_id] = entry._replace(
+                devices=entry.devices + row.devices, patch_issue_devices=issues,
+                stale_devices=entry.stale_devices + row.stale_devices,
+            )
+        for system in self.systems:
+            if system.end_of_life and system.customer_id in totals:
+                entry = totals[system.customer_id]
+                totals[system.customer_id] = entry._replace(
+                    end_of_life_devices=entry.end_of_life_devices + system.devices
+                )
+        return list(totals.values())
 
 
 # --- parsing: N-central JSON → typed values (all validation of upstream data is here) ----------------
@@ -95,6 +135,9 @@ class Device(NamedTuple):
     customer_id: int
     customer: str
     device_class: str
+    os: str
+    last_checkin: float | None  # seconds since the epoch; None: never checked in, or not readable
+    unreadable_checkin: str | None = None  # the value as shown in a log, when it could not be read
 
 
 class Page(NamedTuple):
@@ -102,17 +145,27 @@ class Page(NamedTuple):
     total_pages: int | None
 
 
-def customer_data(rows: Iterable[Sequence[object]], where: str) -> CustomerData:
+def customer_data(
+    rows: Iterable[Sequence[object]], systems: Iterable[Sequence[object]], where: str
+) -> CustomerData:
     """Counts from rows of plain values (the state file keeps them so), as strictly as N-central's answers:
     raises InvalidResponse, ValueError, TypeError or KeyError if they are not that."""
     counts = []
-    for customer_id, customer, device_class, devices, issues in rows:
+    for customer_id, customer, device_class, devices, issues, stale in rows:
         count = _count(devices, where)
         counts.append(CustomerCount(
             _int(customer_id, where), label_value(customer, where), label_value(device_class, where), count,
-            min(_count(issues, where), count),
+            min(_count(issues, where), count) if issues is not None else None, min(_count(stale, where), count),
         ))
-    return CustomerData(rows=tuple(counts))
+    os_counts = []
+    for customer_id, customer, os_name, end_of_life, devices in systems:
+        if not isinstance(end_of_life, bool):
+            raise InvalidResponse(f"{where}: expected true or false, got {shown(end_of_life)}")
+        os_counts.append(OsCount(
+            _int(customer_id, where), label_value(customer, where), label_value(os_name, where), end_of_life,
+            _count(devices, where),
+        ))
+    return CustomerData(rows=tuple(counts), systems=tuple(os_counts))
 
 
 def _int(value: object, where: str) -> int:
@@ -154,8 +207,37 @@ def parse_page(body: Mapping[str, Any], where: str) -> Page:
     return Page(items, pages)
 
 
+# RFC 3339's date-time (a space for the T, as RFC 3339 allows); the offset may be missing (then it is UTC).
+_DATE_TIME = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:([Zz])|([+-])(\d{2}):(\d{2}))?", re.ASCII
+)
+
+
+def checkin_time(value: object) -> float | None:
+    """`lastApplianceCheckinTime` as seconds since the epoch; None when null or absent (never checked in).
+    Raises ValueError for a value that is not an RFC 3339 date-time."""
+    if value is None:
+        return None
+    match = _DATE_TIME.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError("not an RFC 3339 date-time")
+    year, month, day, hour, minute, second = (int(part) for part in match.groups()[:6])
+    leap = second == 60  # a leap second: the same instant as the next second's start
+    try:
+        zone = dt.UTC
+        if match.group(9) is not None:
+            offset = dt.timedelta(hours=int(match.group(10)), minutes=int(match.group(11)))
+            zone = dt.timezone(-offset if match.group(9) == "-" else offset)
+        stamp = dt.datetime(year, month, day, hour, minute, second - leap, tzinfo=zone).timestamp()
+    except (ValueError, OverflowError):
+        raise ValueError("not an RFC 3339 date-time: a field is out of range") from None
+    return stamp + leap + (float(match.group(7)) if match.group(7) else 0.0)
+
+
 def parse_device(raw: object, where: str) -> Device | None:
-    """A device, or None for one that belongs to no customer (e.g. the service organisation's own)."""
+    """A device, or None for one that belongs to no customer (e.g. the service organisation's own). A
+    check-in time that cannot be read is kept as `unreadable_checkin` (the device counts as stale): the
+    rest of the device is still good."""
     raw = as_object(raw, where)
     device_id = _int(raw.get("deviceId"), f"{where}.deviceId")
     if raw.get("customerId") is None:
@@ -163,7 +245,12 @@ def parse_device(raw: object, where: str) -> Device | None:
     customer_id = _int(raw.get("customerId"), f"{where}.customerId")
     customer = _optional_text(raw.get("customerName"), f"{where}.customerName") or f"customer {customer_id}"
     device_class = _optional_text(raw.get("deviceClass"), f"{where}.deviceClass") or UNKNOWN_CLASS
-    return Device(device_id, customer_id, customer, device_class)
+    os_name = _optional_text(raw.get("supportedOs"), f"{where}.supportedOs") or UNKNOWN_OS
+    checkin = raw.get("lastApplianceCheckinTime")
+    try:
+        return Device(device_id, customer_id, customer, device_class, os_name, checkin_time(checkin))
+    except ValueError:
+        return Device(device_id, customer_id, customer, device_class, os_name, None, shown(checkin))
 
 
 def patch_issue_device(settings: CustomerSettings, raw: object, where: str) -> int | None:
@@ -182,11 +269,43 @@ class _Superseded(Exception):
     """A reload changed what the scan publishes or replaced its client: the scan starts again."""
 
 
-@dataclass(frozen=True)
-class _Devices:
-    names: dict[int, str]  # customer id → name (the last one seen)
-    classes: dict[int, dict[str, int]]  # customer id → device class → devices
-    device_class: dict[int, tuple[int, str]]  # device id → (customer id, device class)
+@dataclass
+class DeviceTally:
+    """The device list counted as it is paged: per customer its name, per device class its devices and
+    stale devices, per operating system its devices; and each device's customer and class (to place its
+    active issues). A device seen twice (the list moved between pages) counts once."""
+
+    now: float  # when the scan started: an agent silent for more than `stale_after` before it is stale
+    stale_after: float
+    names: dict[int, str] = field(default_factory=dict)  # customer id → name (the last one seen)
+    classes: dict[int, dict[str, list[int]]] = field(default_factory=dict)  # → class → [devices, stale]
+    systems: dict[int, dict[str, int]] = field(default_factory=dict)  # customer id → OS → devices
+    device_class: dict[int, tuple[int, str]] = field(default_factory=dict)  # device id → (customer, class)
+
+    def add(self, device: Device) -> None:
+        """Count `device` (once: a device seen before is left as counted)."""
+        if device.device_id in self.device_class:
+            return
+        self.names[device.customer_id] = device.customer
+        per_class = self.classes.setdefault(device.customer_id, {})
+        per_os = self.systems.setdefault(device.customer_id, {})
+        device_class = sys.intern(device.device_class)
+        counts = per_class.setdefault(device_class, [0, 0])
+        counts[0] += 1
+        counts[1] += self.is_stale(device)
+        os_name = sys.intern(device.os)
+        per_os[os_name] = per_os.get(os_name, 0) + 1
+        self.device_class[device.device_id] = (device.customer_id, device_class)
+
+    def series_of(self, customer_id: int) -> int:
+        """The series the customer's counts so far would publish."""
+        return (SERIES_PER_CLASS * len(self.classes.get(customer_id, ())) +
+                SERIES_PER_OS * len(self.systems.get(customer_id, ())))
+
+    def is_stale(self, device: Device) -> bool:
+        """Never checked in, a check-in time that cannot be read, or one more than `stale_after` before the
+        scan; a time in the future (the clocks disagree) is not stale."""
+        return device.last_checkin is None or self.now - device.last_checkin > self.stale_after
 
 
 class CustomerScan(CollectionRun):
@@ -239,18 +358,18 @@ class CustomerScan(CollectionRun):
     def _attempt(self, settings: CustomerSettings, client: NCentralClient) -> bool | None:
         """One scan: True or False as recorded in the store; None when a reload superseded it (nothing
         recorded) or shutdown stopped it."""
-        started = self._monotonic()
+        started, scanned_at = self._monotonic(), self._wall()
         # Retries and backoffs stay within the scan's timeout; so do the pages and customers not yet asked.
         deadline = started + settings.timeout
         check = partial(self._check, settings, client, deadline)
         try:
             try:
                 with DaemonPool(self._max_in_flight, "customer-scan") as pool:
-                    devices = self._devices(client, pool, deadline, check, settings)
+                    devices = self._devices(client, pool, deadline, check, settings, scanned_at)
                     wanted = sorted(cid for cid, name in devices.names.items() if settings.wanted(name))
                     issues, failed = self._issues(client, pool, settings, wanted, devices, deadline, check)
                 return self._record_success(
-                    settings, client, devices, wanted, issues, failed, self._monotonic() - started
+                    settings, client, devices, wanted, issues, failed, scanned_at, self._monotonic() - started
                 )
             except (Stopped, _Superseded):
                 raise
@@ -320,46 +439,49 @@ class CustomerScan(CollectionRun):
         deadline: float,
         check: Callable[[], None],
         settings: CustomerSettings,
-    ) -> _Devices:
-        """The device list, refused as `invalid_response` the moment it holds more devices than
+        now: float,
+    ) -> DeviceTally:
+        """The device list counted, refused as `invalid_response` the moment it holds more devices than
         `max_devices` or would publish more series than `max_series` (memory stays bounded)."""
-        names: dict[int, str] = {}
-        classes: dict[int, dict[str, int]] = {}
-        device_class: dict[int, tuple[int, str]] = {}
+        tally = DeviceTally(now, settings.stale_after)
         skipped = 0
-        # Series published as listed so far: 2 per device class of each customer whose name (the last one
-        # seen, which is the one published) is kept; a renamed customer moves all its classes in or out.
+        # Series published as listed so far by the customers whose name (the last one seen, which is the one
+        # published) is kept; a renamed customer moves all its series in or out.
         series = 0
+        unreadable, example = 0, ""  # check-in times of the customers kept that could not be read
         for device in self._pages(client, "/api/devices", deadline, parse_device, pool, check):
             if device is None:
                 skipped += 1
                 continue
-            if device.device_id in device_class:
+            if device.device_id in tally.device_class:
                 continue  # the list moved between pages: a device seen twice counts once
-            per_class = classes.setdefault(device.customer_id, {})
-            previous = names.get(device.customer_id)
-            if previous != device.customer:
-                names[device.customer_id] = device.customer
-                kept_before = previous is not None and settings.wanted(previous)
-                if settings.wanted(device.customer) != kept_before:
-                    series += (-2 if kept_before else 2) * len(per_class)
-            if device.device_class not in per_class and settings.wanted(device.customer):
-                series += 2
+            previous = tally.names.get(device.customer_id)
+            before = tally.series_of(device.customer_id)
+            tally.add(device)
+            kept = settings.wanted(device.customer)
+            kept_before = kept if previous == device.customer else previous is not None and settings.wanted(previous)
+            series += (tally.series_of(device.customer_id) if kept else 0) - (before if kept_before else 0)
+            if device.unreadable_checkin is not None and kept:
+                unreadable, example = unreadable + 1, example or device.unreadable_checkin
             if series > settings.max_series:
                 raise InvalidResponse(
                     f"GET /api/devices: the scan would publish more than customers.max_series="
-                    f"{settings.max_series} series (2 per customer and device class); raise it or narrow "
+                    f"{settings.max_series} series ({SERIES_PER_CLASS} per customer and device class, "
+                    f"{SERIES_PER_OS} per customer and operating system); raise it or narrow "
                     "customers.include/exclude"
                 )
-            per_class[device.device_class] = per_class.get(device.device_class, 0) + 1
-            device_class[device.device_id] = (device.customer_id, sys.intern(device.device_class))
-            if len(device_class) > settings.max_devices:
+            if len(tally.device_class) > settings.max_devices:
                 raise InvalidResponse(
                     f"GET /api/devices: more than customers.max_devices={settings.max_devices} devices; raise it"
                 )
         if skipped:
             log.debug("devices without a customer left out", extra={"report": CUSTOMERS, "devices": skipped})
-        return _Devices(names, classes, device_class)
+        if unreadable:
+            log.warning(
+                "devices whose last check-in time cannot be read are counted as stale",
+                extra={"report": CUSTOMERS, "devices": unreadable, "example": example},
+            )
+        return tally
 
     def _issues(
         self,
@@ -367,7 +489,7 @@ class CustomerScan(CollectionRun):
         pool: Executor,
         settings: CustomerSettings,
         wanted: list[int],
-        devices: _Devices,
+        devices: DeviceTally,
         deadline: float,
         check: Callable[[], None],
     ) -> tuple[dict[int, set[int]], dict[int, UpstreamError]]:
@@ -410,39 +532,22 @@ class CustomerScan(CollectionRun):
         self,
         settings: CustomerSettings,
         client: NCentralClient,
-        devices: _Devices,
+        devices: DeviceTally,
         wanted: list[int],
         issues: dict[int, set[int]],
         failed: dict[int, UpstreamError],
+        scanned_at: float,
         duration: float,
     ) -> bool | None:
         """True once the store took the result; None if a reload meanwhile made it refuse it."""
         now = self._wall()
         state = self._store.snapshot.get(CUSTOMERS)
         previous = state.customers if state is not None else None
-        last_good: dict[int, dict[str, int]] = {}
-        for row in previous.rows if previous is not None else ():
-            last_good.setdefault(row.customer_id, {})[row.device_class] = row.patch_issue_devices
-        rows: list[CustomerCount] = []
-        for customer_id in wanted:
-            if customer_id in issues:
-                problem: dict[str, int] = {}
-                for device_id in issues[customer_id]:
-                    device_class = devices.device_class[device_id][1]
-                    problem[device_class] = problem.get(device_class, 0) + 1
-            elif customer_id in last_good:
-                problem = last_good[customer_id]
-            else:
-                continue  # refused and never scanned: no count is better than a made-up 0
-            for device_class, count in sorted(devices.classes[customer_id].items()):
-                rows.append(CustomerCount(
-                    customer_id, devices.names[customer_id], device_class, count,
-                    min(problem.get(device_class, 0), count),
-                ))
+        rows, systems = counted(settings, devices, wanted, issues, previous, scanned_at)
         errors = dict(previous.scan_errors if previous is not None else CustomerData(()).scan_errors)
         for error in failed.values():
             errors[error.reason] = errors.get(error.reason, 0) + 1
-        data = CustomerData(tuple(rows), MappingProxyType(errors))
+        data = CustomerData(rows, MappingProxyType(errors), systems)
 
         def change(state: ReportState) -> ReportState:
             return replace(
@@ -497,6 +602,45 @@ class CustomerScan(CollectionRun):
         return True
 
 
+def counted(
+    settings: CustomerSettings,
+    devices: DeviceTally,
+    wanted: Sequence[int],
+    issues: Mapping[int, set[int]],
+    previous: CustomerData | None,
+    scanned_at: float,
+) -> tuple[tuple[CustomerCount, ...], tuple[OsCount, ...]]:
+    """The rows a scan publishes for the `wanted` customers: per device class, and per operating system
+    (end-of-life as of the UTC date of `scanned_at`). A customer whose active issues were refused (absent
+    from `issues`) keeps its last good patch counts from `previous`, or has none until they were read once."""
+    last_good: dict[int, dict[str, int]] = {}
+    for row in previous.rows if previous is not None else ():
+        if row.patch_issue_devices is not None:
+            last_good.setdefault(row.customer_id, {})[row.device_class] = row.patch_issue_devices
+    today = dt.datetime.fromtimestamp(scanned_at, dt.UTC).date()
+    end_of_life: dict[str, bool] = {}
+    rows: list[CustomerCount] = []
+    systems: list[OsCount] = []
+    for customer_id in wanted:
+        problem: dict[str, int] | None = last_good.get(customer_id)
+        if customer_id in issues:
+            problem = {}
+            for device_id in issues[customer_id]:
+                device_class = devices.device_class[device_id][1]
+                problem[device_class] = problem.get(device_class, 0) + 1
+        name = devices.names[customer_id]
+        for device_class, (count, stale) in sorted(devices.classes[customer_id].items()):
+            rows.append(CustomerCount(
+                customer_id, name, device_class, count,
+                min(problem.get(device_class, 0), count) if problem is not None else None, stale,
+            ))
+        for os_name, count in sorted(devices.systems[customer_id].items()):
+            if os_name not in end_of_life:
+                end_of_life[os_name] = is_end_of_life(settings.end_of_life_os, os_name, today)
+            systems.append(OsCount(customer_id, name, os_name, end_of_life[os_name], count))
+    return tuple(rows), tuple(systems)
+
+
 def _in_order(pool: Executor, tasks: Sequence[Callable[[], T]], window: int) -> Iterator[T]:
     """Run `tasks` on `pool` and yield their results in order, with at most `window` results pending (a
     bound on memory); on the first failure the tasks not yet started are cancelled (those running finish)
@@ -537,6 +681,18 @@ def families(state: ReportState | None) -> list[Metric]:
         "Devices with at least one active issue on a patch service, per customer and device class.",
         labels=labels,
     )
+    stale = GaugeMetricFamily(
+        "ncentral_customer_stale_devices",
+        "Devices whose agent last checked in more than customers.stale_after before the scan, or never, per "
+        "customer and device class.",
+        labels=labels,
+    )
+    systems = GaugeMetricFamily(
+        "ncentral_customer_os_devices",
+        "Devices per customer and operating system (supportedOs), and whether that OS was end-of-life at the "
+        "scan.",
+        labels=["customer_id", "customer", "os", "end_of_life"],
+    )
     errors = CounterMetricFamily(
         "ncentral_customer_scan_errors",
         "Customers whose active issues N-central refused during a scan (403, 404), by reason.",
@@ -545,7 +701,14 @@ def families(state: ReportState | None) -> list[Metric]:
     for row in state.customers.rows:
         values = [str(row.customer_id), row.customer, row.device_class]
         devices.add_metric(values, row.devices)
-        issues.add_metric(values, row.patch_issue_devices)
+        if row.patch_issue_devices is not None:
+            issues.add_metric(values, row.patch_issue_devices)
+        stale.add_metric(values, row.stale_devices)
+    for system in state.customers.systems:
+        systems.add_metric(
+            [str(system.customer_id), system.customer, system.os, "true" if system.end_of_life else "false"],
+            system.devices,
+        )
     for reason, count in state.customers.scan_errors.items():
         errors.add_metric([reason], count)
-    return [devices, issues, errors]
+    return [devices, issues, stale, systems, errors]

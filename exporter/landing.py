@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from exporter import __version__
 from exporter.config import CUSTOMERS, Config, ReportSettings
-from exporter.customers import CustomerData
+from exporter.customers import CustomerData, CustomerTotals
 from exporter.report import KNOWN_APPROVAL_STATUSES, ReportData
 from exporter.store import ReportState
 
@@ -228,18 +228,30 @@ def customers_section(
 
 
 def customers_table(data: CustomerData, limit: int = 20) -> str:
-    """The `limit` customers with the largest share of devices with a patch problem, as an HTML table."""
-    totals = data.per_customer()
-    worst = sorted(totals, key=lambda row: (-row[3] / row[2] if row[2] else 0.0, -row[3], row[1], row[0]))
-    body = "".join(
-        f'<tr><td>{escape(name)}</td><td class="n">{customer_id}</td><td class="n">{devices}</td>'
-        f'<td class="n">{issues}</td><td class="n">{(issues / devices if devices else 0.0):.1%}</td></tr>'
-        for customer_id, name, devices, issues in worst[:limit]
-    )
+    """The `limit` customers with the largest share of devices with a patch problem, as an HTML table, with
+    their stale and end-of-life devices. A customer whose active issues were never read comes last."""
+
+    def share(part: int | None, whole: int) -> float:
+        return part / whole if part is not None and whole else 0.0
+
+    worst = sorted(data.per_customer(), key=lambda row: (
+        row.patch_issue_devices is None, -share(row.patch_issue_devices, row.devices), -(row.patch_issue_devices or 0),
+        row.customer, row.customer_id,
+    ))
+    def cells(row: CustomerTotals) -> str:
+        issues = row.patch_issue_devices
+        patch = ('<td class="n">not read</td><td class="n"></td>' if issues is None else
+                 f'<td class="n">{issues}</td><td class="n">{share(issues, row.devices):.1%}</td>')
+        return (f'<tr><td>{escape(row.customer)}</td><td class="n">{row.customer_id}</td>'
+                f'<td class="n">{row.devices}</td>{patch}<td class="n">{row.stale_devices}</td>'
+                f'<td class="n">{row.end_of_life_devices}</td></tr>')
+
+    body = "".join(cells(row) for row in worst[:limit])
     return (
         f"<h3>The {min(limit, len(worst))} of {len(worst)} customers with the largest share of devices "
         "with a patch problem</h3><table><tr><th>customer</th><th>id</th><th>devices</th>"
-        f"<th>with a patch problem</th><th>share</th></tr>{body}</table>"
+        "<th>with a patch problem</th><th>share</th><th>stale</th><th>end-of-life OS</th></tr>"
+        f"{body}</table>"
     )
 
 

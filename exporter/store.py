@@ -356,7 +356,7 @@ def _data_to_json(data: ReportData) -> dict[str, Any]:
 
 def _customers_to_json(data: CustomerData) -> dict[str, Any]:
     # Error counts are counters of this process, like the run failures: not persisted.
-    return {"rows": [list(row) for row in data.rows]}
+    return {"rows": [list(row) for row in data.rows], "systems": [list(row) for row in data.systems]}
 
 
 def _optional_float(value: object) -> float | None:
@@ -401,5 +401,5 @@ def _from_json(raw: Mapping[str, Any], now: float) -> ReportState:
         last_run_time=_not_future(_optional_float(raw.get("last_run_time")), "last_run_time", now),
         last_reason=_optional_str(raw.get("last_reason")),
         in_flight=in_flight,
-        customers=customer_data(customers["rows"], "state") if customers is not None else None,
+        customers=customer_data(customers["rows"], customers["systems"], "state") if customers is not None else None,
     )

@@ -19,7 +19,7 @@ PAGE = 100  # the simulator serves 100 devices a page: the demo estate's 3000 de
 
 @pytest.fixture
 def scan(sim: Simulator) -> Iterator[tuple[Exporter, list[dict[str, Any]]]]:
-    sim.set_estate(demo_estate())  # 40 customers, 3000 devices, 4 device classes
+    sim.set_estate(demo_estate())  # 40 customers, 3000 devices, 5 device classes
     sim.set_page_cap(PAGE)
     documents = [config(sim)]
     app = Exporter(parse_config(documents[0], env={}), lambda: parse_config(documents[-1], env={}))
@@ -53,17 +53,29 @@ def test_a_scan_over_its_bound_fails_early_and_keeps_the_last_good_counts(
     assert sim.count("active_issues") == issue_calls  # no customer asked after a refused device list
 
 
-def test_the_bound_counts_only_the_customers_published(
+def test_the_bound_counts_every_series_of_the_customers_published(
     sim: Simulator, scan: tuple[Exporter, list[dict[str, Any]]]
 ) -> None:
-    """Excluded customers publish nothing, so they do not count against max_series."""
+    """Excluded customers publish nothing, so they do not count against max_series; the customers kept
+    count 3 series per device class (devices, patch issue and stale devices) and 1 per operating system."""
     app, documents = scan
-    documents.append(config(sim, {"max_series": 8, "include": "^Customer 039$"}))
+    estate = demo_estate()
+    (kept,) = (c.customer_id for c in estate.customers if c.name == "Customer 039")
+    own = [d for d in estate.devices if d.customer_id == kept]
+    series = 3 * len({d.device_class for d in own}) + len({d.os for d in own})
+    documents.append(config(sim, {"max_series": series, "include": "^Customer 039$"}))
     assert app.reload() is None
     assert app.customer_scan.run()
-    rows, _ = published(app)
-    assert {customer for _, customer, _ in rows} == {"Customer 039"}
-    assert 0 < len(rows) * 2 <= 8
+    _, samples = published(app)
+    customer_series = [key for key in samples if key[0].startswith("ncentral_customer_") and key[0] != (
+        "ncentral_customer_scan_errors_total")]
+    assert len(customer_series) == series
+    assert {dict(labels)["customer"] for _, labels in customer_series} == {"Customer 039"}
+
+    documents.append(config(sim, {"max_series": series - 1, "include": "^Customer 039$"}))
+    assert app.reload() is None
+    assert app.customer_scan.run() is False
+    assert app.store.snapshot["customers"].last_reason == "invalid_response"
 
 
 @pytest.mark.parametrize("value", [0, -1, "many", True, 10**8])

@@ -23,7 +23,7 @@ from exporter.app import Exporter
 from exporter.cli import build_parser
 from exporter.client import NCentralClient, interruptible_sleep
 from exporter.config import CUSTOMERS, Config, NCentralSettings, parse_config
-from exporter.customers import CustomerData
+from exporter.customers import CustomerData, CustomerTotals
 from exporter.landing import PageCache
 from exporter.simulator import Simulator, demo_estate
 
@@ -256,7 +256,7 @@ def test_landing_page_sums_and_sorts_the_customers_once_per_scan(
     sums: list[CustomerData] = []
     per_customer = CustomerData.per_customer
 
-    def counted(data: CustomerData) -> list[tuple[int, str, int, int]]:
+    def counted(data: CustomerData) -> list[CustomerTotals]:
         sums.append(data)
         return per_customer(data)
 

@@ -4,6 +4,7 @@ file), its metrics, the landing page's customers table and `--demo --once`."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 from collections.abc import Iterator
@@ -12,11 +13,13 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import TEST_JWT
 from helpers import REPO, Samples, metrics_body, parse_samples, run_command, sample, select, write_yaml
 
 from exporter import landing
 from exporter.app import Exporter
 from exporter.config import CUSTOMERS, ConfigError, log_notices, parse_config
+from exporter.customers import checkin_time, parse_device
 from exporter.simulator import (
     LEGACY_PATCH_SERVICE,
     PATCH_SERVICE,
@@ -56,13 +59,15 @@ ISSUES = (
     EstateIssue(301, PATCH_SERVICE),
     EstateIssue(401, PATCH_SERVICE),
 )
-# (customer_id, customer, device_class) → (devices, devices with a patch problem)
-EXPECTED = {
+# (customer_id, customer, device_class) → (devices, devices with a patch problem); Denied's active issues
+# answer 403: its devices are counted, its patch problems never read (no made-up 0).
+EXPECTED: dict[tuple[int, str, str], tuple[float, float | None]] = {
     (ALPHA, 'Alpha & <Co> "AG"', SERVER): (2, 1),
     (ALPHA, 'Alpha & <Co> "AG"', WS): (3, 1),
     (BETA, "Beta GmbH", LAPTOP): (2, 1),
     (BETA, "Beta GmbH", WS): (1, 0),
     (GAMMA, "Test Gamma", WS): (1, 1),
+    (DENIED, "Denied Ltd", WS): (2, None),
     (UMLAUT, "Ümlaut 東京", SERVER): (1, 0),
 }
 
@@ -110,15 +115,17 @@ def make_app() -> Iterator[Any]:
         app.runner.close()
 
 
-def published(app: Exporter) -> tuple[dict[tuple[int, str, str], tuple[float, float]], Samples]:
+def published(app: Exporter) -> tuple[dict[tuple[int, str, str], tuple[float, float | None]], Samples]:
+    """(customer_id, customer, device_class) → (devices, devices with a patch problem or None)."""
     samples = parse_samples(metrics_body(app.exposition).decode())
     devices = select(samples, "ncentral_customer_devices")
     issues = select(samples, "ncentral_customer_patch_issue_devices")
-    assert set(devices) == set(issues), "every devices series has its patch-issue twin"
+    assert set(select(samples, "ncentral_customer_stale_devices")) == set(devices), "a stale twin for each"
+    assert set(issues) <= set(devices)
     counts = {}
     for labels, value in devices.items():
         tags = dict(labels)
-        counts[(int(tags["customer_id"]), tags["customer"], tags["device_class"])] = (value, issues[labels])
+        counts[(int(tags["customer_id"]), tags["customer"], tags["device_class"])] = (value, issues.get(labels))
     return counts, samples
 
 
@@ -196,7 +203,7 @@ def test_exact_counts_paging_and_refused_customer(estate_sim: Simulator, make_ap
     app = make_app(config(estate_sim))
     assert app.customer_scan.run()
     counts, samples = published(app)
-    assert counts == EXPECTED  # Denied (403, never scanned) is not published: no made-up 0
+    assert counts == EXPECTED  # Denied (403, never read): its devices, no patch count
     assert sample(samples, "ncentral_customer_scan_errors_total", reason="forbidden") == 1
     assert sample(samples, "ncentral_customer_scan_errors_total", reason="not_supported") == 0
     assert sample(samples, "ncentral_patch_report_last_run_success", report=CUSTOMERS) == 1
@@ -225,7 +232,8 @@ def test_refused_customer_keeps_its_last_good_counts(estate_sim: Simulator, make
         assert app.customer_scan.run()
         counts, samples = published(app)
         assert counts[(DENIED, "Denied Ltd", WS)] == (2, 1)
-        assert {key: value for key, value in counts.items() if key[0] != DENIED} == EXPECTED
+        assert {key: value for key, value in counts.items() if key[0] != DENIED} == {
+            key: value for key, value in EXPECTED.items() if key[0] != DENIED}
         assert sample(samples, "ncentral_customer_scan_errors_total", reason=reason) == 1
         assert sample(samples, "ncentral_patch_report_last_run_success", report=CUSTOMERS) == 1
 
@@ -294,7 +302,8 @@ def test_a_failed_scan_keeps_the_last_good_data_and_recovers(estate_sim: Simulat
     estate_sim.clear_faults()
     assert app.customer_scan.run()
     counts, samples = published(app)
-    assert counts == {key: (devices, 0) for key, (devices, _) in EXPECTED.items()}  # no issues any more
+    # No issues any more; Denied's were never read.
+    assert counts == {key: (devices, None if issues is None else 0) for key, (devices, issues) in EXPECTED.items()}
     assert sample(samples, "ncentral_patch_report_last_run_success", report=CUSTOMERS) == 1
 
 
@@ -369,14 +378,21 @@ def test_landing_page_lists_the_20_worst_customers_escaped(sim: Simulator, make_
     page = landing.render(app.config.reports, app.store.snapshot, {}, "/metrics", 0.0).decode()
     section = page[page.index('<section class="customers"'):]
     rows = re.findall(r'<tr><td>(.*?)</td><td class="n">(\d+)</td><td class="n">(\d+)</td>'
-                      r'<td class="n">(\d+)</td>', section)
+                      r'<td class="n">(\d+)</td><td class="n">[\d.]+%</td><td class="n">(\d+)</td>'
+                      r'<td class="n">(\d+)</td></tr>', section)
     assert len(rows) == 20
-    shares = sorted((issues / devices for _, _, devices, issues in state.customers.per_customer()), reverse=True)
-    assert [int(issues) / int(devices) for _, _, devices, issues in rows] == shares[:20]
+    totals = {row.customer_id: row for row in state.customers.per_customer()}
+    shares = sorted((row.patch_issue_devices / row.devices for row in totals.values()
+                     if row.patch_issue_devices is not None), reverse=True)
+    assert [int(issues) / int(devices) for _, _, devices, issues, _, _ in rows] == shares[:20]
+    # The stale and end-of-life columns are each customer's sums.
+    assert [(int(stale), int(eol)) for _, cid, _, _, stale, eol in rows] == [
+        (totals[int(cid)].stale_devices, totals[int(cid)].end_of_life_devices) for _, cid, *_ in rows]
+    assert sum(int(eol) for *_, eol in rows) > 0 and sum(int(stale) for *_, stale, _ in rows) > 0
     # The worst (1 of 1 device) comes first, escaped.
     assert rows[0][:2] == ("&lt;script&gt;alert(1)&lt;/script&gt; &amp; Co", "1")
     assert "<script>" not in page
-    assert "Restricted Holdings" not in section  # refused and never scanned: not listed
+    assert "Restricted Holdings" not in section  # its active issues never read: it comes last
 
 
 def test_demo_once_prints_the_customer_metrics() -> None:
@@ -385,8 +401,9 @@ def test_demo_once_prints_the_customer_metrics() -> None:
     samples = parse_samples(result.stdout)
     estate = demo_estate()
     devices = select(samples, "ncentral_customer_devices")
-    refused = {c.customer_id for c in estate.customers if c.refused}
-    assert sum(devices.values()) == sum(1 for d in estate.devices if d.customer_id not in refused)
+    assert sum(devices.values()) == len(estate.devices)  # the refused customer's too
+    assert sum(select(samples, "ncentral_customer_stale_devices").values()) > 0
+    assert sum(select(samples, "ncentral_customer_os_devices", end_of_life="true").values()) > 0
     assert sample(samples, "ncentral_customer_scan_errors_total", reason="forbidden") == 1
     assert sample(samples, "ncentral_patch_report_last_run_success", report=CUSTOMERS) == 1
     names = {dict(labels)["customer"] for labels in devices}
@@ -397,9 +414,10 @@ def test_customer_metrics_and_config_keys_are_documented() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     example = (REPO / "config.example.yaml").read_text(encoding="utf-8")
     for name in ("ncentral_customer_devices", "ncentral_customer_patch_issue_devices",
+                 "ncentral_customer_stale_devices", "ncentral_customer_os_devices",
                  "ncentral_customer_scan_errors_total"):
         assert f"`{name}`" in readme, name
-    for key in ("interval", "patch_services", "include", "exclude"):
+    for key in ("interval", "patch_services", "include", "exclude", "stale_after", "end_of_life_os"):
         assert f"`customers.{key}`" in readme, key
         assert re.search(rf"^\s*#?\s*{key}:", example, re.MULTILINE), key
     assert re.search(r"^#?\s*customers:", example, re.MULTILINE)
@@ -451,3 +469,116 @@ def test_device_list_refused_fails_the_run_as_forbidden(estate_sim: Simulator, m
     assert state.last_reason == "forbidden"
     assert state.last_error is not None and "GET /api/devices: HTTP 403" in state.last_error
     assert "patch reports" not in state.last_error
+
+
+# --- stale agents and end-of-life operating systems ---------------------------------------------------------
+
+T0 = dt.datetime(2027, 1, 11, 23, 58, tzinfo=dt.UTC).timestamp()  # two minutes before Server 2016's end
+STALE, REFUSED, EXCLUDED = 21, 22, 23
+WIN11, WIN10 = "Microsoft Windows 11 Pro", "Microsoft Windows 10 Pro"
+LTSC21, LTSB16 = "Microsoft Windows 10 Enterprise LTSC 2021", "Microsoft Windows 10 Enterprise 2016 LTSB"
+S2016, S2012R2, S2022 = ("Microsoft Windows Server 2016 Standard", "Microsoft Windows Server 2012 R2 Standard",
+                         "Microsoft Windows Server 2022 Standard")
+WEEK = 7 * 86400.0
+LIVES = Estate(
+    (EstateCustomer(STALE, "Stale Co"), EstateCustomer(REFUSED, "Refused Ltd", refused=403),
+     EstateCustomer(EXCLUDED, "Test Excluded")),
+    (
+        EstateDevice(601, STALE, WS, WIN11, 600.0),
+        EstateDevice(602, STALE, WS, WIN10, None),  # never checked in: stale
+        EstateDevice(603, STALE, WS, LTSC21, -60.0),  # a minute ahead of the clock: not stale
+        EstateDevice(604, STALE, WS, LTSB16, "last Tuesday"),  # unreadable: stale
+        EstateDevice(605, STALE, WS, None, WEEK),  # silent exactly stale_after: not stale
+        EstateDevice(606, STALE, WS, "", WEEK + 1),  # silent longer: stale
+        EstateDevice(610, STALE, WS, WIN11, "2027-13-01T00:00:00Z"),  # no 13th month: unreadable, stale
+        EstateDevice(607, STALE, SERVER, S2016, "2027-01-11T23:00:00"),  # no offset: UTC, 58 minutes ago
+        EstateDevice(608, STALE, SERVER, S2012R2, "2026-12-01T10:00:00.123456+01:00"),  # stale
+        EstateDevice(609, STALE, SERVER, S2022, "2027-01-11T22:00:00.5-02:00"),  # 30 s ahead: not stale
+        EstateDevice(701, REFUSED, WS, "Microsoft Windows 7 Professional", None),
+        EstateDevice(702, REFUSED, WS, WIN11, 600.0),
+        EstateDevice(801, EXCLUDED, WS, WIN10, "garbage"),  # excluded: neither counted nor logged
+    ),
+)
+
+
+def test_stale_and_end_of_life_counts_end_to_end(caplog: pytest.LogCaptureFixture) -> None:
+    """Exact counts from the simulator over HTTP; the clock (of both) then passes midnight, the day
+    Windows Server 2016 and Windows 10 LTSC 2021 reach their end of support."""
+    now = [T0]
+    with Simulator(jwt=TEST_JWT, wall=lambda: now[0]) as simulator:
+        simulator.set_estate(LIVES)
+        simulator.set_page_cap(4)
+        app = Exporter(parse_config(config(simulator, {"exclude": "^Test "}), env={}), wall=lambda: now[0])
+        try:
+            with caplog.at_level(logging.WARNING, logger="exporter.customers"):
+                assert app.customer_scan.run()
+            counts, samples = published(app)
+            stale = {(int(dict(k)["customer_id"]), dict(k)["device_class"]): v
+                     for k, v in select(samples, "ncentral_customer_stale_devices").items()}
+            assert stale == {(STALE, WS): 4, (STALE, SERVER): 1, (REFUSED, WS): 1}
+            assert counts[(STALE, "Stale Co", WS)] == (7, 0)
+            assert counts[(REFUSED, "Refused Ltd", WS)] == (2, None)  # devices, no patch count yet
+            (line,) = [r for r in caplog.records if "check-in" in r.getMessage()]
+            assert line.__dict__["devices"] == 2 and line.__dict__["example"] == "'last Tuesday'"
+
+            systems = os_counts(samples)
+            assert systems == {
+                (STALE, WIN11, "false"): 2, (STALE, WIN10, "true"): 1, (STALE, LTSC21, "false"): 1,
+                (STALE, LTSB16, "true"): 1, (STALE, "unknown", "false"): 2, (STALE, S2016, "false"): 1,
+                (STALE, S2012R2, "true"): 1, (STALE, S2022, "false"): 1,
+                (REFUSED, "Microsoft Windows 7 Professional", "true"): 1, (REFUSED, WIN11, "false"): 1,
+            }
+            assert app.customer_scan.run()
+            assert os_counts(published(app)[1]) == systems  # the same day, the same answer
+
+            now[0] = T0 + 180  # 00:01 on 2027-01-12
+            assert app.customer_scan.run()
+            after = os_counts(published(app)[1])
+            assert after == {**{key: value for key, value in systems.items() if key[1] not in (S2016, LTSC21)},
+                             (STALE, S2016, "true"): 1, (STALE, LTSC21, "true"): 1}
+        finally:
+            app.shutdown()
+            app.customer_scan.close()
+            app.runner.close()
+
+
+def os_counts(samples: Samples) -> dict[tuple[int, str, str], float]:
+    return {
+        (int(dict(labels)["customer_id"]), dict(labels)["os"], dict(labels)["end_of_life"]): value
+        for labels, value in select(samples, "ncentral_customer_os_devices").items()
+    }
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2017-02-16T21:00:00+01:00", "2017-02-16T20:00:00"),  # the OpenAPI description's example
+    ("2017-02-16T20:00:00Z", "2017-02-16T20:00:00"),
+    ("2017-02-16t20:00:00z", "2017-02-16T20:00:00"),
+    ("2017-02-16 20:00:00Z", "2017-02-16T20:00:00"),
+    ("2017-02-16T20:00:00", "2017-02-16T20:00:00"),  # no offset: UTC
+    ("2017-02-16T20:00:00.250Z", "2017-02-16T20:00:00.250000"),
+    ("2017-02-16T20:00:00.123456789-05:30", "2017-02-17T01:30:00.123457"),
+    ("2016-12-31T23:59:60Z", "2017-01-01T00:00:00"),  # a leap second
+])
+def test_checkin_times_in_rfc_3339(text: str, expected: str) -> None:
+    stamp = checkin_time(text)
+    assert stamp is not None
+    assert dt.datetime.fromtimestamp(stamp, dt.UTC).replace(tzinfo=None).isoformat() == expected
+
+
+@pytest.mark.parametrize("value", [
+    "", "last Tuesday", "2017-02-16", "2017-02-16T20:00Z", "2017-02-30T20:00:00Z", "2017-02-16T24:00:00Z",
+    "2017-02-16T20:00:00+0100", "2017-02-16T20:00:00+24:00", "20170216T200000Z", "2017-W07-4T20:00:00Z",
+    "٢٠١٧-02-16T20:00:00Z", 1487275200, True, [], {},
+])
+def test_unreadable_checkin_times(value: object) -> None:
+    with pytest.raises(ValueError, match="not an RFC 3339 date-time"):
+        checkin_time(value)
+    device = parse_device({"deviceId": 1, "customerId": 2, "lastApplianceCheckinTime": value}, "test")
+    assert device is not None and device.last_checkin is None and device.unreadable_checkin is not None
+
+
+def test_a_device_that_never_checked_in_has_no_time() -> None:
+    for raw in ({"deviceId": 1, "customerId": 2}, {"deviceId": 1, "customerId": 2, "lastApplianceCheckinTime": None}):
+        device = parse_device(raw, "test")
+        assert device is not None and device.last_checkin is None and device.unreadable_checkin is None
+        assert device.os == "unknown"

@@ -174,7 +174,7 @@ CHANGED: dict[str, object] = {
     "runs_total": 41,
     "failures": MappingProxyType({**dict.fromkeys(REASONS, 0), "http": 3, "unheard_of": 1}),
     "in_flight": InFlight(7, 1.7e9),
-    "customers": CustomerData((CustomerCount(3, "Acme", "Laptops", 5, 2),)),
+    "customers": CustomerData((CustomerCount(3, "Acme", "Laptops", 5, 2, 1),)),
 }
 
 

@@ -1,11 +1,14 @@
 """The customer estate the simulated N-central holds: customers, their devices and active issues.
 
 The demo estate has names that need escaping, non-ASCII ones, two customers sharing a name and one whose
-active issues answer 403; devices spread unevenly; active issues on patch services and on others.
+active issues answer 403; devices spread unevenly, with a realistic mix of operating systems (some
+end-of-life, one LTSC edition) and agents' last check-ins (some weeks old, some never, one a minute ahead);
+active issues on patch services and on others.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import random
 from dataclasses import dataclass
@@ -19,7 +22,29 @@ DEFAULT_CONCURRENCY_LIMIT = 2
 PATCH_SERVICE = "Patch Status v2"
 LEGACY_PATCH_SERVICE = "Patch Status"
 OTHER_SERVICES = ("Windows UAC Status", "Disk Space", "Agent Status", "CPU", "Windows Service")
-DEVICE_CLASSES = ("Workstations - Windows", "Laptops - Windows", "Servers - Windows", "Workstations - macOS")
+DEVICE_CLASSES = ("Workstations - Windows", "Laptops - Windows", "Servers - Windows", "Workstations - macOS",
+                  "Servers - Linux")
+DEFAULT_OS = "Microsoft Windows 11 Enterprise"
+# supportedOs per device class, with weights: Windows 10 past its end of support beside Windows 11, one LTSC
+# edition, servers from 2012 R2 (end-of-life) to 2022.
+OPERATING_SYSTEMS: dict[str, tuple[tuple[str, int], ...]] = {
+    "Workstations - Windows": (
+        ("Microsoft Windows 11 Pro", 35), ("Microsoft Windows 11 Enterprise", 25), ("Microsoft Windows 10 Pro", 22),
+        ("Microsoft Windows 10 Enterprise", 12), ("Microsoft Windows 10 Enterprise LTSC 2019", 3),
+        ("Microsoft Windows 7 Professional", 1),
+    ),
+    "Laptops - Windows": (
+        ("Microsoft Windows 11 Pro", 50), ("Microsoft Windows 11 Home", 10), ("Microsoft Windows 10 Pro", 30),
+        ("Microsoft Windows 10 Home", 5),
+    ),
+    "Servers - Windows": (
+        ("Microsoft Windows Server 2022 Standard", 30), ("Microsoft Windows Server 2019 Standard", 30),
+        ("Microsoft Windows Server 2016 Standard", 20), ("Microsoft Windows Server 2012 R2 Standard", 12),
+        ("Microsoft Windows Server 2022 Datacenter", 8),
+    ),
+    "Workstations - macOS": (("macOS 15 Sequoia", 60), ("macOS 14 Sonoma", 40)),
+    "Servers - Linux": (("Ubuntu 22.04 LTS", 50), ("Ubuntu 24.04 LTS", 30), ("Red Hat Enterprise Linux 9", 20)),
+}
 SO_NAME = "Demo Service Organization"
 # Names a label value, an HTML page and a Grafana regex must carry unchanged.
 DEMO_CUSTOMER_NAMES = (
@@ -42,6 +67,10 @@ class EstateDevice:
     device_id: int
     customer_id: int
     device_class: str
+    os: str | None = DEFAULT_OS  # supportedOs; None: null
+    # lastApplianceCheckinTime: a number is the agent's silence in seconds before the answer is served (less
+    # than 0: ahead of the server's clock); text is served as it is; None: null (never checked in).
+    checkin: float | str | None = 600.0
     customer_name: str | None = None  # the name its record carries, if not its customer's (a rename mid-list)
 
 
@@ -61,8 +90,12 @@ class Estate:
     def customer(self, org_unit: str) -> EstateCustomer | None:
         return next((c for c in self.customers if str(c.customer_id) == org_unit), None)
 
-    def device_json(self) -> list[dict[str, Any]]:
-        return self._device_json
+    def device_json(self, first: int, end: int, now: float) -> list[dict[str, Any]]:
+        """The devices from index `first` to `end` as N-central lists them, their check-ins as of `now`."""
+        return [
+            {**item, "lastApplianceCheckinTime": checkin_text(device, now)}
+            for item, device in zip(self._device_json[first:end], self.devices[first:end], strict=True)
+        ]
 
     @functools.cached_property
     def _device_json(self) -> list[dict[str, Any]]:
@@ -75,8 +108,7 @@ class Estate:
                 "customerId": device.customer_id,
                 "customerName": device.customer_name or names[device.customer_id],
                 "siteId": device.customer_id + 100_000, "siteName": "Main site",
-                "supportedOs": "Microsoft Windows 11", "lastApplianceCheckinTime": "2026-02-26T15:15:30Z",
-                "deviceStatus": {"state": 1, "status": 1},
+                "supportedOs": device.os, "deviceStatus": {"state": 1, "status": 1},
             }
             for device in self.devices
         ]
@@ -110,11 +142,42 @@ class Estate:
         ]
 
 
+_OFFSET = dt.timezone(dt.timedelta(hours=1))
+
+
+def checkin_text(device: EstateDevice, now: float) -> str | None:
+    """A device's lastApplianceCheckinTime as served at `now`: RFC 3339 in the forms N-central's servers
+    write (UTC with Z, a +01:00 offset, milliseconds), picked by device id."""
+    if device.checkin is None or isinstance(device.checkin, str):
+        return device.checkin
+    moment = dt.datetime.fromtimestamp(now - device.checkin, dt.UTC)
+    match device.device_id % 3:
+        case 0:
+            return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+        case 1:
+            return moment.astimezone(_OFFSET).isoformat(timespec="seconds")
+        case _:
+            return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _silence(rng: random.Random, stale_rate: float) -> float | None:
+    """An agent's silence in seconds: mostly within the last two days, a customer's share weeks old, a
+    few never checked in."""
+    draw = rng.random()
+    if draw < stale_rate * 0.15:
+        return None
+    if draw < stale_rate:
+        return rng.uniform(8, 120) * 86400
+    return rng.uniform(60, 5 * 86400)
+
+
 def demo_estate(customers: int = 40, devices: int = 3000, seed: int = 12) -> Estate:
     """A deterministic estate: the demo names first (one customer refusing its active issues), devices
     spread unevenly, each customer with its own share of devices with patch issues (some with two patch
-    services failing), and issues on other services too."""
+    services failing), and issues on other services too; each customer with its own share of agents silent
+    for over a week, some never checked in, and the second device one minute ahead of the clock."""
     rng = random.Random(seed)
+    lives = random.Random(seed + 1)  # operating systems and check-ins: the counts above stay as they were
     names = [*DEMO_CUSTOMER_NAMES, FORBIDDEN_CUSTOMER]
     names += [f"Customer {index:03d}" for index in range(len(names), customers)]
     members = tuple(
@@ -123,12 +186,16 @@ def demo_estate(customers: int = 40, devices: int = 3000, seed: int = 12) -> Est
     )
     weights = [rng.uniform(0.2, 3.0) for _ in members]
     problem_rate = {customer.customer_id: rng.choice((0.0, 0.03, 0.1, 0.25, 0.45)) for customer in members}
+    stale_rate = {customer.customer_id: lives.choice((0.0, 0.02, 0.05, 0.15, 0.3)) for customer in members}
     estate_devices: list[EstateDevice] = []
     issues: list[EstateIssue] = []
     for number in range(devices):
         customer = members[number] if number < len(members) else rng.choices(members, weights)[0]
-        device = EstateDevice(2_000_000 + number, customer.customer_id,
-                              rng.choices(DEVICE_CLASSES, (50, 30, 15, 5))[0])
+        device_class = rng.choices(DEVICE_CLASSES, (50, 30, 15, 4, 1))[0]
+        systems = OPERATING_SYSTEMS[device_class]
+        os_name = lives.choices([name for name, _ in systems], [weight for _, weight in systems])[0]
+        silence = -60.0 if number == 1 else _silence(lives, stale_rate[customer.customer_id])
+        device = EstateDevice(2_000_000 + number, customer.customer_id, device_class, os_name, silence)
         estate_devices.append(device)
         if rng.random() < problem_rate[customer.customer_id]:
             issues.append(EstateIssue(device.device_id, PATCH_SERVICE, rng.choice((1, 5))))

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -204,7 +204,11 @@ class Handler(BaseHTTPRequestHandler):
             self.sim._leave(request.endpoint)
 
     def _devices(self, request: RecordedRequest) -> Answer:
-        return self._estate_call(request, lambda estate, cap: paged(estate.device_json(), cap, request.path))
+        def answer(estate: Estate, cap: int) -> Answer:
+            now = self.sim.wall()
+            return paged(estate.devices, cap, request.path, lambda first, end: estate.device_json(first, end, now))
+
+        return self._estate_call(request, answer)
 
     def _active_issues(self, request: RecordedRequest) -> Answer:
         org_unit = request.route.removeprefix("/api/org-units/").removesuffix("/active-issues")
@@ -215,7 +219,8 @@ class Handler(BaseHTTPRequestHandler):
                 return error(404, f"Customer with ID {org_unit} was not found!")
             if customer.refused is not None:
                 return error(customer.refused, "Access denied to this organization unit")
-            return paged(estate.issue_json(customer.customer_id), cap, request.path)
+            items = estate.issue_json(customer.customer_id)
+            return paged(items, cap, request.path, lambda first, end: items[first:end])
 
         return self._estate_call(request, answer)
 
@@ -265,9 +270,10 @@ class Handler(BaseHTTPRequestHandler):
                             return
 
 
-def paged(items: list[dict[str, Any]], cap: int, path: str) -> Answer:
+def paged(items: Sequence[object], cap: int, path: str, render: Callable[[int, int], list[Any]]) -> Answer:
     """One page of `items` as `path` (with pageNumber and pageSize in its query) asks for it, at most `cap`
-    items, with N-central's paging fields and links; 400 for a page it cannot serve."""
+    items (`render` gives those from one index to another as JSON values), with N-central's paging fields
+    and links; 400 for a page it cannot serve."""
     base, _, query_text = path.partition("?")
     query = urllib.parse.parse_qs(query_text)
     try:
@@ -279,7 +285,7 @@ def paged(items: list[dict[str, Any]], cap: int, path: str) -> Answer:
         return error(400, "pageNumber must be >= 1, pageSize 1..1000 or -1")
     served = cap if size == -1 else min(size, cap)
     pages = -(-len(items) // served)
-    data = items[(number - 1) * served:number * served]
+    data = render((number - 1) * served, number * served)
 
     def link(page: int) -> str | None:
         return f"{base}?pageNumber={page}&pageSize={served}" if 1 <= page <= max(pages, 1) else None

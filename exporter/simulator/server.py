@@ -28,11 +28,13 @@ class Simulator(State):
         clock: Callable[[], float] = time.monotonic,
         version: str = DEFAULT_VERSION,
         tls: tuple[str, str] | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         """`version` is the N-central release it claims; before 2025.4 it has no patch reports API (404).
-        `tls`: the paths of a certificate and its key, to serve HTTPS."""
+        `tls`: the paths of a certificate and its key, to serve HTTPS. `wall`: the server's time of day
+        (devices' check-ins are served relative to it)."""
         super().__init__(jwt=jwt, generation_time=generation_time, access_expiry=access_expiry,
-                         refresh_expiry=refresh_expiry, clock=clock, version=version)
+                         refresh_expiry=refresh_expiry, clock=clock, version=version, wall=wall)
         self._host = host
         self._port = port
         self._server: Server | None = None

@@ -38,13 +38,17 @@ class State:
         refresh_expiry: int,
         clock: Callable[[], float],
         version: str,
+        wall: Callable[[], float],
     ) -> None:
-        """`version` is the N-central release it claims; before 2025.4 it has no patch reports API (404)."""
+        """`version` is the N-central release it claims; before 2025.4 it has no patch reports API (404).
+        `clock` times the tokens; `wall` is the server's time of day, which devices' check-ins are served
+        relative to."""
         self.jwt = jwt
         self.version = version
         self.access_expiry = access_expiry
         self.refresh_expiry = refresh_expiry
         self._clock = clock
+        self.wall = wall
         self._lock = threading.Lock()
         self._data: dict[str, Any] = copy.deepcopy(DEFAULT_DATA)
         self._outcome = "COMPLETED"
