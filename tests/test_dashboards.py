@@ -273,6 +273,8 @@ def demo_prometheus(tmp_path: Path) -> Iterator[tuple[PrometheusServer, str, flo
         # At least three samples of the report data, so delta() and increase() have something to work on.
         wait_for(lambda: prometheus.query("count_over_time(ncentral_patch_report_last_run_success[1m]) >= 3"),
                  timeout=20)
+        # The customer scan runs on its own worker: its first result may come after the reports'.
+        wait_for(lambda: prometheus.query("ncentral_customer_stale_devices"), timeout=20)
         yield prometheus, exporter.address, started
 
 
