@@ -6,6 +6,7 @@ import base64
 import concurrent.futures
 import datetime as dt
 import ipaddress
+import os
 import re
 import signal
 import socket
@@ -448,3 +449,27 @@ def test_a_slow_reload_holds_no_web_worker_and_another_is_refused() -> None:
         server.shutdown()
         app.shutdown()
         app.runner.close()
+
+
+def test_reloads_onto_a_fifo_token_file_are_refused_and_scrapes_answered(sim: Simulator, tmp_path: Path) -> None:
+    """The real command: reloads asked for at once, of a config whose token file is a FIFO nobody writes to,
+    each end with a refusal; none holds a web worker, so /metrics and a clean stop still follow."""
+    path = write_yaml(tmp_path / "config.yaml", test_config(sim))
+    exporter = ExporterProcess(tmp_path, "--config.file", str(path))
+    try:
+        exporter.wait_healthy()
+        fifo = tmp_path / "token.fifo"
+        os.mkfifo(fifo)
+        document = test_config(sim)
+        del document["ncentral"]["api_token"]
+        write_yaml(path, {**document, "ncentral": {**document["ncentral"], "api_token_file": str(fifo)}})
+        with concurrent.futures.ThreadPoolExecutor(web.WORKERS + 1) as pool:
+            answers = list(pool.map(lambda _: requests.post(f"{exporter.url}/-/reload", timeout=10),
+                                    range(web.WORKERS + 1)))
+        assert {answer.status_code for answer in answers} <= {400, 503}
+        refused = [answer.text for answer in answers if answer.status_code == 400]
+        assert refused and all(f"cannot read {fifo}: a FIFO (named pipe), not a regular file" in text
+                               for text in refused)
+        assert exporter.get("/metrics").status_code == 200
+    finally:
+        assert exporter.stop() == 0
