@@ -14,6 +14,9 @@ local oneLine(text) = std.strReplace(std.rstripChars(text, '\n'), '\n', ' ');
     customerBehindFor: words.duration(c.customerBehindFor),
     installFailuresRisingWindow: words.duration(c.installFailuresRisingWindow),
     customerBehindThreshold: words.percent(c.customerBehindThreshold),
+    staleShareFor: words.duration(c.staleShareFor),
+    staleShareThreshold: words.percent(c.staleShareThreshold),
+    endOfLifeFor: words.duration(c.endOfLifeFor),
   },
 
   local alerts = [
@@ -142,6 +145,50 @@ local oneLine(text) = std.strReplace(std.rstripChars(text, '\n'), '\n', ' ');
           For more than %(customerBehindFor)s, {{ $value | humanizePercentage }} of the devices of customer
           "{{ $labels.customer }}" (id {{ $labels.customer_id }}) on {{ $labels.instance }} have had an active
           issue on a patch service (threshold %(customerBehindThreshold)s). Review them in N-central (Patch Status).
+        ||| % t),
+      },
+    },
+
+    // A customer's share of devices whose agents stopped checking in (longer ago than customers.stale_after,
+    // or never) stays high: those devices raise no new active issues, so their patch status is as old as
+    // their last check-in and the customer looks healthier than it is. From the customer scan.
+    {
+      alert: 'NCentralCustomerAgentsStale',
+      expr: |||-
+        sum by (job, instance, customer_id, customer) (ncentral_customer_stale_devices{%(selector)s})
+        / sum by (job, instance, customer_id, customer) (ncentral_customer_devices{%(selector)s})
+        > %(staleShareThreshold)g
+      ||| % c,
+      'for': c.staleShareFor,
+      labels: { severity: 'warning' },
+      annotations: {
+        summary: "{{ $value | humanizePercentage }} of the agents of customer {{ $labels.customer }} stopped checking in",
+        description: oneLine(|||
+          For more than %(staleShareFor)s, {{ $value | humanizePercentage }} of the devices of customer
+          "{{ $labels.customer }}" (id {{ $labels.customer_id }}) on {{ $labels.instance }} have had an agent
+          that last checked in longer ago than customers.stale_after, or never (threshold
+          %(staleShareThreshold)s). Their patch status is as old as their last check-in.
+        ||| % t),
+      },
+    },
+
+    // Devices on an operating system its vendor no longer patches (customers.end_of_life_os), per customer:
+    // no approval or install fixes them, only an upgrade. Informational.
+    {
+      alert: 'NCentralEndOfLifeDevices',
+      expr: |||-
+        sum by (job, instance, customer_id, customer) (
+          ncentral_customer_os_devices{%(selector)s, end_of_life="true"}
+        ) > 0
+      ||| % c,
+      'for': c.endOfLifeFor,
+      labels: { severity: 'info' },
+      annotations: {
+        summary: 'Customer {{ $labels.customer }} has {{ $value }} devices on an end-of-life operating system',
+        description: oneLine(|||
+          Customer "{{ $labels.customer }}" (id {{ $labels.customer_id }}) on {{ $labels.instance }} has
+          {{ $value }} devices on an operating system its vendor no longer patches (customers.end_of_life_os).
+          ncentral_customer_os_devices{end_of_life="true"} names the systems. Plan their upgrade.
         ||| % t),
       },
     },

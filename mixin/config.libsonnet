@@ -48,5 +48,9 @@
     complianceFor: '1d',
     staleShareThreshold: 0.1,
     staleShareFor: '6h',
+
+    // NCentralEndOfLifeDevices (informational): how long devices on an end-of-life operating system
+    // (customers.end_of_life_os) must be seen before it fires; a scan's count stands until the next scan.
+    endOfLifeFor: '1h',
   },
 }

@@ -23,6 +23,32 @@ local d = import 'lib/dashboard.libsonnet';
     ['red', c.customerBehindThreshold],
   ]),
 
+  // The stale-agent share's colours: orange from half the alert's threshold, red from it.
+  local staleSteps = d.thresholds([
+    ['green', null],
+    ['orange', c.staleShareThreshold / 2],
+    ['red', c.staleShareThreshold],
+  ]),
+
+  // Per customer: devices, stale devices and their share, devices on an end-of-life OS and their share.
+  // A customer without end-of-life devices has no such series: `or ... * 0` shows its 0.
+  local perCustomer = 'sum by (customer_id, customer) (%s)',
+  local devicesOf = perCustomer % 'ncentral_customer_devices{%(customer)s}' % m,
+  local staleOf = perCustomer % 'ncentral_customer_stale_devices{%(customer)s}' % m,
+  local endOfLifeOf = (perCustomer % 'ncentral_customer_os_devices{%(customer)s, end_of_life="true"}' % m)
+                      + '\nor\n' + (perCustomer % 'ncentral_customer_os_devices{%(customer)s}' % m) + ' * 0',
+  local shareColumn(name, steps) = {
+    matcher: { id: 'byName', options: name },
+    properties: [
+      { id: 'unit', value: 'percentunit' },
+      { id: 'decimals', value: 1 },
+      { id: 'min', value: 0 },
+      { id: 'max', value: 1 },
+      { id: 'thresholds', value: steps },
+      { id: 'custom.cellOptions', value: { type: 'color-background', mode: 'basic' } },
+    ],
+  },
+
   // A stat of the patches with one approval status, per report.
   local approvalStat(title, status, color) = d.stat(title, w=4, h=5) {
     description: 'Patch approvals with status "%s" in the selected device classes, per report (sum of ncentral_patch_approvals). One value per report: reports with different filters count different patches.' % std.strReplace(status, '_', ' '),
@@ -726,6 +752,122 @@ local d = import 'lib/dashboard.libsonnet';
         options+: {
           legend: { displayMode: 'table', placement: 'right', showLegend: true, calcs: ['lastNotNull'] },
         },
+      },
+      d.stat('Stale devices', w=6, h=5) {
+        description: 'Devices of the selected customers whose agent last checked in longer ago than customers.stale_after (7d by default) before the scan, or never: their patch status is as old as their last check-in.',
+        targets: [d.target('sum(ncentral_customer_stale_devices{%(customer)s})' % m, legend='stale devices', instant=true)],
+        fieldConfig+: {
+          defaults+: {
+            unit: 'short',
+            decimals: 0,
+            color: { mode: 'thresholds' },
+            thresholds: d.thresholds([['green', null], ['orange', 1]]),
+          },
+        },
+        options+: { colorMode: 'value', graphMode: 'none', textMode: 'auto' },
+      },
+      d.gauge('Share of stale devices', w=6, h=5) {
+        description: 'Stale devices divided by all devices, over the selected customers.',
+        targets: [d.target('sum(ncentral_customer_stale_devices{%(customer)s})\n/\nsum(ncentral_customer_devices{%(customer)s})' % m, legend='share', instant=true)],
+        fieldConfig+: {
+          defaults+: { unit: 'percentunit', min: 0, max: 1, decimals: 1, thresholds: staleSteps },
+        },
+      },
+      d.stat('Devices on an end-of-life OS', w=6, h=5) {
+        description: 'Devices of the selected customers on an operating system its vendor no longer patches (customers.end_of_life_os): only an upgrade fixes them.',
+        targets: [d.target('sum(ncentral_customer_os_devices{%(customer)s, end_of_life="true"})\nor\nsum(ncentral_customer_os_devices{%(customer)s}) * 0' % m, legend='end-of-life devices', instant=true)],
+        fieldConfig+: {
+          defaults+: {
+            unit: 'short',
+            decimals: 0,
+            color: { mode: 'thresholds' },
+            thresholds: d.thresholds([['green', null], ['orange', 1]]),
+          },
+        },
+        options+: { colorMode: 'value', graphMode: 'none', textMode: 'auto' },
+      },
+      d.gauge('Share on an end-of-life OS', w=6, h=5) {
+        description: 'Devices on an end-of-life operating system divided by all devices, over the selected customers.',
+        targets: [d.target('(\nsum(ncentral_customer_os_devices{%(customer)s, end_of_life="true"})\nor\nsum(ncentral_customer_os_devices{%(customer)s}) * 0\n)\n/\nsum(ncentral_customer_os_devices{%(customer)s})' % m, legend='share', instant=true)],
+        fieldConfig+: {
+          defaults+: { unit: 'percentunit', min: 0, max: 1, decimals: 1, thresholds: d.thresholds([['green', null], ['orange', 0.01]]) },
+        },
+      },
+      d.table('Stale and end-of-life devices per customer', w=14, h=12) {
+        description: 'Per customer: devices, stale devices (agent silent longer than customers.stale_after, or never) and their share, devices on an end-of-life operating system and their share. Sorted by the stale share; click a column header to sort by another.',
+        targets: [
+          d.target(devicesOf, instant=true, format='table'),
+          d.target(staleOf, instant=true, format='table'),
+          d.target(staleOf + '\n/\n' + devicesOf, instant=true, format='table'),
+          d.target(endOfLifeOf, instant=true, format='table'),
+          d.target('(\n' + endOfLifeOf + '\n)\n/\n' + devicesOf, instant=true, format='table'),
+        ],
+        fieldConfig+: {
+          defaults+: {
+            unit: 'short',
+            decimals: 0,
+            thresholds: d.thresholds([['green', null]]),
+            custom: { align: 'auto', cellOptions: { type: 'auto' }, filterable: true },
+          },
+          overrides: [
+            shareColumn('Stale share', staleSteps),
+            shareColumn('End-of-life share', d.thresholds([['green', null], ['orange', 0.01]])),
+          ],
+        },
+        options+: { sortBy: [{ displayName: 'Stale share', desc: true }] },
+        transformations: [
+          { id: 'merge', options: {} },
+          {
+            id: 'organize',
+            options: {
+              excludeByName: { Time: true },
+              indexByName: {
+                customer: 0, customer_id: 1, 'Value #A': 2, 'Value #B': 3, 'Value #C': 4, 'Value #D': 5, 'Value #E': 6,
+              },
+              renameByName: {
+                customer: 'Customer',
+                customer_id: 'Customer id',
+                'Value #A': 'Devices',
+                'Value #B': 'Stale',
+                'Value #C': 'Stale share',
+                'Value #D': 'End-of-life OS',
+                'Value #E': 'End-of-life share',
+              },
+            },
+          },
+          { id: 'sortBy', options: { sort: [{ field: 'Stale share', desc: true }] } },
+        ],
+      },
+      d.table('Operating systems', w=10, h=12) {
+        description: "Devices per operating system (N-central's supportedOs) across the selected customers, and whether its vendor's support has ended (customers.end_of_life_os). Sorted by devices.",
+        targets: [d.target('sum by (os, end_of_life) (ncentral_customer_os_devices{%(customer)s})' % m, instant=true, format='table')],
+        fieldConfig+: {
+          defaults+: {
+            unit: 'short',
+            decimals: 0,
+            thresholds: d.thresholds([['green', null]]),
+            custom: { align: 'auto', cellOptions: { type: 'auto' }, filterable: true },
+          },
+          overrides: [{
+            matcher: { id: 'byName', options: 'End-of-life' },
+            properties: [
+              { id: 'mappings', value: [{ type: 'value', options: { 'true': { text: 'yes', color: 'orange', index: 0 }, 'false': { text: 'no', color: 'green', index: 1 } } }] },
+              { id: 'custom.cellOptions', value: { type: 'color-text' } },
+            ],
+          }],
+        },
+        options+: { sortBy: [{ displayName: 'Devices', desc: true }] },
+        transformations: [
+          {
+            id: 'organize',
+            options: {
+              excludeByName: { Time: true },
+              indexByName: { os: 0, end_of_life: 1, Value: 2 },
+              renameByName: { os: 'Operating system', end_of_life: 'End-of-life', Value: 'Devices' },
+            },
+          },
+          { id: 'sortBy', options: { sort: [{ field: 'Devices', desc: true }] } },
+        ],
       },
     ]),
   ],

@@ -39,6 +39,8 @@ EXPECTED_ALERTS = {
     "NCentralPatchInstallFailuresRising",
     "NCentralPatchNoApprovalBacklog",
     "NCentralPatchCustomerBehind",
+    "NCentralCustomerAgentsStale",
+    "NCentralEndOfLifeDevices",
 }
 FAST_FOR = "1s"
 

@@ -7,9 +7,11 @@ selected) through the Prometheus HTTP API, with Prometheus scraping the exporter
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ from typing import Any
 import pytest
 import yaml
 from helpers import PROMETHEUS_DIR, REPO, PrometheusServer, ReadyExporter, wait_for
+
+from exporter.lifecycle import DEFAULT_END_OF_LIFE_OS, is_end_of_life
 
 DASHBOARDS = REPO / "grafana" / "dashboards"
 DASHBOARD = DASHBOARDS / "ncentral-patch-overview.json"
@@ -33,7 +37,10 @@ REPORT_METRICS = {
     "ncentral_patch_report_runs_total", "ncentral_patch_report_failures_total",
 }
 DEVICE_CLASS_METRICS = {"ncentral_patch_approvals"}
-CUSTOMER_METRICS = {"ncentral_customer_devices", "ncentral_customer_patch_issue_devices"}
+CUSTOMER_METRICS = {
+    "ncentral_customer_devices", "ncentral_customer_patch_issue_devices", "ncentral_customer_stale_devices",
+    "ncentral_customer_os_devices",
+}
 # A metric name in a PromQL expression and, if present, its label matchers.
 SELECTOR = re.compile(r"\b(ncentral_[a-z_]+|up)\b(\s*\{[^}]*\})?")
 # Grafana escapes these characters in a multi-value / "All" variable for a Prometheus regex matcher.
@@ -351,3 +358,28 @@ def test_customer_row_against_prometheus(demo_prometheus: tuple[PrometheusServer
     tricky = next(c for c in published if c.name.startswith("Regex ("))
     one = prometheus.query(interpolate(exprs["C"], {**values, "customer": [tricky.name]}))
     assert [row["metric"]["customer"] for row in one] == [tricky.name]
+
+    # Stale and end-of-life devices per customer (0 where none), and the operating systems across the estate.
+    today = dt.datetime.now(dt.UTC).date()
+
+    def end_of_life(os_name: str | None) -> bool:
+        return is_end_of_life(DEFAULT_END_OF_LIFE_OS, os_name or "unknown", today)
+
+    stale = Counter(d.customer_id for d in estate.devices
+                    if d.checkin is None or (isinstance(d.checkin, float) and d.checkin > 7 * 86400))
+    old_os = Counter(d.customer_id for d in estate.devices if end_of_life(d.os))
+    assert sum(stale.values()) > 0 and sum(old_os.values()) > 0
+    panels = {panel["title"]: panel for panel in panels_of(dashboard)}
+
+    def per_customer(expr: str) -> dict[int, float]:
+        return {int(row["metric"]["customer_id"]): float(row["value"][1])
+                for row in prometheus.query(interpolate(expr, values))}
+
+    table = [target["expr"] for target in panels["Stale and end-of-life devices per customer"]["targets"]]
+    assert per_customer(table[1]) == {i: stale[i] for i in ids}
+    assert per_customer(table[3]) == {i: old_os[i] for i in ids}
+    (total,) = prometheus.query(interpolate(panels["Devices on an end-of-life OS"]["targets"][0]["expr"], values))
+    assert float(total["value"][1]) == sum(old_os.values())
+    systems = prometheus.query(interpolate(panels["Operating systems"]["targets"][0]["expr"], values))
+    assert {(row["metric"]["os"], row["metric"]["end_of_life"]): float(row["value"][1]) for row in systems} == (
+        Counter((d.os, str(end_of_life(d.os)).lower()) for d in estate.devices))
