@@ -28,15 +28,17 @@ STALE_EOL_LIMIT_MIB = 5e6 / 2**20
 
 def run(runs: int, customers: int, devices: int, latency: float) -> list[Figure]:
     from exporter.app import Exporter
-    from exporter.config import Config, CustomerSettings, NCentralSettings
-    from exporter.customers import CustomerScan
+    from exporter.config import Config, NCentralSettings
+    from exporter.customers import CUSTOMERS, CustomerData, CustomerScan, CustomerSettings
+
+    class OneAtATime(CustomerScan):
+        max_in_flight = 1
 
     args = ["--series", "10", "--customers", str(customers), "--devices", str(devices), "--latency", str(latency)]
     with ServerProcess("simulator", *args) as sim:
         config = Config(
             ncentral=NCentralSettings(url=sim.url, token=SIMULATOR_JWT, request_timeout=10.0, retry_backoff=0.5),
-            reports=(),
-            customers=CustomerSettings(),
+            collections=(CustomerSettings(),),
         )
         app = Exporter(config)
         gc.collect()
@@ -52,7 +54,7 @@ def run(runs: int, customers: int, devices: int, latency: float) -> list[Figure]
             for number in range(1, runs + 1):
                 before = calls()
                 began = time.perf_counter()
-                if not app.customer_scan.run():
+                if not app.run(CUSTOMERS):
                     raise AssertionError(f"run {number} failed: {app.store.snapshot['customers'].last_error}")
                 walls.append(time.perf_counter() - began)
                 per_run.append(calls() - before)
@@ -60,30 +62,26 @@ def run(runs: int, customers: int, devices: int, latency: float) -> list[Figure]
                 assert all(app.exposition.render_parts()) and all(app.exposition.render_parts(gzipped=True))
             gc.collect()
             rss_after = rss_kib() / 1024
-            state = app.store.snapshot["customers"]
-            assert state.customers is not None
-            series = 3 * len(state.customers.rows) + len(state.customers.systems)
-            stale = sum(row.stale_devices for row in state.customers.rows)
-            end_of_life = sum(system.devices for system in state.customers.systems if system.end_of_life)
+            result = app.store.snapshot[CUSTOMERS].result
+            assert isinstance(result, CustomerData)
+            series = 3 * len(result.rows) + len(result.systems)
+            stale = sum(row.stale_devices for row in result.rows)
+            end_of_life = sum(system.devices for system in result.systems if system.end_of_life)
         finally:
             app.shutdown()
-            app.customer_scan.close()
-            app.runner.close()
 
         # The baseline: the same scan, one call at a time.
         sequential = Exporter(config)
-        sequential.customer_scan = CustomerScan(
-            sequential.running_config, sequential.store, sequential.stop, max_in_flight=1
+        sequential.runs[CustomerSettings.kind] = OneAtATime(
+            sequential.running_config, sequential.store, sequential.stop
         )
         try:
             began = time.perf_counter()
-            assert sequential.customer_scan.run()
+            assert sequential.run(CUSTOMERS)
             baseline_wall = time.perf_counter() - began
             baseline_most = int(sim.command("max_in_flight"))
         finally:
             sequential.shutdown()
-            sequential.customer_scan.close()
-            sequential.runner.close()
 
     pages = -(-devices // PAGE_CAP)
     target_calls = pages + customers

@@ -66,24 +66,24 @@ def dense_data(size: int) -> dict[str, Any]:
 def child(url: str, state_dir: str, old_caps: bool) -> None:
     """The measured process: one run of the real exporter with the default caps (or the old ones)."""
     from exporter.app import Exporter
-    from exporter.config import Config, NCentralSettings, ReportSettings
+    from exporter.config import Config, NCentralSettings
+    from exporter.reports import ReportSettings
 
     start = peak_kib()
     caps: dict[str, Any] = {"max_response_size": 50 * 2**20, "max_series": 10**7} if old_caps else {}
     config = Config(
         ncentral=NCentralSettings(url=url, token=SIMULATOR_JWT, request_timeout=30.0, retry_backoff=0.01, **caps),
-        reports=(ReportSettings(name="all", poll_interval=0.001, poll_max_interval=0.005, timeout=120.0),),
+        collections=(ReportSettings(name="all", poll_interval=0.001, poll_max_interval=0.005, timeout=120.0),),
         storage_path=str(Path(state_dir) / "state.json"),
     )
     app = Exporter(config)
     began = time.perf_counter()
-    ok = app.runner.run("all")
+    ok = app.run("all")
     plain = app.exposition.render_parts()[1]  # what the web server writes: no joined copy
     gzipped = app.exposition.render_parts(gzipped=True)[1]
     elapsed = time.perf_counter() - began
     state = app.store.snapshot["all"]
     app.shutdown()
-    app.runner.close()
     state_size = (Path(state_dir) / "state.json").stat().st_size
     print(json.dumps({
         "ok": ok, "reason": state.last_reason, "error": (state.last_error or "")[:120], "start_kib": start,

@@ -26,20 +26,21 @@ from benchmarks.common import (
 
 def run(runs: int, series: int) -> list[Figure]:
     from exporter.app import Exporter
-    from exporter.config import Config, NCentralSettings, ReportSettings
+    from exporter.config import Config, NCentralSettings
+    from exporter.reports import ReportSettings
 
     baseline = baseline_kib("rss_kib") / 1024
     with ServerProcess("simulator", "--series", str(series)) as sim:
         config = Config(
             ncentral=NCentralSettings(url=sim.url, token=SIMULATOR_JWT, request_timeout=5.0, retry_backoff=0.01),
-            reports=(ReportSettings(name="all", poll_interval=0.001, poll_max_interval=0.005, timeout=30.0),),
+            collections=(ReportSettings(name="all", poll_interval=0.001, poll_max_interval=0.005, timeout=30.0),),
         )
         app = Exporter(config)
         marks: dict[str, tuple[float, int]] = {"start": (rss_kib() / 1024, len(gc.get_objects()))}
         began = time.perf_counter()
         try:
             for number in range(1, runs + 1):
-                if not app.runner.run("all"):
+                if not app.run("all"):
                     raise AssertionError(f"run {number} failed: {app.store.snapshot['all'].last_error}")
                 plain, gzipped = app.exposition.render_parts(), app.exposition.render_parts(gzipped=True)
                 assert all(plain) and all(gzipped)
@@ -47,7 +48,6 @@ def run(runs: int, series: int) -> list[Figure]:
                     marks[f"after {number}"] = (rss_kib() / 1024, len(gc.get_objects()))
         finally:
             app.shutdown()
-            app.runner.close()
         elapsed = time.perf_counter() - began
     print(f"\n## Memory over {runs} report runs of {series} series "
           f"({elapsed:.1f} s, {elapsed / runs * 1000:.1f} ms a run)")

@@ -34,7 +34,8 @@ class Polling:
 
 def measure(generation_time: float, schedule: tuple[float, float] | None) -> Polling:
     from exporter.app import Exporter
-    from exporter.config import Config, NCentralSettings, ReportSettings
+    from exporter.config import Config, NCentralSettings
+    from exporter.reports import ReportSettings
     from exporter.simulator import Simulator
 
     clock = [0.0]
@@ -51,15 +52,14 @@ def measure(generation_time: float, schedule: tuple[float, float] | None) -> Pol
     with Simulator(jwt=SIMULATOR_JWT, generation_time=generation_time, clock=lambda: clock[0]) as sim:
         config = Config(
             ncentral=NCentralSettings(url=sim.url, token=sim.jwt, request_timeout=5.0, retry_backoff=0.01),
-            reports=(report,),
+            collections=(report,),
         )
         app = Exporter(config, sleep=fake_sleep, monotonic=lambda: clock[0])
         try:
-            if not app.runner.run("all"):
+            if not app.run("all"):
                 raise AssertionError(f"the run failed: {app.store.snapshot['all'].last_error}")
         finally:
             app.shutdown()
-            app.runner.close()
         return Polling(sim.count("poll"), clock[0] - generation_time, tuple(sleeps))
 
 

@@ -83,12 +83,15 @@ def report_data(series: int) -> ReportData:
 
 def fill_store(store: Store, series: int, name: str = "all") -> None:
     """Put one successful run of `series` report series into an exporter Store."""
+    from exporter.reports import ReportResult
+
     data = report_data(series)
     now = time.time()
     updated = store.update(
         name,
         lambda state: replace(
-            state, data=data, last_success_time=now, last_duration=42.0, last_run_success=True, last_run_time=now,
+            state, result=ReportResult(data), last_success_time=now, last_duration=42.0, last_run_success=True,
+            last_run_time=now,
             runs_total=state.runs_total + 1,
         ),
         fingerprint=store.snapshot[name].fingerprint,

@@ -3,7 +3,7 @@
 KIND is
   ours       the real Exporter + WebServer, its store holding one report of N series;
   stock      prometheus_client's own start_http_server with a registry of the same collectors (the
-             exporter's ReportCollector over a store with the same data, its ExporterCollector and
+             exporter's CollectionCollector over a store with the same data, its ExporterCollector and
              RuntimeCollector, and the default process, platform and gc collectors): the stock way to serve
              the same series;
   simulator  the N-central simulator, reports COMPLETED after --generation-time seconds with data of N series
@@ -24,11 +24,12 @@ from benchmarks.common import HOST, SIMULATOR_JWT, fill_store, vendor_data
 
 
 def _config(url: str) -> object:
-    from exporter.config import Config, NCentralSettings, ReportSettings
+    from exporter.config import Config, NCentralSettings
+    from exporter.reports import ReportSettings
 
     return Config(
         ncentral=NCentralSettings(url=url, token="bench-token-not-used"),  # noqa: S106 - never sent anywhere
-        reports=(ReportSettings(name="all"),),
+        collections=(ReportSettings(name="all"),),
     )
 
 
@@ -56,20 +57,20 @@ def serve_stock(series: int) -> int:
         start_http_server,
     )
 
-    from exporter.collector import ExporterCollector, ReportCollector, RuntimeCollector
+    from exporter.collector import CollectionCollector, ExporterCollector, RuntimeCollector
     from exporter.config import Config
     from exporter.store import Store
 
     config = _config("http://127.0.0.1:9")
     assert isinstance(config, Config)
-    store = Store(config.reports)
+    store = Store(config.collections)
     fill_store(store, series)
     registry = CollectorRegistry(auto_describe=False)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     registry.register(ExporterCollector())
-    registry.register(ReportCollector(store, lambda: config.reports))
+    registry.register(CollectionCollector(store, lambda: config.collections))
     registry.register(RuntimeCollector(lambda: None, lambda: store.write_failures))
     server, _thread = start_http_server(0, addr=HOST, registry=registry)
     return int(server.server_address[1])

@@ -1,4 +1,5 @@
-"""Wiring: config → store → runner → scheduler, plus reload and what the web front asks of them."""
+"""Wiring: config → store → one run per collection kind → scheduler, plus reload and what the web front
+asks of them."""
 
 from __future__ import annotations
 
@@ -8,23 +9,15 @@ import threading
 import time
 from collections.abc import Callable
 
-from exporter.client import Sleep
-from exporter.collector import ExporterCollector, ReportCollector, RuntimeCollector
-from exporter.config import (
-    Config,
-    ConfigError,
-    CustomerSettings,
-    ReportSettings,
-    log_notices,
-    server_identity,
-)
-from exporter.customers import CustomerScan
+from exporter import registry
+from exporter.client import ServerInfo, Sleep
+from exporter.collector import CollectionCollector, ExporterCollector, RuntimeCollector
+from exporter.config import Config, ConfigError, log_notices
 from exporter.exposition import Exposition
-from exporter.live_client import ClientFactory, default_client
-from exporter.runner import Runner
+from exporter.live_client import ClientFactory, CollectionRun, default_client
 from exporter.running_config import RunningConfig
-from exporter.scheduler import ReportScheduler
-from exporter.store import Snapshot, Store
+from exporter.scheduler import Scheduler
+from exporter.store import Snapshot, Store, server_identity
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +26,6 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE = 1.0
 
 ConfigLoader = Callable[[], Config]
-
-
-def collections(config: Config) -> tuple[ReportSettings | CustomerSettings, ...]:
-    """What the store keeps and the scheduler runs: every report, and the customer scan when configured."""
-    return (*config.reports, *((config.customers,) if config.customers is not None else ()))
 
 
 class Exporter:
@@ -57,18 +45,18 @@ class Exporter:
         self.running_config = RunningConfig(config)  # the one owner of the config; the others ask it
         self._load_config = load_config
         self.stop = stop or threading.Event()
-        self.store = Store(collections(config), config.storage_path, server=server_identity(config.ncentral))
-        self.runner = Runner(self.running_config, self.store, self.stop, client_factory=client_factory,
-                             wall=wall, monotonic=monotonic, sleep=sleep)
-        self.customer_scan = CustomerScan(self.running_config, self.store, self.stop, client_factory=client_factory,
-                                          wall=wall, monotonic=monotonic)
-        self.scheduler = ReportScheduler(self._run, lambda: collections(self.config))
+        self.store = Store(config.collections, config.storage_path, server=server_identity(config.ncentral))
+        # One run per kind, by the kind's name: it runs each of the kind's collections, one at a time.
+        self.runs: dict[str, CollectionRun] = {
+            kind.name: kind.run_type(self.running_config, self.store, self.stop, client_factory=client_factory,
+                                     wall=wall, monotonic=monotonic, sleep=sleep)
+            for kind in registry.KINDS
+        }
+        self.scheduler = Scheduler(self.run, lambda: self.config.collections)
         self.meta = ExporterCollector()
-        self.reports = ReportCollector(self.store, lambda: self.config.reports, wall)
-        self.exposition = Exposition(self.store, self.reports, self.meta)
-        self.exposition.register_runtime(
-            RuntimeCollector(lambda: self.runner.server, lambda: self.store.write_failures)
-        )
+        self.collector = CollectionCollector(self.store, lambda: self.config.collections, wall)
+        self.exposition = Exposition(self.store, self.collector, self.meta)
+        self.exposition.register_runtime(RuntimeCollector(self._server, lambda: self.store.write_failures))
         self._reload_lock = threading.Lock()
 
     @property
@@ -76,13 +64,15 @@ class Exporter:
         """The config in force (asked of `running_config`)."""
         return self.running_config.get()
 
-    def _run(self, name: str) -> bool:
+    def _server(self) -> ServerInfo | None:
+        """What N-central said about itself to the first run (in the registry's order) that authenticated."""
+        return next((server for run in self.runs.values() if (server := run.server) is not None), None)
+
+    def run(self, name: str) -> bool:
+        """Run collection `name` once (what the scheduler does at each interval); True on success."""
         try:
-            # By the collection's kind, not its name: a report may be named "customers" when the scan is off.
-            collection = next((c for c in collections(self.config) if c.name == name), None)
-            if isinstance(collection, CustomerSettings):
-                return self.customer_scan.run()
-            return self.runner.run(name)
+            collection = self.config.collection(name)
+            return collection is not None and self.runs[collection.kind].run(name)
         finally:
             self.exposition.refresh()  # the job thread renders the new result, so no scrape waits for it
 
@@ -90,16 +80,14 @@ class Exporter:
         self.scheduler.start()
 
     def run_once(self) -> bool:
-        """Run every report once, in order, then the customer scan; True when all succeeded."""
-        config = self.config
-        return all([self.runner.run(report.name) for report in config.reports]
-                   + ([self.customer_scan.run()] if config.customers is not None else []))
+        """Run every collection once, in order; True when all succeeded."""
+        return all([self.runs[collection.kind].run(collection.name) for collection in self.config.collections])
 
     def halt(self) -> None:
         """Stop: every run under way ends at its next wait, which ends at once, and no run starts."""
         self.stop.set()
-        self.runner.halt()
-        self.customer_scan.halt()
+        for run in self.runs.values():
+            run.halt()
 
     def shutdown(self, grace: float = SHUTDOWN_GRACE) -> bool:
         """Start no more runs, interrupt any wait of the one under way and give it up to `grace` seconds to
@@ -112,7 +100,13 @@ class Exporter:
                         extra={"grace_seconds": grace})
         self.store.save()
         self.store.close()  # releases the state file's lock: nothing is written after this
+        self.close()
         return ended
+
+    def close(self) -> None:
+        """Close the N-central sessions (their connections); shutdown does, last."""
+        for run in self.runs.values():
+            run.close()
 
     def reload(self) -> str | None:
         """Apply a new config from the loader; returns None, or why it was refused (the old one stays)."""
@@ -129,13 +123,13 @@ class Exporter:
                     error = f"unexpected {type(exc).__name__} while loading the configuration"
                 else:
                     run_now = self._run_now(self.config, config)
-                    fresh = self.store.reconfigure(collections(config), server=server_identity(config.ncentral))
+                    fresh = self.store.reconfigure(config.collections, server=server_identity(config.ncentral))
                     self.running_config.swap(config)  # the runs ask it; a new N-central replaces their clients
                     self.scheduler.schedule([*fresh, *run_now])
                     self.meta.reload_successful = True
                     self.meta.reload_success_time = time.time()
                     log.info("configuration reloaded", extra={
-                        "reports": len(config.reports), "restarted": fresh, "run_now": run_now,
+                        "collections": len(config.collections), "restarted": fresh, "run_now": run_now,
                     })
                     log_notices(config)  # what the new config normalised or looks unwise, now it is accepted
                     return None
@@ -149,12 +143,12 @@ class Exporter:
         fixed mistake shows at once rather than after the interval. (The scheduler skips a collection whose
         job is running; a report run itself starts again with the new settings, see `Runner.run`.)"""
         if new.ncentral != old.ncentral:
-            return [collection.name for collection in collections(new)]
-        before = {collection.name: collection for collection in collections(old)}
+            return [collection.name for collection in new.collections]
+        before = {collection.name: collection for collection in old.collections}
         snapshot = self.store.snapshot
         return [
             collection.name
-            for collection in collections(new)
+            for collection in new.collections
             if before.get(collection.name) not in (None, collection)
             and (state := snapshot.get(collection.name)) is not None
             and state.last_run_time is not None
@@ -162,12 +156,13 @@ class Exporter:
         ]
 
     def not_ready(self) -> str | None:
-        """None once every report has data to serve; else which have none yet."""
+        """None once every collection whose kind holds readiness back (the reports) has a result to serve;
+        else which have none yet."""
         snapshot: Snapshot = self.store.snapshot
         waiting = [
-            report.name
-            for report in self.config.reports
-            if (state := snapshot.get(report.name)) is None or state.data is None
+            collection.name
+            for collection in self.config.collections
+            if registry.kind_of(collection).waiting(collection, snapshot.get(collection.name))
         ]
         return f"no data yet for report(s): {', '.join(waiting)}" if waiting else None
 

@@ -69,13 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def demo_config(url: str, token: str) -> Config:
-    from exporter.config import Config, CustomerSettings, NCentralSettings, ReportSettings
+    """Every kind's demo collections, against the simulator at `url`."""
+    from exporter.config import Config, NCentralSettings
+    from exporter.registry import KINDS
 
     return Config(
         ncentral=NCentralSettings(url=url, token=token, request_timeout=10.0, retry_backoff=0.5),
-        reports=(ReportSettings(name="all", interval=DEMO_INTERVAL, poll_interval=0.5, poll_max_interval=2.0,
-                                timeout=60.0),),
-        customers=CustomerSettings(interval=DEMO_INTERVAL),
+        collections=tuple(collection for kind in KINDS for collection in kind.demo(DEMO_INTERVAL)),
     )
 
 
@@ -113,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signals = _Signals()  # first of all: a signal during start-up already means a clean stop
     args = build_parser().parse_args(argv)
     logs.setup(args.log_level, args.log_format)
-    from exporter.config import ConfigError, load_config, log_notices
+    from exporter.config import ConfigError, log_notices
+    from exporter.config_file import load_config
 
     if args.max_requests < 0:
         return _bad("--web.max-requests: must be 0 (no limit) or more")
@@ -141,10 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.check_config:
             source = "built-in demo configuration (--demo; --config.file is not read)" if args.demo \
                 else args.config_file
-            scan = (f"; customer scan every {config.customers.interval:g}s, timeout {config.customers.timeout:g}s"
-                    if config.customers is not None else "")
             log_notices(config)  # only now: a refused config prints its one error line and nothing else
-            print(f"{source}: OK ({len(config.reports)} report(s): {', '.join(r.name for r in config.reports)}{scan})")
+            print(f"{source}: OK ({_summary(config)})")
             return 0
     except (ConfigError, ValueError) as exc:
         if simulator is not None:
@@ -162,6 +161,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if simulator is not None:
             simulator.stop()
+
+
+def _summary(config: Config) -> str:
+    """What --check-config says the config asks for: each kind's collections, in the registry's order."""
+    from exporter.registry import KINDS
+
+    said = (kind.summary(kind.of(config.collections)) for kind in KINDS)
+    return "; ".join(text for text in said if text)
 
 
 def _check_storage(config: Config, name: str) -> None:
@@ -229,7 +236,6 @@ def _once(config: Config, signals: _Signals) -> int:
         log.warning("interrupted; no metrics printed")
         return 1
     ok = outcome.result()  # a bug in the run raises here, before anything is printed
-    exporter.runner.close()
     sys.stdout.buffer.write(exporter.exposition.render_reports())
     sys.stdout.flush()
     return 0 if ok else 1
@@ -243,7 +249,8 @@ def _serve(
     signals: _Signals,
 ) -> int:
     from exporter.app import Exporter
-    from exporter.config import load_config, log_notices
+    from exporter.config import log_notices
+    from exporter.config_file import load_config
     from exporter.store import StateFileLocked
     from exporter.web import WebServer
     from exporter.webconfig import WebConfig
@@ -266,7 +273,7 @@ def _serve(
     log.info(
         "listening",
         extra={"address": f"[{host}]:{port}" if ":" in host else f"{host}:{port}", "tls": web_config.tls is not None,
-               "version": __version__, "reports": len(config.reports), "demo": args.demo},
+               "version": __version__, "collections": len(config.collections), "demo": args.demo},
     )
     if not signals.stop.is_set():
         exporter.start()

@@ -1,4 +1,4 @@
-"""Custom collectors: metric families built afresh from the store's current snapshot."""
+"""Custom collectors: metric families built afresh from the store's current snapshot, and the exporter's own."""
 
 from __future__ import annotations
 
@@ -8,35 +8,33 @@ from collections.abc import Callable, Iterator, Sequence
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter import __version__, customers
+from exporter import __version__, registry
 from exporter.client import ServerInfo
-from exporter.config import CUSTOMERS, ReportSettings
+from exporter.collection import Settings
 from exporter.errors import REASONS
 from exporter.store import Snapshot, Store
 
-_CACHED = "cached from the latest completed patch-comparison report"
 
-
-class ReportCollector(Collector):
-    """The report data and run outcomes. Data older than a report's `max_data_age` is left out."""
+class CollectionCollector(Collector):
+    """Every collection's run outcomes, and each kind's metric families from its results. A result older
+    than its kind allows (a report's `max_data_age`) is left out."""
 
     def __init__(
-        self, store: Store, reports: Callable[[], Sequence[ReportSettings]], wall: Callable[[], float] = time.time
+        self, store: Store, collections: Callable[[], Sequence[Settings]], wall: Callable[[], float] = time.time
     ) -> None:
         self._store = store
-        self._reports = reports
+        self._collections = collections
         self._wall = wall
 
     def expired(self, snapshot: Snapshot) -> frozenset[str]:
-        """Reports whose last good data is older than their `max_data_age`."""
+        """The collections whose result is too old to publish."""
         now = self._wall()
         return frozenset(
-            report.name
-            for report in self._reports()
-            if report.max_data_age > 0
-            and (state := snapshot.get(report.name)) is not None
-            and state.last_success_time is not None
-            and now - state.last_success_time > report.max_data_age
+            collection.name
+            for collection in self._collections()
+            if (state := snapshot.get(collection.name)) is not None
+            and state.kind == collection.kind
+            and registry.kind_of(collection).expired(collection, state, now)
         )
 
     def collect(self) -> Iterator[Metric]:
@@ -45,16 +43,15 @@ class ReportCollector(Collector):
 
 
 def families(snapshot: Snapshot, expired: frozenset[str]) -> list[Metric]:
-    approvals = GaugeMetricFamily(
-        "ncentral_patch_approvals",
-        f"Patches per device class and approval status, {_CACHED}.",
-        labels=["report", "device_class", "approval_status"],
-    )
-    installs = GaugeMetricFamily(
-        "ncentral_patch_installs",
-        f"Patches per approval status, install status and patch type, {_CACHED}.",
-        labels=["report", "approval_status", "install_status", "patch_type"],
-    )
+    """Each kind's families (in the registry's order) from its results not `expired`, then the run outcomes
+    of every collection in `snapshot`."""
+    published = [
+        family
+        for kind in registry.KINDS
+        for family in kind.families(
+            [(name, state) for name, state in snapshot.items() if state.kind == kind.name and name not in expired]
+        )
+    ]
     success = GaugeMetricFamily(
         "ncentral_patch_report_last_run_success",
         "Whether the report's last run succeeded (1) or failed (0); 0 until a run has finished.",
@@ -78,13 +75,6 @@ def families(snapshot: Snapshot, expired: frozenset[str]) -> list[Metric]:
         "ncentral_patch_report_failures", "Report runs that failed, by reason.", labels=["report", "reason"]
     )
     for name, state in snapshot.items():
-        if state.data is not None and name not in expired:
-            for row in state.data.approvals:
-                approvals.add_metric([name, row.device_class, row.approval_status], row.count)
-            for install in state.data.installs:
-                installs.add_metric(
-                    [name, install.approval_status, install.install_status, install.patch_type], install.count
-                )
         success.add_metric([name], 1.0 if state.last_run_success else 0.0)
         if state.last_success_time is not None:
             last_success.add_metric([name], state.last_success_time)
@@ -93,8 +83,7 @@ def families(snapshot: Snapshot, expired: frozenset[str]) -> list[Metric]:
         runs.add_metric([name], state.runs_total)
         for reason in (*REASONS, *sorted(set(state.failures) - set(REASONS))):
             failures.add_metric([name, reason], state.failures.get(reason, 0))
-    return [approvals, installs, success, last_success, duration, runs, failures,
-            *customers.families(snapshot.get(CUSTOMERS))]
+    return [*published, success, last_success, duration, runs, failures]
 
 
 class ExporterCollector(Collector):

@@ -15,24 +15,38 @@ current. Any other failure fails the run, and the last good result stays served.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import itertools
+import json
 import logging
 import re
 import sys
-import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field, replace
 from functools import partial
+from html import escape
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from exporter import page
 from exporter.client import NCentralClient
-from exporter.config import CUSTOMERS, CustomerSettings
+from exporter.collection import ResultType
+from exporter.config import (
+    SENSIBLE_MIN_INTERVAL,
+    Config,
+    ConfigError,
+    Notice,
+    count_limit,
+    line_of,
+    mapping,
+    positive_duration,
+    regex,
+    string,
+)
 from exporter.errors import (
     Forbidden,
     InternalError,
@@ -42,16 +56,14 @@ from exporter.errors import (
     Stopped,
     UpstreamError,
 )
+from exporter.kind import Kind, Memo
 from exporter.labels import label_value
-from exporter.lifecycle import is_end_of_life
-from exporter.live_client import ClientFactory, CollectionRun, default_client
+from exporter.lifecycle import DEFAULT_END_OF_LIFE_OS, EndOfLife, is_end_of_life
+from exporter.live_client import CollectionRun
 from exporter.report import as_object
 from exporter.scrub import shown
+from exporter.store import CollectionState
 from exporter.workers import DaemonPool
-
-if TYPE_CHECKING:
-    from exporter.running_config import RunningConfig
-    from exporter.store import ReportState, Store
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +118,15 @@ class CustomerData:
     )
     systems: tuple[OsCount, ...] = ()
 
+    def to_json(self) -> dict[str, Any]:
+        # The error counts are counters of this process, like the run failures: not persisted.
+        return {"rows": [list(row) for row in self.rows], "systems": [list(row) for row in self.systems]}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any], now: float) -> CustomerData:
+        stored = raw.get("customers", raw)  # a version 1 state file kept the counts under "customers"
+        return customer_data(stored["rows"], stored["systems"], "state")
+
     def per_customer(self) -> list[CustomerTotals]:
         """Each customer's counts summed over device classes and operating systems."""
         totals: dict[int, CustomerTotals] = {}
@@ -125,6 +146,103 @@ class CustomerData:
                     end_of_life_devices=entry.end_of_life_devices + system.devices
                 )
         return list(totals.values())
+
+
+# --- settings ----------------------------------------------------------------------------------------
+
+
+# The customer scan's name in the store, the state file and the run metrics' `report` label.
+CUSTOMERS = "customers"
+
+
+@dataclass(frozen=True)
+class CustomerSettings:
+    """The optional per-customer scan (devices and their active issues)."""
+
+    interval: float = 3600.0
+    patch_services: tuple[str, ...] = ("Patch Status v2", "Patch Status")
+    include: re.Pattern[str] | None = None
+    exclude: re.Pattern[str] | None = None
+    timeout: float = 600.0  # the scan's deadline: its retries, backoffs and remaining pages stay within it
+    max_series: int = 20_000  # most series one scan may publish (2 per customer and device class)
+    max_devices: int = 500_000  # most devices one scan may list (each is held while the scan runs)
+    stale_after: float = 7 * 86400.0  # an agent silent longer than this is stale
+    end_of_life_os: tuple[EndOfLife, ...] = DEFAULT_END_OF_LIFE_OS
+    name: str = field(default=CUSTOMERS, init=False)
+    kind: ClassVar[str] = "customer_scan"
+    result_type: ClassVar[ResultType] = CustomerData
+
+    def wanted(self, customer: str) -> bool:
+        """Whether a customer of this name is scanned and published (regexes searched, not anchored)."""
+        if self.include is not None and not self.include.search(customer):
+            return False
+        return self.exclude is None or not self.exclude.search(customer)
+
+    def is_patch_service(self, service_name: str) -> bool:
+        return service_name.strip().casefold() in {name.casefold() for name in self.patch_services}
+
+    @property
+    def fingerprint(self) -> str:
+        """What the scan publishes; a stored result is kept only while this stays the same."""
+        spec = [
+            sorted(name.casefold() for name in self.patch_services),
+            self.include.pattern if self.include is not None else None,
+            self.exclude.pattern if self.exclude is not None else None,
+            self.stale_after,
+            [entry.spec for entry in self.end_of_life_os],
+        ]
+        return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]
+
+
+def _settings(value: object) -> CustomerSettings:
+    raw = mapping(value, CUSTOMERS, {
+        "interval", "patch_services", "include", "exclude", "timeout", "max_series", "max_devices", "stale_after",
+        "end_of_life_os",
+    }, optional=True)
+    interval = positive_duration(raw.get("interval", "1h"), "customers.interval")
+    services_raw = raw.get("patch_services", list(CustomerSettings.patch_services))
+    if not isinstance(services_raw, list) or not services_raw:
+        raise ConfigError("customers.patch_services: must be a non-empty list of service names")
+    services = tuple(dict.fromkeys(string(item, "customers.patch_services[]") for item in services_raw))
+    return CustomerSettings(
+        interval=interval,
+        patch_services=services,
+        include=regex(raw.get("include"), "customers.include"),
+        exclude=regex(raw.get("exclude"), "customers.exclude"),
+        timeout=positive_duration(raw.get("timeout", "10m"), "customers.timeout"),
+        max_series=count_limit(raw.get("max_series", CustomerSettings.max_series), "customers.max_series"),
+        max_devices=count_limit(raw.get("max_devices", CustomerSettings.max_devices), "customers.max_devices"),
+        stale_after=positive_duration(raw.get("stale_after", "7d"), "customers.stale_after"),
+        end_of_life_os=(_end_of_life_os(raw["end_of_life_os"], "customers.end_of_life_os")
+                        if "end_of_life_os" in raw else DEFAULT_END_OF_LIFE_OS),
+    )
+
+
+def _end_of_life_os(value: object, key: str) -> tuple[EndOfLife, ...]:
+    """A user's list of end-of-life rules (it replaces the default list; an empty list means none)."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: must be a list of {{match, since, except}} entries, got {shown(value)}")
+    rules = []
+    for index, item in enumerate(value):
+        where = f"{key}[{index}]"
+        entry = mapping(item, where, {"match", "since", "except"})
+        match = regex(entry.get("match"), f"{where}.match", re.IGNORECASE)
+        if match is None or entry.get("since") is None:
+            raise ConfigError(f"{where}.{'match' if match is None else 'since'}: missing")
+        rules.append(EndOfLife(match, _date(entry["since"], f"{where}.since"),
+                               regex(entry.get("except"), f"{where}.except", re.IGNORECASE)))
+    return tuple(rules)
+
+
+def _date(value: object, key: str) -> dt.date:
+    if isinstance(value, dt.datetime):
+        raise ConfigError(f"{key}: must be a date (YYYY-MM-DD), got a date and time {value.isoformat()}")
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"{key}: must be a date (YYYY-MM-DD), got {shown(value)}{line_of(value)}") from None
 
 
 # --- parsing: N-central JSON → typed values (all validation of upstream data is here) ----------------
@@ -309,38 +427,25 @@ class DeviceTally:
 
 
 class CustomerScan(CollectionRun):
-    def __init__(
-        self,
-        config: RunningConfig,
-        store: Store,
-        stop: threading.Event,
-        *,
-        client_factory: ClientFactory = default_client,
-        wall: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = time.monotonic,
-        max_in_flight: int = MAX_IN_FLIGHT,
-    ) -> None:
-        """`config` is asked for the scan's settings at the start of each run. `max_in_flight` other than 2
-        is for the benchmark's side-by-side baseline only."""
-        # Each client has its own halt event (see LiveClient): a reload that replaces it halts its waits, and
-        # the scan checks between pages and customers whether it was replaced, so a scan against the old
-        # server stops early and starts again with the new one.
-        super().__init__(config, store, stop, client_factory=client_factory, wall=wall, monotonic=monotonic)
-        self._max_in_flight = max_in_flight
+    """Runs the scan. Each client has its own halt event (see LiveClient): a reload that replaces it halts
+    its waits, and the scan checks between pages and customers whether it was replaced, so a scan against
+    the old server stops early and starts again with the new one."""
 
-    def run(self) -> bool:
+    max_in_flight: ClassVar[int] = MAX_IN_FLIGHT  # another value only for the benchmark's baseline
+
+    def run(self, name: str = CUSTOMERS) -> bool:
         """Scan once; True on success. Never raises for N-central's faults. A reload that changes what the
         scan publishes or the N-central settings during the scan starts it again at once with the new ones."""
         while True:
             config, client = self._clients.current()
-            settings = config.customers
+            settings = _configured(config)
             if settings is None or self._stop.is_set():
                 return False
             outcome = self._attempt(settings, client)
             if outcome is not None and not (outcome is False and self._replaced(client)):
                 return outcome
             halt = self._clients.halt_of(client)
-            if self._running.get().customers is None or self._stop.is_set() or (halt is not None and halt.is_set()):
+            if _configured(self._running.get()) is None or self._stop.is_set() or (halt is not None and halt.is_set()):
                 return False  # gone, stopping, or halted without a reload: nothing to start again
             log.info("configuration reloaded during the customer scan; starting it again",
                      extra={"report": CUSTOMERS})
@@ -349,7 +454,7 @@ class CustomerScan(CollectionRun):
         """Before each page and each customer: stop on shutdown, give way to a reload, keep the deadline."""
         if self._stop.is_set():
             raise Stopped
-        current = self._running.get().customers
+        current = _configured(self._running.get())
         if current is None or current.fingerprint != settings.fingerprint or self._replaced(client):
             raise _Superseded
         if self._monotonic() >= deadline:
@@ -364,7 +469,7 @@ class CustomerScan(CollectionRun):
         check = partial(self._check, settings, client, deadline)
         try:
             try:
-                with DaemonPool(self._max_in_flight, "customer-scan") as pool:
+                with DaemonPool(self.max_in_flight, "customer-scan") as pool:
                     devices = self._devices(client, pool, deadline, check, settings, scanned_at)
                     wanted = sorted(cid for cid, name in devices.names.items() if settings.wanted(name))
                     issues, failed = self._issues(client, pool, settings, wanted, devices, deadline, check)
@@ -429,7 +534,7 @@ class CustomerScan(CollectionRun):
                     return  # the list shrank while we paged: nothing more to read
                 yield from items
             return
-        for items, _ in _in_order(pool, [partial(page, number) for number in numbers], self._max_in_flight * 2):
+        for items, _ in _in_order(pool, [partial(page, number) for number in numbers], self.max_in_flight * 2):
             yield from items
 
     def _devices(
@@ -512,7 +617,7 @@ class CustomerScan(CollectionRun):
         issues: dict[int, set[int]] = {}
         failed: dict[int, UpstreamError] = {}
         tasks = [partial(one, customer_id) for customer_id in wanted]
-        for customer_id, result in zip(wanted, _in_order(pool, tasks, self._max_in_flight * 2), strict=True):
+        for customer_id, result in zip(wanted, _in_order(pool, tasks, self.max_in_flight * 2), strict=True):
             if isinstance(result, UpstreamError):
                 failed[customer_id] = result
                 log.warning(
@@ -541,17 +646,16 @@ class CustomerScan(CollectionRun):
     ) -> bool | None:
         """True once the store took the result; None if a reload meanwhile made it refuse it."""
         now = self._wall()
-        state = self._store.snapshot.get(CUSTOMERS)
-        previous = state.customers if state is not None else None
+        previous = KIND.result(self._store.snapshot.get(CUSTOMERS), CustomerData)
         rows, systems = counted(settings, devices, wanted, issues, previous, scanned_at)
         errors = dict(previous.scan_errors if previous is not None else CustomerData(()).scan_errors)
         for error in failed.values():
             errors[error.reason] = errors.get(error.reason, 0) + 1
         data = CustomerData(rows, MappingProxyType(errors), systems)
 
-        def change(state: ReportState) -> ReportState:
+        def change(state: CollectionState) -> CollectionState:
             return replace(
-                state, customers=data, last_success_time=now, last_duration=duration, last_run_success=True,
+                state, result=data, last_success_time=now, last_duration=duration, last_run_success=True,
                 last_run_time=now, last_reason=None, last_error=None, runs_total=state.runs_total + 1,
             )
 
@@ -572,7 +676,7 @@ class CustomerScan(CollectionRun):
         """False once the store took the failure; None if a reload meanwhile made it refuse it."""
         now = self._wall()
 
-        def change(state: ReportState) -> ReportState:
+        def change(state: CollectionState) -> CollectionState:
             return replace(
                 state, last_run_success=False, last_run_time=now, last_reason=exc.reason, last_error=exc.message,
                 runs_total=state.runs_total + 1, failures=state.with_failure(exc.reason),
@@ -591,7 +695,7 @@ class CustomerScan(CollectionRun):
         return False
 
     def _update(
-        self, settings: CustomerSettings, client: NCentralClient, change: Callable[[ReportState], ReportState]
+        self, settings: CustomerSettings, client: NCentralClient, change: Callable[[CollectionState], CollectionState]
     ) -> bool:
         """Whether the store took the change: it refuses it when a reload changed the scan's settings or the
         N-central server meanwhile."""
@@ -666,9 +770,9 @@ def _in_order(pool: Executor, tasks: Sequence[Callable[[], T]], window: int) -> 
 # --- metrics -----------------------------------------------------------------------------------------
 
 
-def families(state: ReportState | None) -> list[Metric]:
-    """The customer metrics from the scan's state in the store; none while the scan has no data."""
-    if state is None or state.customers is None:
+def families(data: CustomerData | None) -> list[Metric]:
+    """The customer metrics from the scan's result; none while the scan has none."""
+    if data is None:
         return []
     labels = ["customer_id", "customer", "device_class"]
     devices = GaugeMetricFamily(
@@ -698,17 +802,111 @@ def families(state: ReportState | None) -> list[Metric]:
         "Customers whose active issues N-central refused during a scan (403, 404), by reason.",
         labels=["reason"],
     )
-    for row in state.customers.rows:
+    for row in data.rows:
         values = [str(row.customer_id), row.customer, row.device_class]
         devices.add_metric(values, row.devices)
         if row.patch_issue_devices is not None:
             issues.add_metric(values, row.patch_issue_devices)
         stale.add_metric(values, row.stale_devices)
-    for system in state.customers.systems:
+    for system in data.systems:
         systems.add_metric(
             [str(system.customer_id), system.customer, system.os, "true" if system.end_of_life else "false"],
             system.devices,
         )
-    for reason, count in state.customers.scan_errors.items():
+    for reason, count in data.scan_errors.items():
         errors.add_metric([reason], count)
     return [devices, issues, stale, systems, errors]
+
+
+# --- landing page ------------------------------------------------------------------------------------
+
+
+def customers_section(state: CollectionState | None, next_run: dt.datetime | None, now: float, memo: Memo) -> str:
+    """The customer scan's outcome and the customers with the largest share of devices with a patch problem;
+    empty while the scan has neither run nor been scheduled."""
+    data = KIND.result(state, CustomerData)
+    if state is None or (data is None and state.last_run_time is None and next_run is None):
+        return ""
+    outcome = page.outcome(state, "no scan finished yet")
+    parts = [
+        f'<section class="customers" id="{CUSTOMERS}"><h2>Customers</h2><table>'
+        f"<tr><th>last scan</th><td>{outcome}</td></tr>"
+        f"<tr><th>last success</th><td>{page.when(state.last_success_time, now)}</td></tr>"
+        f"<tr><th>next scan</th><td>{page.next_run(next_run)}</td></tr></table>"
+    ]
+    if data is not None:
+        parts.append(memo(data, lambda: customers_table(data)))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def customers_table(data: CustomerData, limit: int = 20) -> str:
+    """The `limit` customers with the largest share of devices with a patch problem, as an HTML table, with
+    their stale and end-of-life devices. A customer whose active issues were never read comes last."""
+
+    def share(part: int | None, whole: int) -> float:
+        return part / whole if part is not None and whole else 0.0
+
+    worst = sorted(data.per_customer(), key=lambda row: (
+        row.patch_issue_devices is None, -share(row.patch_issue_devices, row.devices), -(row.patch_issue_devices or 0),
+        row.customer, row.customer_id,
+    ))
+    def cells(row: CustomerTotals) -> str:
+        issues = row.patch_issue_devices
+        patch = ('<td class="n">not read</td><td class="n"></td>' if issues is None else
+                 f'<td class="n">{issues}</td><td class="n">{share(issues, row.devices):.1%}</td>')
+        return (f'<tr><td>{escape(row.customer)}</td><td class="n">{row.customer_id}</td>'
+                f'<td class="n">{row.devices}</td>{patch}<td class="n">{row.stale_devices}</td>'
+                f'<td class="n">{row.end_of_life_devices}</td></tr>')
+
+    body = "".join(cells(row) for row in worst[:limit])
+    return (
+        f"<h3>The {min(limit, len(worst))} of {len(worst)} customers with the largest share of devices "
+        "with a patch problem</h3><table><tr><th>customer</th><th>id</th><th>devices</th>"
+        "<th>with a patch problem</th><th>share</th><th>stale</th><th>end-of-life OS</th></tr>"
+        f"{body}</table>"
+    )
+
+
+# --- the kind ----------------------------------------------------------------------------------------
+
+
+def _configured(config: Config) -> CustomerSettings | None:
+    """The scan's settings in `config`; None when the scan is off."""
+    settings = config.collection(CUSTOMERS)
+    return settings if isinstance(settings, CustomerSettings) else None
+
+
+class CustomerScanKind(Kind[CustomerSettings]):
+    settings_type = CustomerSettings
+    run_type = CustomerScan
+    section = CUSTOMERS
+    title = "customer scan"
+
+    def parse(self, value: object, notices: list[Notice]) -> tuple[CustomerSettings, ...]:
+        settings = _settings(value)
+        if settings.interval < SENSIBLE_MIN_INTERVAL:
+            notices.append(Notice(
+                logging.WARNING, "customers.interval is below 15m: every scan makes one call per customer",
+                {"interval_seconds": settings.interval},
+            ))
+        return (settings,)
+
+    def demo(self, interval: float) -> tuple[CustomerSettings, ...]:
+        return (CustomerSettings(interval=interval),)
+
+    def summary(self, collections: Sequence[CustomerSettings]) -> str | None:
+        return "; ".join(f"customer scan every {settings.interval:g}s, timeout {settings.timeout:g}s"
+                         for settings in collections) or None
+
+    def families(self, states: Sequence[tuple[str, CollectionState]]) -> list[Metric]:
+        return [family for _, state in states for family in families(self.result(state, CustomerData))]
+
+    def landing(
+        self, collections: Sequence[tuple[CustomerSettings, CollectionState | None, dt.datetime | None]],
+        now: float, memo: Memo,
+    ) -> str:
+        return "".join(customers_section(state, next_run, now, memo) for _, state, next_run in collections)
+
+
+KIND = CustomerScanKind()

@@ -28,7 +28,7 @@ from prometheus_client import (
 from prometheus_client.openmetrics import exposition as om_exposition
 from prometheus_client.registry import Collector
 
-from exporter.collector import ExporterCollector, ReportCollector, families
+from exporter.collector import CollectionCollector, ExporterCollector, families
 from exporter.store import Snapshot, Store
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -89,9 +89,9 @@ class _SnapshotCollector:
 
 
 class Exposition:
-    def __init__(self, store: Store, reports: ReportCollector, exporter: ExporterCollector) -> None:
+    def __init__(self, store: Store, collections: CollectionCollector, exporter: ExporterCollector) -> None:
         self._store = store
-        self._reports = reports
+        self._collections = collections
         # Process, platform and gc metrics read /proc and walk the gc stats (~150 us): under a flood of
         # scrapes they are rendered at most once per RUNTIME_MAX_AGE; the rest of the live part per scrape.
         self.runtime = CollectorRegistry(auto_describe=False)
@@ -120,7 +120,7 @@ class Exposition:
 
     def _report_part(self, openmetrics_form: bool = False) -> _Rendered:
         snapshot = self._store.snapshot
-        expired = self._reports.expired(snapshot)
+        expired = self._collections.expired(snapshot)
         cached = self._cached
         if cached is not None and cached.of(snapshot, expired) and (cached.openmetrics or not openmetrics_form):
             return cached
@@ -168,7 +168,7 @@ class Exposition:
         """What `--once` prints for the textfile collector: the collections' metrics and what the run learnt
         (server info, failed state writes); no process or exporter build metrics."""
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(self._reports)
+        registry.register(self._collections)
         for collector in self._run_info:
             registry.register(collector)
         return generate_latest(registry)

@@ -7,14 +7,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from exporter.client import NCentralClient, ServerInfo, interruptible_sleep
-from exporter.config import Config, NCentralSettings, server_identity
+from exporter.client import NCentralClient, ServerInfo, Sleep, interruptible_sleep
+from exporter.collection import Settings
+from exporter.config import Config, NCentralSettings
 from exporter.running_config import RunningConfig
-
-if TYPE_CHECKING:
-    from exporter.store import Collection, ReportState, Store
+from exporter.store import CollectionState, Store, server_identity
 
 # The event halts the client's waits (backoff).
 ClientFactory = Callable[[NCentralSettings, threading.Event], NCentralClient]
@@ -79,8 +77,9 @@ class LiveClient:
 
 
 class CollectionRun:
-    """What every collection kind (a patch report, the customer scan) runs with: the running config it asks,
-    the store it records in, the stop event, the clocks, and its own N-central client (`LiveClient`)."""
+    """What every collection kind's run is built on: the running config it asks for its settings, the store
+    it records in, the stop event, the clocks, and its own N-central client (`LiveClient`). One object per
+    kind runs each of the kind's collections (one at a time: the scheduler gives each kind one worker)."""
 
     def __init__(
         self,
@@ -91,13 +90,25 @@ class CollectionRun:
         client_factory: ClientFactory = default_client,
         wall: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        sleep: Sleep | None = None,
     ) -> None:
+        """`wall`, `monotonic` and `sleep` (default: a wait that halting the client ends) drive time in tests."""
         self._running = config
         self._store = store
         self._stop = stop
         self._wall = wall
         self._monotonic = monotonic
+        self._given_sleep = sleep
         self._clients = LiveClient(config, client_factory)
+
+    def run(self, name: str) -> bool:
+        """Run collection `name` once; True on success. Never raises for N-central's faults."""
+        raise NotImplementedError
+
+    @property
+    def server(self) -> ServerInfo | None:
+        """What the current N-central said about itself at the last authentication."""
+        return self._clients.server
 
     def halt(self) -> None:
         """Interrupt the run's waits at once (shutdown)."""
@@ -111,7 +122,7 @@ class CollectionRun:
         return self._clients.halt_of(client) is None
 
     def _record(
-        self, settings: Collection, client: NCentralClient, change: Callable[[ReportState], ReportState]
+        self, settings: Settings, client: NCentralClient, change: Callable[[CollectionState], CollectionState]
     ) -> bool:
         """Whether the store took the change: it refuses one from a run whose settings a reload changed or
         removed, or whose server (the one `client` talks to) is no longer the configured one."""

@@ -1,17 +1,25 @@
-"""The patch-comparison report API: the submit payload, and report JSON → typed results. All validation
-of upstream data lives here."""
+"""The patch-comparison report API: its filters' vocabulary, and report JSON → typed results. All
+validation of upstream data lives here."""
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from exporter.config import PATCH_APPROVALS, ReportSettings, resolve_start_date
 from exporter.errors import InvalidResponse, ReportFailed
 from exporter.labels import label_value, snake_case
 from exporter.scrub import scrub, shown
+
+# The vendor page's allowed filter values, in the vendor's spelling.
+INSTALL_STATUSES = (
+    "Installed", "Not Installed", "Aborted", "Failed", "In Progress", "Installed With Errors",
+)
+PATCH_APPROVALS = ("Approved for Install", "No Approval", "Not Approved", "Declined", "Approved for Removal")
+PATCH_CATEGORIES = (
+    "Applications", "Critical Updates", "Security Updates", "Definition Updates", "Drivers", "Feature Packs",
+    "Service Packs", "Third Party", "Tools", "Update Rollups", "Updates", "Upgrades",
+)
 
 # Always exported per device class, 0 when the report leaves the key out (as the API's example does):
 # the vendor's approval values (the filter's vocabulary) as label values.
@@ -45,19 +53,6 @@ class ReportData:
     @property
     def device_classes(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(row.device_class for row in self.approvals))
-
-
-def request_body(settings: ReportSettings, today: dt.date) -> dict[str, Any]:
-    """The submit payload; filters not configured are left out so N-central uses all values."""
-    body: dict[str, Any] = {"startDate": resolve_start_date(settings.start_date, today)}
-    for key, values in (
-        ("installStatuses", settings.install_statuses),
-        ("patchApprovals", settings.patch_approvals),
-        ("patchCategories", settings.patch_categories),
-    ):
-        if values is not None:
-            body[key] = list(values)
-    return body
 
 
 def report_data(

@@ -1,5 +1,5 @@
-"""APScheduler wiring: one interval job per collection, the first run at once, one report at a time, and
-each other kind of collection (the customer scan) on its own worker beside them."""
+"""APScheduler wiring: one interval job per collection, the first run at once, and one worker per collection
+kind: a kind's collections run one at a time, beside other kinds'."""
 
 from __future__ import annotations
 
@@ -16,17 +16,18 @@ from exporter.workers import DaemonPool
 
 log = logging.getLogger(__name__)
 
-DEFAULT_KIND = "default"  # the reports' worker
-
 
 class Scheduled(Protocol):
-    """A collection with a schedule: a report's settings, or the customer scan's."""
+    """A collection with a schedule: its settings, of whatever kind."""
 
     @property
     def name(self) -> str: ...
 
     @property
     def interval(self) -> float: ...
+
+    @property
+    def kind(self) -> str: ...
 
 
 class _RunExecutor(BasePoolExecutor):  # type: ignore[misc]  # APScheduler 3 has no type hints
@@ -36,17 +37,16 @@ class _RunExecutor(BasePoolExecutor):  # type: ignore[misc]  # APScheduler 3 has
         super().__init__(pool)
 
 
-class ReportScheduler:
+class Scheduler:
     def __init__(self, run: Callable[[str], object], collections: Callable[[], Iterable[Scheduled]]) -> None:
         """`collections` is asked for what to schedule, each time: the running config owns it."""
         self._run = run
         self._collections = collections
-        # One worker per kind of collection: N-central limits concurrent requests per endpoint, so reports of
-        # one exporter run one at a time; the customer scan, on other endpoints, runs on its own worker, so
-        # a long scan never holds a report back. A job runs on its kind's worker only, once at a time.
-        self._workers = {DEFAULT_KIND: DaemonPool(1, "collection-run")}
+        # One worker per kind of collection: N-central limits concurrent requests per endpoint, so the reports
+        # of one exporter run one at a time; another kind, on other endpoints, runs on its own worker, so a
+        # long customer scan never holds a report back. A job runs on its kind's worker only, once at a time.
+        self._workers: dict[str, DaemonPool] = {}
         self._scheduler = BackgroundScheduler(
-            executors={DEFAULT_KIND: _RunExecutor(self._workers[DEFAULT_KIND])},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=dt.UTC,
         )
@@ -56,8 +56,8 @@ class ReportScheduler:
         self._scheduler.start()
 
     def schedule(self, fresh: Iterable[str]) -> None:
-        """(Re)schedule jobs: new, changed-interval and `fresh` reports run at once; removed ones go."""
-        wanted = {report.name: report for report in self._collections()}
+        """(Re)schedule jobs: new, changed and `fresh` collections run at once; removed ones go."""
+        wanted = {collection.name: collection for collection in self._collections()}
         restart = set(fresh)
         # What is scheduled is asked of APScheduler's jobs themselves, not of a copy kept beside them.
         scheduled = {job.id: (job.trigger.interval, job.executor) for job in self._scheduler.get_jobs()}
@@ -65,22 +65,23 @@ class ReportScheduler:
             if name not in wanted:
                 self._scheduler.remove_job(name)
         now = dt.datetime.now(dt.UTC)
-        for name, report in wanted.items():
-            executor = self._executor(report)
-            if scheduled.get(name) == (dt.timedelta(seconds=report.interval), executor) and name not in restart:
+        for name, collection in wanted.items():
+            executor = self._executor(collection)
+            if scheduled.get(name) == (dt.timedelta(seconds=collection.interval), executor) and name not in restart:
                 continue
             self._scheduler.add_job(
-                self._run, "interval", seconds=report.interval, id=name, name=f"report {name}", args=[name],
+                self._run, "interval", seconds=collection.interval, id=name, name=f"{collection.kind} {name}",
+                args=[name],
                 next_run_time=now, replace_existing=True, executor=executor,
             )
 
     def _executor(self, collection: Scheduled) -> str:
-        """The worker a collection runs on: reports share one; each other kind has its own."""
-        kind = getattr(collection, "kind", DEFAULT_KIND)
+        """The worker a collection runs on: its kind's."""
+        kind = collection.kind
         if kind not in self._workers:
             self._workers[kind] = DaemonPool(1, f"{kind}-run")
             self._scheduler.add_executor(_RunExecutor(self._workers[kind]), kind)
-        return str(kind)
+        return kind
 
     def next_runs(self) -> dict[str, dt.datetime | None]:
         return {job.id: job.next_run_time for job in self._scheduler.get_jobs()}

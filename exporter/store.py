@@ -1,13 +1,17 @@
-"""The latest good result and run outcomes per report: one immutable snapshot, swapped whole per change.
+"""The latest good result and run outcomes per collection: one immutable snapshot, swapped whole per change.
 
-The job thread is the only writer; scrapes read `snapshot` without locking. With a storage path the
-results and in-flight report ids survive restarts (written atomically on every change); the state file's
-format is this module's (the values in it are checked by `report.report_data` and
-`customers.customer_data`, as strictly as N-central's answers).
+The runs write (through `update`), and so do a reload (`reconfigure`) and shutdown (`save`), one at a time
+under the write lock; scrapes read `snapshot` without locking. With a storage path the states survive
+restarts (written atomically on every change). The state file's format is this module's; a result in it
+is the kind's own JSON object (its `to_json` and `from_json`, as strict as N-central's answers), tagged
+with the kind's name, so that a result is only ever read back by the kind that wrote it. The store knows
+no kind: what it keeps is the collections it is given.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import hashlib
 import json
@@ -17,21 +21,23 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO
 
 import portalocker
 
-from exporter.customers import CustomerData, customer_data
+from exporter.collection import Result, Settings
+from exporter.config import NCentralSettings
 from exporter.errors import REASONS, os_reason
 from exporter.files import NOFOLLOW, FileRefused, check_regular, not_regular, read_regular, size_text
-from exporter.report import ReportData, report_data, valid_report_id
 
 log = logging.getLogger(__name__)
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2
+# Version 1 kept every result's fields beside the run's, untagged, under this key.
+_V1_ENTRIES = "reports"
 # A stored timestamp later than now by more than this is implausible (a clock far off, or a doctored file).
 MAX_CLOCK_SKEW = 300.0
 # The largest state file read back, and so the largest written: far above the defaults' few MiB (5,000
@@ -40,15 +46,12 @@ MAX_STATE_FILE = 64 * 2**20
 
 
 @dataclass(frozen=True)
-class InFlight:
-    report_id: int
-    submitted_at: float  # wall-clock seconds
+class CollectionState:
+    """One collection's run outcomes and its kind's latest good result (opaque to the store)."""
 
-
-@dataclass(frozen=True)
-class ReportState:
+    kind: str
     fingerprint: str
-    data: ReportData | None = None
+    result: Result | None = None
     last_success_time: float | None = None
     last_duration: float | None = None
     last_run_success: bool = False
@@ -57,8 +60,6 @@ class ReportState:
     last_error: str | None = None
     runs_total: int = 0
     failures: Mapping[str, int] = field(default_factory=lambda: MappingProxyType(dict.fromkeys(REASONS, 0)))
-    in_flight: InFlight | None = None
-    customers: CustomerData | None = None  # the customer scan's result (its state is named "customers")
 
     def with_failure(self, reason: str) -> Mapping[str, int]:
         counts = dict(self.failures)
@@ -66,31 +67,53 @@ class ReportState:
         return MappingProxyType(counts)
 
 
-Snapshot = Mapping[str, ReportState]
+Snapshot = Mapping[str, CollectionState]
 
 
-class Collection(Protocol):
-    """What the store keys a state on: a report's settings, or the customer scan's."""
+def server_identity(settings: NCentralSettings) -> str:
+    """Which N-central server and API user results come from: a digest of the URL (trailing `/` stripped)
+    and of the JWT's subject (of the whole JWT if it has none). Never the token itself."""
+    digest = hashlib.sha256()
+    digest.update(settings.url.rstrip("/").encode("utf-8", "surrogatepass"))
+    digest.update(b"\0")
+    digest.update(_token_identity(settings.token).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()[:24]
 
-    @property
-    def name(self) -> str: ...
 
-    @property
-    def fingerprint(self) -> str: ...
+def _token_identity(token: str) -> str:
+    """The JWT's `iss` and `sub` claims (the user, stable when the token is renewed) or the token's digest."""
+    parts = token.split(".")
+    if len(parts) == 3 and len(parts[1]) <= 8192:
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        except (ValueError, binascii.Error, RecursionError):
+            claims = None
+        if isinstance(claims, dict) and isinstance(claims.get("sub"), str) and claims["sub"]:
+            return f"sub:{claims.get('iss')!s}:{claims['sub']}"
+    return "token:" + hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _fresh(collection: Settings) -> CollectionState:
+    return CollectionState(kind=collection.kind, fingerprint=collection.fingerprint)
+
+
+def _still_valid(collection: Settings, state: CollectionState | None) -> bool:
+    """Whether `state` answers what `collection` asks: the same kind, asking N-central the same thing."""
+    return state is not None and state.kind == collection.kind and state.fingerprint == collection.fingerprint
 
 
 class Store:
     def __init__(
         self,
-        reports: Iterable[Collection],
+        collections: Iterable[Settings],
         path: str | None = None,
         *,
         server: str | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        """`server` (see `server_identity`) ties the stored results and in-flight ids to one N-central
-        server and API user. With a `path`, the state file is locked for the store's life (raises
-        StateFileLocked if another exporter holds it)."""
+        """`server` (see `server_identity`) ties the stored results to one N-central server and API user.
+        With a `path`, the state file is locked for the store's life (raises StateFileLocked if another
+        exporter holds it)."""
         self._path = Path(path) if path else None
         self._write_lock = threading.Lock()
         self.write_failures = 0  # state writes that failed, for ncentral_patch_exporter_state_write_failures_total
@@ -98,24 +121,44 @@ class Store:
         self._wall = wall
         self._written: str | None = None  # digest of the text last written, to skip writing it again
         self._file_lock = StateFileLock(self._path) if self._path is not None else None
-        stored_server, loaded = self._load()
-        if loaded and server is not None and stored_server is not None and stored_server != server:
+        stored_server, entries = self._load()
+        if entries and server is not None and stored_server is not None and stored_server != server:
             log.warning(
                 "the N-central server (URL or API user) differs from the one the stored results came from; "
                 "dropping them and any report id in flight",
-                extra={"path": str(self._path), "reports": sorted(loaded)},
+                extra={"path": str(self._path), "collections": sorted(entries)},
             )
-            loaded = {}
-        states: dict[str, ReportState] = {}
-        for report in reports:
-            stored = loaded.get(report.name)
-            if stored is not None and stored.fingerprint == report.fingerprint:
-                states[report.name] = stored
+            entries = {}
+        now = self._wall()
+        loaded: dict[str, CollectionState] = {}
+        for collection in collections:
+            raw = entries.get(collection.name)
+            stored = self._read_entry(collection, raw, now) if raw is not None else None
+            if stored is not None and stored.kind != collection.kind:
+                log.info("stored result dropped: another kind of collection wrote it",
+                         extra={"report": collection.name})
+            elif stored is not None and stored.fingerprint != collection.fingerprint:
+                log.info("stored result dropped: the report's filters changed", extra={"report": collection.name})
+            if stored is not None:
+                loaded[collection.name] = stored
+        self.snapshot: Snapshot = MappingProxyType(self._kept(collections, loaded)[0])
+
+    @staticmethod
+    def _kept(
+        collections: Iterable[Settings], current: Mapping[str, CollectionState]
+    ) -> tuple[dict[str, CollectionState], list[str]]:
+        """The state per collection: `current`'s where still valid, else a fresh one; and the fresh names."""
+        states: dict[str, CollectionState] = {}
+        fresh: list[str] = []
+        for collection in collections:
+            state = current.get(collection.name)
+            if _still_valid(collection, state):
+                assert state is not None
+                states[collection.name] = state
             else:
-                if stored is not None:
-                    log.info("stored result dropped: the report's filters changed", extra={"report": report.name})
-                states[report.name] = ReportState(fingerprint=report.fingerprint)
-        self.snapshot: Snapshot = MappingProxyType(states)
+                states[collection.name] = _fresh(collection)
+                fresh.append(collection.name)
+        return states, fresh
 
     def close(self) -> None:
         """Release the state file's lock; nothing is written after this."""
@@ -124,10 +167,10 @@ class Store:
                 self._file_lock.release()
 
     def update(
-        self, name: str, change: Callable[[ReportState], ReportState], *, fingerprint: str,
+        self, name: str, change: Callable[[CollectionState], CollectionState], *, fingerprint: str,
         server: str | None = None,
     ) -> bool:
-        """Apply `change` to the report's state; False (and nothing done) if the report is gone or now
+        """Apply `change` to the collection's state; False (and nothing done) if the collection is gone or now
         asks for something else than `fingerprint`, or of another `server` (a reload raced the run)."""
         with self._write_lock:
             current = self.snapshot.get(name)
@@ -140,28 +183,20 @@ class Store:
             self._swap(states)
             return True
 
-    def reconfigure(self, reports: Iterable[Collection], *, server: str | None = None) -> list[str]:
-        """Keep the state of reports that still ask the same server for the same thing; returns the names
-        started afresh. Writes the state file only if something changed."""
+    def reconfigure(self, collections: Iterable[Settings], *, server: str | None = None) -> list[str]:
+        """Keep the state of collections that still ask the same server for the same thing; returns the
+        names started afresh. Writes the state file only if something changed."""
         with self._write_lock:
             server_changed = server is not None and self._server is not None and server != self._server
             if server_changed:
                 log.warning(
                     "the N-central server (URL or API user) changed; dropping the stored results and any "
                     "report id in flight",
-                    extra={"reports": sorted(self.snapshot)},
+                    extra={"collections": sorted(self.snapshot)},
                 )
             if server is not None:
                 self._server = server
-            states: dict[str, ReportState] = {}
-            fresh: list[str] = []
-            for report in reports:
-                current = self.snapshot.get(report.name)
-                if current is not None and current.fingerprint == report.fingerprint and not server_changed:
-                    states[report.name] = current
-                else:
-                    states[report.name] = ReportState(fingerprint=report.fingerprint)
-                    fresh.append(report.name)
+            states, fresh = self._kept(collections, {} if server_changed else self.snapshot)
             if states.keys() != self.snapshot.keys() or any(
                 states[name] is not self.snapshot[name] for name in states
             ) or server_changed:
@@ -172,7 +207,7 @@ class Store:
         with self._write_lock:
             self._persist(self.snapshot)
 
-    def _swap(self, states: dict[str, ReportState]) -> None:
+    def _swap(self, states: dict[str, CollectionState]) -> None:
         self.snapshot = MappingProxyType(states)
         self._persist(self.snapshot)
 
@@ -184,7 +219,7 @@ class Store:
         document: dict[str, Any] = {"version": _STATE_VERSION}
         if self._server is not None:
             document["server"] = self._server
-        document["reports"] = {name: _to_json(s) for name, s in snapshot.items()}
+        document["collections"] = {name: _to_json(state) for name, state in snapshot.items()}
         try:
             # mkstemp creates a new name with O_EXCL and O_NOFOLLOW: never a file a link placed there names.
             fd, tmp = tempfile.mkstemp(prefix=f".{self._path.name}.", dir=self._path.parent)
@@ -221,9 +256,9 @@ class Store:
             self.write_failures += 1
             log.error("cannot write the state file", extra={"path": str(self._path), "error": error})
 
-    def _load(self) -> tuple[str | None, dict[str, ReportState]]:
-        """The stored server identity and the readable entries; an unreadable entry is logged and skipped,
-        the others kept."""
+    def _load(self) -> tuple[str | None, dict[str, Mapping[str, Any]]]:
+        """The stored server identity and the entries per collection name, as written (version 1's in
+        version 2's shape); an unreadable file is logged and read as empty."""
         if self._path is None:
             return None, {}
         # Left by a process killed between writing and renaming (the state file itself is intact). We hold
@@ -236,11 +271,12 @@ class Store:
             return None, {}
         try:
             document = json.loads(read_regular(self._path, MAX_STATE_FILE).decode("utf-8"))
-            if document.get("version") != _STATE_VERSION:
-                raise ValueError(f"unknown state file version {document.get('version')!r}")
-            entries = document["reports"]
+            version = document.get("version")
+            if version not in (1, _STATE_VERSION):
+                raise ValueError(f"unknown state file version {version!r}")
+            entries = document[_V1_ENTRIES if version == 1 else "collections"]
             if not isinstance(entries, dict):
-                raise TypeError("reports: expected an object")
+                raise TypeError("collections: expected an object")
             server = document.get("server")
             if server is not None and not isinstance(server, str):
                 raise TypeError("server: expected text")
@@ -248,18 +284,20 @@ class Store:
             error = os_reason(exc) if isinstance(exc, FileRefused) else f"{type(exc).__name__}: {exc}"
             log.warning("ignoring unreadable state file", extra={"path": str(self._path), "error": error})
             return None, {}
-        states: dict[str, ReportState] = {}
-        now = self._wall()
-        for name, raw in entries.items():
-            try:
-                states[str(name)] = _from_json(raw, now)
-            except Exception as exc:  # one bad entry costs that entry only
-                error = f"{type(exc).__name__}: {exc}"
-                log.warning(
-                    "ignoring an unreadable entry of the state file",
-                    extra={"path": str(self._path), "report": str(name), "error": error[:300]},
-                )
-        return server, states
+        return server, {str(name): raw for name, raw in entries.items()}
+
+    def _read_entry(self, collection: Settings, raw: object, now: float) -> CollectionState | None:
+        """The stored state of `collection`'s name, its result read by `collection`'s kind if the kind wrote
+        it; None, logged, if it cannot be read (one bad entry costs that entry only)."""
+        try:
+            return _from_json(collection, raw, now)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "ignoring an unreadable entry of the state file",
+                extra={"path": str(self._path), "report": collection.name, "error": error[:300]},
+            )
+            return None
 
 
 class StateFileLocked(Exception):
@@ -332,35 +370,26 @@ def check_storage_path(path: str) -> str | None:
     return None
 
 
-def _to_json(state: ReportState) -> dict[str, Any]:
+_RUN_KEYS = ("fingerprint", "last_success_time", "last_duration", "last_run_success", "last_run_time",
+             "last_reason")
+
+
+def _to_json(state: CollectionState) -> dict[str, Any]:
+    # Error texts and failure counts are this process's, like the counters: not persisted.
     return {
+        "kind": state.kind,
         "fingerprint": state.fingerprint,
-        "data": _data_to_json(state.data) if state.data is not None else None,
         "last_success_time": state.last_success_time,
         "last_duration": state.last_duration,
         "last_run_success": state.last_run_success,
         "last_run_time": state.last_run_time,
         "last_reason": state.last_reason,
-        "in_flight": (
-            {"report_id": state.in_flight.report_id, "submitted_at": state.in_flight.submitted_at}
-            if state.in_flight is not None
-            else None
-        ),
-        "customers": _customers_to_json(state.customers) if state.customers is not None else None,
+        "result": state.result.to_json() if state.result is not None else None,
     }
 
 
-def _data_to_json(data: ReportData) -> dict[str, Any]:
-    return {"approvals": [list(row) for row in data.approvals], "installs": [list(row) for row in data.installs]}
-
-
-def _customers_to_json(data: CustomerData) -> dict[str, Any]:
-    # Error counts are counters of this process, like the run failures: not persisted.
-    return {"rows": [list(row) for row in data.rows], "systems": [list(row) for row in data.systems]}
-
-
-def _optional_float(value: object) -> float | None:
-    """A timestamp or duration in seconds: finite, not negative, before the year 5000."""
+def seconds(value: object) -> float | None:
+    """None, or a timestamp or duration in seconds: finite, not negative, before the year 5000."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e11:
@@ -374,32 +403,36 @@ def _optional_str(value: object) -> str | None:
     return value
 
 
-def _not_future(value: float | None, key: str, now: float) -> float | None:
+def not_future(value: float | None, key: str, now: float) -> float | None:
+    """`value`, unless it is a time later than `now` by more than the clock skew allowed (raises ValueError)."""
     if value is not None and value > now + MAX_CLOCK_SKEW:
         raise ValueError(f"{key}: {value!r} is in the future (now {now:.0f})")
     return value
 
 
-def _from_json(raw: Mapping[str, Any], now: float) -> ReportState:
-    data, customers = raw.get("data"), raw.get("customers")
-    in_flight_raw = raw.get("in_flight")
-    in_flight = None
-    if in_flight_raw is not None:
-        report_id = in_flight_raw["report_id"]
-        if not valid_report_id(report_id):
-            raise TypeError(f"in_flight.report_id: expected a 32-bit report id, got {report_id!r}")
-        submitted_at = _not_future(_optional_float(in_flight_raw["submitted_at"]), "in_flight.submitted_at", now)
-        if submitted_at is None:
-            raise TypeError("in_flight.submitted_at: missing")
-        in_flight = InFlight(report_id, submitted_at)
-    return replace(
-        ReportState(fingerprint=str(raw["fingerprint"])),
-        data=report_data(data["approvals"], data["installs"], "state") if data is not None else None,
-        last_success_time=_not_future(_optional_float(raw.get("last_success_time")), "last_success_time", now),
-        last_duration=_optional_float(raw.get("last_duration")),
+def _from_json(collection: Settings, raw: Any, now: float) -> CollectionState:
+    """An entry as `_to_json` wrote it, its result read by `collection`'s kind; a version 1 entry (no kind,
+    the result's fields beside the run's) is taken as `collection`'s kind's."""
+    if not isinstance(raw, Mapping):
+        raise TypeError(f"expected an object, got {type(raw).__name__}")
+    if "kind" in raw:
+        kind, result = raw["kind"], raw.get("result")
+    else:
+        kind = collection.kind
+        result = {key: value for key, value in raw.items() if key not in _RUN_KEYS and value is not None} or None
+    if not isinstance(kind, str):
+        raise TypeError(f"kind: expected text, got {kind!r}")
+    if result is not None and not isinstance(result, Mapping):
+        raise TypeError(f"result: expected an object, got {type(result).__name__}")
+    return CollectionState(
+        kind=kind,
+        fingerprint=str(raw["fingerprint"]),
+        # Only the kind that wrote a result reads it; another kind's is dropped (see Store.__init__).
+        result=collection.result_type.from_json(result, now) if result is not None and kind == collection.kind
+        else None,
+        last_success_time=not_future(seconds(raw.get("last_success_time")), "last_success_time", now),
+        last_duration=seconds(raw.get("last_duration")),
         last_run_success=raw.get("last_run_success") is True,
-        last_run_time=_not_future(_optional_float(raw.get("last_run_time")), "last_run_time", now),
+        last_run_time=not_future(seconds(raw.get("last_run_time")), "last_run_time", now),
         last_reason=_optional_str(raw.get("last_reason")),
-        in_flight=in_flight,
-        customers=customer_data(customers["rows"], customers["systems"], "state") if customers is not None else None,
     )

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -19,7 +20,12 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter import customers, reports
+from exporter.config import Config
+from exporter.customers import CustomerSettings
+from exporter.reports import ReportResult, ReportSettings
 from exporter.simulator import Simulator
+from exporter.store import CollectionState
 
 if TYPE_CHECKING:
     from exporter.exposition import Exposition
@@ -28,6 +34,32 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def reports_of(config: Config) -> list[ReportSettings]:
+    """The config's reports, in order."""
+    return reports.KIND.of(config.collections)
+
+
+def with_report(config: Config, **changes: Any) -> Config:
+    """`config` with its first report's settings changed."""
+    first = reports_of(config)[0]
+    return replace(config, collections=tuple(
+        replace(first, **changes) if collection is first else collection for collection in config.collections
+    ))
+
+
+def scan_settings(config: Config) -> CustomerSettings:
+    """The config's customer scan settings (the scan must be configured)."""
+    (settings,) = customers.KIND.of(config.collections)
+    return settings
+
+
+def report_result(state: CollectionState | None) -> ReportResult:
+    """A report's stored result (empty if none)."""
+    result = state.result if state is not None else None
+    assert result is None or isinstance(result, ReportResult)
+    return result or ReportResult()
 
 
 def free_port() -> int:

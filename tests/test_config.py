@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import run_command
+from helpers import reports_of, run_command
 
-from exporter.config import ConfigError, ReportSettings, load_config, parse_config, parse_duration
-from exporter.report import request_body
+from exporter.config import ConfigError, parse_duration
+from exporter.config_file import load_config, parse_config
+from exporter.reports import ReportSettings, request_body
 from exporter.simulator import Simulator
 
 MINIMAL = "ncentral:\n  url: https://nc.example.com\n  api_token: jwt-from-file\n"
@@ -36,8 +37,8 @@ def test_minimal_config_gets_every_default(tmp_path: Path) -> None:
     assert config.ncentral.request_timeout == 30
     assert config.ncentral.max_response_size == 4 * 2**20
     assert config.ncentral.max_series == 5000
-    assert config.reports == (ReportSettings(name="all"),)
-    report = config.reports[0]
+    assert config.collections == (ReportSettings(name="all"),)
+    report = reports_of(config)[0]
     assert (report.interval, report.start_date, report.timeout) == (3600, "90d", 1800)
     assert (report.poll_interval, report.poll_max_interval) == (2, 30)
     assert config.storage_path is None
@@ -75,7 +76,7 @@ reports:
     assert config.ncentral.request_timeout == 0.5
     assert config.ncentral.max_response_size == 2**20
     assert config.storage_path == f"{tmp_path}/state.json"
-    report = config.reports[0]
+    report = reports_of(config)[0]
     assert report.install_statuses == ("Installed", "Failed")  # normalised to the vendor's spelling
     assert report.start_date == "2025-08-01"
     assert (report.interval, report.timeout, report.poll_max_interval, report.max_data_age) == (
@@ -202,7 +203,7 @@ def test_parse_config_requires_ncentral() -> None:
 
 def test_no_reports_key_means_one_default_report() -> None:
     data: dict[str, Any] = {"ncentral": {"url": "https://a.b", "api_token": "x"}}
-    assert [r.name for r in parse_config(data, env={}).reports] == ["all"]
+    assert [r.name for r in reports_of(parse_config(data, env={}))] == ["all"]
 
 
 def test_a_non_ascii_token_exits_2_without_echoing_it(sim: Simulator, tmp_path: Path) -> None:

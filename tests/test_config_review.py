@@ -15,7 +15,8 @@ import pytest
 from helpers import REPO, free_port, run_command, test_config, write_yaml
 
 from exporter.app import Exporter
-from exporter.config import ConfigError, load_config, log_notices, parse_config
+from exporter.config import ConfigError, log_notices
+from exporter.config_file import load_config, parse_config
 from exporter.simulator import Simulator
 from exporter.store import StateFileLock
 
@@ -79,8 +80,6 @@ def reloading(sim: Simulator) -> Iterator[tuple[Exporter, list[dict[str, Any]]]]
     app = Exporter(parse_config(test_config(sim), env={}), lambda: parse_config(documents[-1], env={}))
     yield app, documents
     app.shutdown()
-    app.runner.close()
-    app.customer_scan.close()
 
 
 def test_a_reload_says_the_notices_only_when_accepted(

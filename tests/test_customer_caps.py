@@ -8,10 +8,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from helpers import scan_settings
 from test_customers import config, published
 
 from exporter.app import Exporter
-from exporter.config import ConfigError, parse_config
+from exporter.config import ConfigError
+from exporter.config_file import parse_config
+from exporter.customers import CUSTOMERS
 from exporter.simulator import Estate, EstateCustomer, EstateDevice, Simulator, demo_estate
 
 PAGE = 100  # the simulator serves 100 devices a page: the demo estate's 3000 devices are 30 pages
@@ -25,8 +28,6 @@ def scan(sim: Simulator) -> Iterator[tuple[Exporter, list[dict[str, Any]]]]:
     app = Exporter(parse_config(documents[0], env={}), lambda: parse_config(documents[-1], env={}))
     yield app, documents
     app.shutdown()
-    app.customer_scan.close()
-    app.runner.close()
 
 
 @pytest.mark.parametrize(("bound", "named"), [
@@ -37,13 +38,13 @@ def test_a_scan_over_its_bound_fails_early_and_keeps_the_last_good_counts(
     sim: Simulator, scan: tuple[Exporter, list[dict[str, Any]]], bound: dict[str, int], named: str
 ) -> None:
     app, documents = scan
-    assert app.customer_scan.run()
+    assert app.run(CUSTOMERS)
     before, _ = published(app)
     assert sum(devices for devices, _ in before.values()) > 2000  # the estate, less one refused customer
     pages, issue_calls = sim.count("devices"), sim.count("active_issues")
     documents.append(config(sim, bound))
     assert app.reload() is None
-    assert app.customer_scan.run() is False
+    assert app.run(CUSTOMERS) is False
     state = app.store.snapshot["customers"]
     assert state.last_reason == "invalid_response"
     assert state.last_error is not None and named in state.last_error
@@ -65,7 +66,7 @@ def test_the_bound_counts_every_series_of_the_customers_published(
     series = 3 * len({d.device_class for d in own}) + len({d.os for d in own})
     documents.append(config(sim, {"max_series": series, "include": "^Customer 039$"}))
     assert app.reload() is None
-    assert app.customer_scan.run()
+    assert app.run(CUSTOMERS)
     _, samples = published(app)
     customer_series = [key for key in samples if key[0].startswith("ncentral_customer_") and key[0] != (
         "ncentral_customer_scan_errors_total")]
@@ -74,8 +75,8 @@ def test_the_bound_counts_every_series_of_the_customers_published(
 
     documents.append(config(sim, {"max_series": series - 1, "include": "^Customer 039$"}))
     assert app.reload() is None
-    assert app.customer_scan.run() is False
-    assert app.store.snapshot["customers"].last_reason == "invalid_response"
+    assert app.run(CUSTOMERS) is False
+    assert app.store.snapshot[CUSTOMERS].last_reason == "invalid_response"
 
 
 @pytest.mark.parametrize("value", [0, -1, "many", True, 10**8])
@@ -86,8 +87,7 @@ def test_the_bounds_are_checked(sim: Simulator, value: object) -> None:
 
 
 def test_the_bounds_default_to_what_an_msp_needs(sim: Simulator) -> None:
-    settings = parse_config(config(sim), env={}).customers
-    assert settings is not None
+    settings = scan_settings(parse_config(config(sim), env={}))
     assert (settings.max_series, settings.max_devices) == (20_000, 500_000)
 
 
@@ -100,12 +100,10 @@ def test_the_bound_counts_each_customer_under_its_final_name(sim: Simulator) -> 
     sim.set_estate(Estate((EstateCustomer(1000, "Real Co"),), tuple(devices)))
     app = Exporter(parse_config(config(sim, {"exclude": "^Test", "max_series": 100}), env={}))
     try:
-        assert app.customer_scan.run() is False
+        assert app.run(CUSTOMERS) is False
         state = app.store.snapshot["customers"]
         assert state.last_reason == "invalid_response"
         assert state.last_error is not None and "customers.max_series=100" in state.last_error
         assert published(app)[0] == {}
     finally:
         app.shutdown()
-        app.customer_scan.close()
-        app.runner.close()

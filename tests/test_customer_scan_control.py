@@ -16,15 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import metrics_body, parse_samples, run_command, sample, select, wait_for, write_yaml
+from helpers import metrics_body, parse_samples, run_command, sample, scan_settings, select, wait_for, write_yaml
 from test_customers import EXPECTED, config, published, small_estate
 
 from exporter.app import Exporter
 from exporter.cli import build_parser
 from exporter.client import NCentralClient, interruptible_sleep
-from exporter.config import CUSTOMERS, Config, NCentralSettings, parse_config
-from exporter.customers import CustomerData, CustomerTotals
+from exporter.config import Config, NCentralSettings
+from exporter.config_file import parse_config
+from exporter.customers import CUSTOMERS, CustomerData, CustomerTotals
 from exporter.landing import PageCache
+from exporter.reports import ReportResult
 from exporter.simulator import Simulator, demo_estate
 
 Hook = Callable[[str], None]
@@ -48,8 +50,6 @@ def apps() -> Iterator[list[Exporter]]:
     yield made
     for app in made:
         app.shutdown()
-        app.customer_scan.close()
-        app.runner.close()
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_a_report_named_customers_runs_when_the_scan_is_off(sim: Simulator, apps
     app.start()
     wait_for(lambda: app.not_ready() is None)
     state = app.store.snapshot[CUSTOMERS]
-    assert state.data is not None and state.customers is None  # a report's result, not a scan's
+    assert isinstance(state.result, ReportResult) and state.result.data is not None  # a report's, not a scan's
     assert sim.count("submit") == 2
     assert sim.count("devices") == 0
 
@@ -120,14 +120,14 @@ def test_a_reload_inside_a_scan_starts_it_again_at_once_with_the_new_settings(
     apps.append(app)
     holder.append(app)
     with caplog.at_level(logging.INFO, logger="exporter.customers"):
-        assert app.customer_scan.run()
+        assert app.run(CUSTOMERS)
     messages = [record.getMessage() for record in caplog.records]
     assert messages.count("customer scan succeeded") == 1
     assert messages.count("configuration reloaded during the customer scan; starting it again") == 1
     assert published(app)[0] == expected
     state = app.store.snapshot[CUSTOMERS]
     assert state.runs_total == 1 and state.last_run_success
-    assert state.fingerprint == new.customers.fingerprint  # type: ignore[union-attr]
+    assert state.fingerprint == scan_settings(new).fingerprint
     old_calls = sim.count("active_issues")
     if change == "n-central":
         assert other_sim.count("devices") >= 1
@@ -181,7 +181,7 @@ def test_a_scan_past_its_timeout_asks_nothing_more_and_fails_as_timeout(
     app = Exporter(parse_config(config(sim), env={}), client_factory=hooked(after_get),
                    monotonic=lambda: time.monotonic() + offset[0])
     apps.append(app)
-    assert not app.customer_scan.run()
+    assert not app.run(CUSTOMERS)
     state = app.store.snapshot[CUSTOMERS]
     assert state.last_reason == "timeout"
     assert state.last_error is not None and "600s timeout" in state.last_error
@@ -192,8 +192,8 @@ def test_a_scan_past_its_timeout_asks_nothing_more_and_fails_as_timeout(
 
 
 def test_timeout_is_a_prometheus_duration_defaulting_to_10m(sim: Simulator) -> None:
-    assert parse_config(config(sim), env={}).customers.timeout == 600  # type: ignore[union-attr]
-    assert parse_config(config(sim, {"timeout": "1h30m"}), env={}).customers.timeout == 5400  # type: ignore[union-attr]
+    assert scan_settings(parse_config(config(sim), env={})).timeout == 600
+    assert scan_settings(parse_config(config(sim, {"timeout": "1h30m"}), env={})).timeout == 5400
     with pytest.raises(Exception, match=r"customers\.timeout"):
         parse_config(config(sim, {"timeout": "soon"}), env={})
 
@@ -213,7 +213,7 @@ def test_shutdown_stops_a_scan_before_its_next_call(
     apps.append(app)
     holder.append(app)
     with caplog.at_level(logging.INFO, logger="exporter.customers"):
-        assert not app.customer_scan.run()
+        assert not app.run(CUSTOMERS)
     assert "customer scan interrupted by shutdown" in [record.getMessage() for record in caplog.records]
     assert sim.count("active_issues") <= 2  # the calls already in flight, no more
     assert app.store.snapshot[CUSTOMERS].runs_total == 0  # nothing recorded
@@ -267,11 +267,11 @@ def test_landing_page_sums_and_sorts_the_customers_once_per_scan(
     def page() -> str:
         return cache.page(current, app.store.snapshot, app.next_runs(), "/metrics", False, time.time()).decode()
 
-    assert app.customer_scan.run()
+    assert app.run(CUSTOMERS)
     first = page()
     assert page() == first and "Beta GmbH" in first
     assert len(sums) == 1
-    assert app.customer_scan.run()  # a new result: summed once more
+    assert app.run(CUSTOMERS)  # a new result: summed once more
     page()
     page()
     assert len(sums) == 2

@@ -14,12 +14,24 @@ from typing import Any
 import pytest
 import yaml
 from conftest import TEST_JWT
-from helpers import REPO, Samples, metrics_body, parse_samples, run_command, sample, select, write_yaml
+from helpers import (
+    REPO,
+    Samples,
+    metrics_body,
+    parse_samples,
+    reports_of,
+    run_command,
+    sample,
+    scan_settings,
+    select,
+    write_yaml,
+)
 
 from exporter import landing
 from exporter.app import Exporter
-from exporter.config import CUSTOMERS, ConfigError, log_notices, parse_config
-from exporter.customers import checkin_time, parse_device
+from exporter.config import ConfigError, log_notices
+from exporter.config_file import parse_config
+from exporter.customers import CUSTOMERS, CustomerData, checkin_time, parse_device
 from exporter.simulator import (
     LEGACY_PATCH_SERVICE,
     PATCH_SERVICE,
@@ -111,8 +123,6 @@ def make_app() -> Iterator[Any]:
     yield make
     for app in apps:
         app.shutdown()
-        app.customer_scan.close()
-        app.runner.close()
 
 
 def published(app: Exporter) -> tuple[dict[tuple[int, str, str], tuple[float, float | None]], Samples]:
@@ -134,24 +144,22 @@ def published(app: Exporter) -> tuple[dict[tuple[int, str, str], tuple[float, fl
 
 def test_section_absent_means_off_and_empty_means_defaults() -> None:
     base: dict[str, Any] = {"ncentral": {"url": "https://n.example", "api_token": "x"}}
-    assert parse_config(base, env={}).customers is None
-    settings = parse_config({**base, CUSTOMERS: None}, env={}).customers
-    assert settings is not None
+    assert parse_config(base, env={}).collection(CUSTOMERS) is None
+    settings = scan_settings(parse_config({**base, CUSTOMERS: None}, env={}))
     assert settings.interval == 3600.0
     assert settings.patch_services == ("Patch Status v2", "Patch Status")
     assert settings.include is None and settings.exclude is None
     assert settings.is_patch_service("  PATCH status V2 ")
     assert not settings.is_patch_service("Patch Status v3")
     # Without the section a report may be named "customers".
-    assert parse_config({**base, "reports": [{"name": CUSTOMERS}]}, env={}).customers is None
+    assert reports_of(parse_config({**base, "reports": [{"name": CUSTOMERS}]}, env={}))[0].name == CUSTOMERS
 
 
 def test_include_and_exclude_search_the_name() -> None:
-    settings = parse_config({
+    settings = scan_settings(parse_config({
         "ncentral": {"url": "https://n.example", "api_token": "x"},
         CUSTOMERS: {"interval": "2h", "patch_services": ["My Patch"], "include": "GmbH|AG", "exclude": "^Test "},
-    }, env={}).customers
-    assert settings is not None
+    }, env={}))
     assert settings.interval == 7200.0
     assert settings.wanted("Beta GmbH") and settings.wanted("Alpha AG")
     assert not settings.wanted("Test Gamma AG")
@@ -201,7 +209,7 @@ def test_interval_below_15m_warns(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_exact_counts_paging_and_refused_customer(estate_sim: Simulator, make_app: Any) -> None:
     app = make_app(config(estate_sim))
-    assert app.customer_scan.run()
+    assert app.run(CUSTOMERS)
     counts, samples = published(app)
     assert counts == EXPECTED  # Denied (403, never read): its devices, no patch count
     assert sample(samples, "ncentral_customer_scan_errors_total", reason="forbidden") == 1
@@ -222,14 +230,14 @@ def test_exact_counts_paging_and_refused_customer(estate_sim: Simulator, make_ap
 def test_refused_customer_keeps_its_last_good_counts(estate_sim: Simulator, make_app: Any) -> None:
     estate_sim.set_estate(small_estate(denied=None))
     app = make_app(config(estate_sim))
-    assert app.customer_scan.run()
+    assert app.run(CUSTOMERS)
     counts, _ = published(app)
     assert counts[(DENIED, "Denied Ltd", WS)] == (2, 1)
 
     # Now 403, then 404: the customer keeps 1 device with a patch problem; the run is still a success.
     for status, reason in ((403, "forbidden"), (404, "not_supported")):
         estate_sim.set_estate(small_estate(denied=status))
-        assert app.customer_scan.run()
+        assert app.run(CUSTOMERS)
         counts, samples = published(app)
         assert counts[(DENIED, "Denied Ltd", WS)] == (2, 1)
         assert {key: value for key, value in counts.items() if key[0] != DENIED} == {
@@ -243,7 +251,7 @@ def test_refused_customer_is_logged_once_per_run(
 ) -> None:
     app = make_app(config(estate_sim))
     with caplog.at_level(logging.WARNING, logger="exporter.customers"):
-        assert app.customer_scan.run()
+        assert app.run(CUSTOMERS)
     refused = [r for r in caplog.records if "refused" in r.getMessage()]
     assert len(refused) == 1
     assert refused[0].__dict__["customer"] == "Denied Ltd"
@@ -252,7 +260,7 @@ def test_refused_customer_is_logged_once_per_run(
 
 def test_include_and_exclude_scope_calls_and_series(estate_sim: Simulator, make_app: Any) -> None:
     app = make_app(config(estate_sim, {"include": "^(Alpha|Beta|Test)", "exclude": "^Test "}))
-    assert app.customer_scan.run()
+    assert app.run(CUSTOMERS)
     counts, _ = published(app)
     assert counts == {key: value for key, value in EXPECTED.items() if key[0] in (ALPHA, BETA)}
     # Active issues only of the customers kept: Alpha (two pages) and Beta.
@@ -266,7 +274,7 @@ def test_429_is_retried_and_the_counts_are_exact(estate_sim: Simulator, make_app
     estate_sim.add_fault("429", endpoint="active_issues", count=3)
     estate_sim.add_fault("429", endpoint="devices", count=1, retry_after="0")
     app = make_app(config(estate_sim))
-    assert app.customer_scan.run()
+    assert app.run(CUSTOMERS)
     counts, samples = published(app)
     assert counts == EXPECTED
     assert estate_sim.count("active_issues") == 6 + 3
@@ -278,7 +286,7 @@ def test_at_most_two_calls_in_flight_within_the_concurrency_limit(estate_sim: Si
     estate_sim.set_latency(0.05)
     estate_sim.set_concurrency_limit(2)
     app = make_app(config(estate_sim))
-    assert app.customer_scan.run()
+    assert app.run(CUSTOMERS)
     assert estate_sim.max_in_flight == 2  # both slots used, never a third
     assert estate_sim.count("active_issues") == 6  # no 429 answered, none retried
     assert published(app)[0] == EXPECTED
@@ -286,10 +294,10 @@ def test_at_most_two_calls_in_flight_within_the_concurrency_limit(estate_sim: Si
 
 def test_a_failed_scan_keeps_the_last_good_data_and_recovers(estate_sim: Simulator, make_app: Any) -> None:
     app = make_app(config(estate_sim, retries=1))
-    assert app.customer_scan.run()
+    assert app.run(CUSTOMERS)
     estate_sim.add_fault("500", endpoint="active_issues", count=None)
     estate_sim.set_estate(Estate(CUSTOMERS_, DEVICES, ()))  # what would be published if the run went through
-    assert not app.customer_scan.run()
+    assert not app.run(CUSTOMERS)
     counts, samples = published(app)
     assert counts == EXPECTED
     assert sample(samples, "ncentral_patch_report_last_run_success", report=CUSTOMERS) == 0
@@ -300,7 +308,7 @@ def test_a_failed_scan_keeps_the_last_good_data_and_recovers(estate_sim: Simulat
         assert token not in state.last_error
 
     estate_sim.clear_faults()
-    assert app.customer_scan.run()
+    assert app.run(CUSTOMERS)
     counts, samples = published(app)
     # No issues any more; Denied's were never read.
     assert counts == {key: (devices, None if issues is None else 0) for key, (devices, issues) in EXPECTED.items()}
@@ -310,7 +318,7 @@ def test_a_failed_scan_keeps_the_last_good_data_and_recovers(estate_sim: Simulat
 def test_invalid_device_list_fails_the_run_as_invalid_response(estate_sim: Simulator, make_app: Any) -> None:
     app = make_app(config(estate_sim))
     estate_sim.add_fault("garbage", endpoint="devices")
-    assert not app.customer_scan.run()
+    assert not app.run(CUSTOMERS)
     samples = parse_samples(metrics_body(app.exposition).decode())
     assert sample(samples, "ncentral_patch_report_failures_total", report=CUSTOMERS, reason="invalid_response") == 1
     assert not select(samples, "ncentral_customer_devices")
@@ -319,7 +327,7 @@ def test_invalid_device_list_fails_the_run_as_invalid_response(estate_sim: Simul
 def test_state_file_round_trip(estate_sim: Simulator, make_app: Any, tmp_path: Path) -> None:
     storage = tmp_path / "state.json"
     first = make_app(config(estate_sim), storage)
-    assert first.customer_scan.run()
+    assert first.run(CUSTOMERS)
     first.shutdown()
     before = len(estate_sim.requests)
 
@@ -330,7 +338,7 @@ def test_state_file_round_trip(estate_sim: Simulator, make_app: Any, tmp_path: P
     assert len(estate_sim.requests) == before
     # A refused customer in the next run still keeps the counts the file brought back.
     estate_sim.set_estate(small_estate(alpha=403))
-    assert restarted.customer_scan.run()
+    assert restarted.run(CUSTOMERS)
     assert published(restarted)[0] == EXPECTED
     restarted.shutdown()  # releases the state file for the next exporter
 
@@ -343,7 +351,7 @@ def test_reload_adds_and_removes_the_scan(estate_sim: Simulator, tmp_path: Path)
     document = config(estate_sim)
     del document[CUSTOMERS]
     path = write_yaml(tmp_path / "config.yml", document)
-    from exporter.config import load_config
+    from exporter.config_file import load_config
 
     app = Exporter(load_config(str(path), env={}), lambda: load_config(str(path), env={}))
     try:
@@ -372,16 +380,16 @@ def test_landing_page_lists_the_20_worst_customers_escaped(sim: Simulator, make_
         (*estate.issues, EstateIssue(1, PATCH_SERVICE)),
     ))
     app = make_app(config(sim))
-    assert app.customer_scan.run()
-    state = app.store.snapshot[CUSTOMERS]
-    assert state.customers is not None
-    page = landing.render(app.config.reports, app.store.snapshot, {}, "/metrics", 0.0).decode()
+    assert app.run(CUSTOMERS)
+    state = app.store.snapshot[CUSTOMERS].result
+    assert isinstance(state, CustomerData)
+    page = landing.render(app.config, app.store.snapshot, {}, "/metrics", 0.0).decode()
     section = page[page.index('<section class="customers"'):]
     rows = re.findall(r'<tr><td>(.*?)</td><td class="n">(\d+)</td><td class="n">(\d+)</td>'
                       r'<td class="n">(\d+)</td><td class="n">[\d.]+%</td><td class="n">(\d+)</td>'
                       r'<td class="n">(\d+)</td></tr>', section)
     assert len(rows) == 20
-    totals = {row.customer_id: row for row in state.customers.per_customer()}
+    totals = {row.customer_id: row for row in state.per_customer()}
     shares = sorted((row.patch_issue_devices / row.devices for row in totals.values()
                      if row.patch_issue_devices is not None), reverse=True)
     assert [int(issues) / int(devices) for _, _, devices, issues, _, _ in rows] == shares[:20]
@@ -427,8 +435,8 @@ def test_example_customers_section_is_valid_when_uncommented() -> None:
     example = (REPO / "config.example.yaml").read_text(encoding="utf-8")
     block = example[example.index("# customers:"):].splitlines()
     section = yaml.safe_load("\n".join(line.removeprefix("# ") for line in block))
-    settings = parse_config({"ncentral": {"url": "https://n.example", "api_token": "x"}, **section}, env={}).customers
-    assert settings is not None
+    settings = scan_settings(parse_config({"ncentral": {"url": "https://n.example", "api_token": "x"}, **section},
+                                          env={}))
     assert settings.interval == 3600.0
     assert settings.patch_services == ("Patch Status v2", "Patch Status")
     assert not settings.wanted("Test Lab") and settings.wanted("Acme Corp")
@@ -464,7 +472,7 @@ def test_simulator_answers_429_beyond_its_concurrency_limit(sim: Simulator) -> N
 def test_device_list_refused_fails_the_run_as_forbidden(estate_sim: Simulator, make_app: Any) -> None:
     app = make_app(config(estate_sim))
     estate_sim.add_fault("403", endpoint="devices")
-    assert not app.customer_scan.run()
+    assert not app.run(CUSTOMERS)
     state = app.store.snapshot[CUSTOMERS]
     assert state.last_reason == "forbidden"
     assert state.last_error is not None and "GET /api/devices: HTTP 403" in state.last_error
@@ -511,7 +519,7 @@ def test_stale_and_end_of_life_counts_end_to_end(caplog: pytest.LogCaptureFixtur
         app = Exporter(parse_config(config(simulator, {"exclude": "^Test "}), env={}), wall=lambda: now[0])
         try:
             with caplog.at_level(logging.WARNING, logger="exporter.customers"):
-                assert app.customer_scan.run()
+                assert app.run(CUSTOMERS)
             counts, samples = published(app)
             stale = {(int(dict(k)["customer_id"]), dict(k)["device_class"]): v
                      for k, v in select(samples, "ncentral_customer_stale_devices").items()}
@@ -528,18 +536,16 @@ def test_stale_and_end_of_life_counts_end_to_end(caplog: pytest.LogCaptureFixtur
                 (STALE, S2012R2, "true"): 1, (STALE, S2022, "false"): 1,
                 (REFUSED, "Microsoft Windows 7 Professional", "true"): 1, (REFUSED, WIN11, "false"): 1,
             }
-            assert app.customer_scan.run()
+            assert app.run(CUSTOMERS)
             assert os_counts(published(app)[1]) == systems  # the same day, the same answer
 
             now[0] = T0 + 180  # 00:01 on 2027-01-12
-            assert app.customer_scan.run()
+            assert app.run(CUSTOMERS)
             after = os_counts(published(app)[1])
             assert after == {**{key: value for key, value in systems.items() if key[1] not in (S2016, LTSC21)},
                              (STALE, S2016, "true"): 1, (STALE, LTSC21, "true"): 1}
         finally:
             app.shutdown()
-            app.customer_scan.close()
-            app.runner.close()
 
 
 def os_counts(samples: Samples) -> dict[tuple[int, str, str], float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import fields
 from pathlib import Path
 
 import yaml
@@ -10,7 +11,9 @@ from helpers import REPO, metrics_body, parse_samples
 
 from exporter.app import Exporter
 from exporter.cli import build_parser
-from exporter.config import Config, NCentralSettings, ReportSettings, load_config
+from exporter.config import Config, NCentralSettings
+from exporter.config_file import load_config
+from exporter.reports import ReportSettings
 from exporter.simulator import Simulator
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -19,13 +22,13 @@ README = (REPO / "README.md").read_text(encoding="utf-8")
 def emitted_metric_names(sim: Simulator) -> set[str]:
     config = Config(
         ncentral=NCentralSettings(url=sim.url, token=sim.jwt, retries=0),
-        reports=(ReportSettings(name="all", poll_interval=0.01),),
+        collections=(ReportSettings(name="all", poll_interval=0.01),),
     )
     app = Exporter(config)
     try:
-        assert app.runner.run("all")
+        assert app.run("all")
         sim.add_fault("403", endpoint="submit")
-        assert not app.runner.run("all")  # failure metrics too
+        assert not app.run("all")  # failure metrics too
         text = metrics_body(app.exposition).decode()
     finally:
         app.shutdown()
@@ -73,7 +76,7 @@ def test_every_config_key_is_documented_in_the_example_and_readme(tmp_path: Path
         "ncentral", "ncentral.url", "ncentral.api_token", "ncentral.api_token_file", "ncentral.verify_tls",
         "ncentral.ca_bundle", "ncentral.request_timeout", "ncentral.max_response_size", "ncentral.retries",
         "ncentral.retry_backoff", "storage", "storage.path", "reports", *(
-            f"reports[].{key}" for key in ReportSettings.__dataclass_fields__ if key != "name"
+            f"reports[].{field.name}" for field in fields(ReportSettings) if field.name != "name"
         ), "reports[].name",
     }
     assert expected <= keys, expected - keys

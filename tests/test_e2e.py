@@ -122,7 +122,8 @@ def test_sigterm_mid_poll_then_restart_resumes_the_same_report(sim: Simulator, t
     started = time.monotonic()
     assert first.process.wait(timeout=5) == 0
     assert time.monotonic() - started < 5
-    assert json.loads(state.read_text())["reports"]["all"]["in_flight"]["report_id"] == int(polled.rsplit("/", 1)[1])
+    stored = json.loads(state.read_text())["collections"]["all"]
+    assert stored["result"]["in_flight"]["report_id"] == int(polled.rsplit("/", 1)[1])
 
     submits = sim.count("submit")
     second = ExporterProcess(tmp_path, "--config.file", str(config), "--storage.path", str(state))

@@ -18,13 +18,15 @@ from helpers import metrics_body, parse_samples, sample, select, wait_for
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.app import Exporter
-from exporter.collector import ExporterCollector, ReportCollector
-from exporter.config import CUSTOMERS, Config, CustomerSettings, NCentralSettings, ReportSettings
-from exporter.customers import CustomerCount, CustomerData
+from exporter.collection import Result
+from exporter.collector import CollectionCollector, ExporterCollector
+from exporter.config import Config, NCentralSettings
+from exporter.customers import CUSTOMERS, CustomerCount, CustomerData, CustomerSettings
 from exporter.errors import REASONS
 from exporter.exposition import Exposition
 from exporter.report import ApprovalCount, InstallCount, ReportData
-from exporter.store import InFlight, ReportState, Store
+from exporter.reports import InFlight, ReportResult, ReportSettings
+from exporter.store import CollectionState, Store
 from exporter.web import WebServer
 from exporter.webconfig import WebConfig
 
@@ -52,9 +54,12 @@ def steady(text: bytes) -> str:
     return _LIVE_VALUE.sub(r"\1 <live>", text.decode())
 
 
-def fill(store: Store, name: str, data: ReportData, when: float, runs: int = 1) -> None:
-    def change(state: ReportState) -> ReportState:
-        return replace(state, data=data, last_success_time=when, last_duration=12.5, last_run_success=True,
+def fill(store: Store, name: str, data: ReportData | Result, when: float, runs: int = 1) -> None:
+    """One successful run of `name`: `data` a report's counts, or another kind's result."""
+    result = ReportResult(data) if isinstance(data, ReportData) else data
+
+    def change(state: CollectionState) -> CollectionState:
+        return replace(state, result=result, last_success_time=when, last_duration=12.5, last_run_success=True,
                        last_run_time=when, runs_total=runs)
 
     assert store.update(name, change, fingerprint=store.snapshot[name].fingerprint)
@@ -79,16 +84,16 @@ def store() -> Store:
 
 
 @pytest.fixture
-def reports(store: Store, clock: Clock) -> ReportCollector:
-    return ReportCollector(store, lambda: REPORTS, wall=clock)
+def reports(store: Store, clock: Clock) -> CollectionCollector:
+    return CollectionCollector(store, lambda: REPORTS, wall=clock)
 
 
 @pytest.fixture
-def exposition(store: Store, reports: ReportCollector) -> Exposition:
+def exposition(store: Store, reports: CollectionCollector) -> Exposition:
     return Exposition(store, reports, ExporterCollector())
 
 
-def stock(exposition: Exposition, reports: ReportCollector) -> bytes:
+def stock(exposition: Exposition, reports: CollectionCollector) -> bytes:
     """What prometheus_client renders, per scrape, for a registry of the same collectors (the cached report
     part first, then the live part)."""
     registry = CollectorRegistry(auto_describe=False)
@@ -98,7 +103,7 @@ def stock(exposition: Exposition, reports: ReportCollector) -> bytes:
     return generate_latest(registry)
 
 
-def assert_same_as_stock(exposition: Exposition, reports: ReportCollector) -> bytes:
+def assert_same_as_stock(exposition: Exposition, reports: CollectionCollector) -> bytes:
     plain = metrics_body(exposition)
     unzipped = gzip.decompress(metrics_body(exposition, gzipped=True))
     expected = steady(stock(exposition, reports))
@@ -113,7 +118,7 @@ def assert_same_as_stock(exposition: Exposition, reports: ReportCollector) -> by
 
 
 def test_the_body_is_what_generate_latest_renders(
-    store: Store, exposition: Exposition, reports: ReportCollector, clock: Clock
+    store: Store, exposition: Exposition, reports: CollectionCollector, clock: Clock
 ) -> None:
     assert_same_as_stock(exposition, reports)  # no data yet: run metrics only
     fill(store, "all", DATA, clock.now)
@@ -127,7 +132,7 @@ def test_the_body_is_what_generate_latest_renders(
 
 
 def test_the_cache_follows_store_changes(
-    store: Store, exposition: Exposition, reports: ReportCollector, clock: Clock
+    store: Store, exposition: Exposition, reports: CollectionCollector, clock: Clock
 ) -> None:
     fill(store, "all", DATA, clock.now)
     before = assert_same_as_stock(exposition, reports)
@@ -147,7 +152,7 @@ def test_the_cache_follows_store_changes(
 
 
 def test_data_past_max_data_age_leaves_the_cache_without_a_store_change(
-    store: Store, exposition: Exposition, reports: ReportCollector, clock: Clock
+    store: Store, exposition: Exposition, reports: CollectionCollector, clock: Clock
 ) -> None:
     fill(store, "servers", DATA, clock.now)
     snapshot = store.snapshot
@@ -160,11 +165,14 @@ def test_data_past_max_data_age_leaves_the_cache_without_a_store_change(
     assert sample(stale, "ncentral_patch_report_last_run_success", report="servers") == 1
 
 
-# Per field of ReportState, a value other than what `fill` stores. A new field must be added here, and the
-# test below then proves that a store change to it reaches the cached body.
+SCANNED = CustomerData((CustomerCount(3, "Acme", "Laptops", 5, 2, 1), CustomerCount(3, "Acme", "Servers", 1, 0, 0)))
+# Per field of CollectionState, a value other than what `fill` stores (per collection where they differ). A
+# new field must be added here, and the test below then proves that a store change to it reaches the cached
+# body.
 CHANGED: dict[str, object] = {
     "fingerprint": "another-fingerprint",
-    "data": replace(DATA, installs=DATA.installs[:1]),
+    "result": {"all": ReportResult(replace(DATA, installs=DATA.installs[:1]), InFlight(7, 1.7e9)),
+               CUSTOMERS: CustomerData(SCANNED.rows[:1])},
     "last_success_time": 1.7e9,
     "last_duration": 99.5,
     "last_run_success": False,
@@ -173,27 +181,27 @@ CHANGED: dict[str, object] = {
     "last_error": "HTTP 500",
     "runs_total": 41,
     "failures": MappingProxyType({**dict.fromkeys(REASONS, 0), "http": 3, "unheard_of": 1}),
-    "in_flight": InFlight(7, 1.7e9),
-    "customers": CustomerData((CustomerCount(3, "Acme", "Laptops", 5, 2, 1),)),
+    "kind": "unknown_kind",  # last: a state of no known kind publishes no result, whatever it changes
 }
 
 
 def test_every_state_field_changed_through_the_store_reaches_the_cached_body(clock: Clock) -> None:
-    assert set(CHANGED) == {field.name for field in fields(ReportState)}, "a new ReportState field: add it to CHANGED"
+    assert set(CHANGED) == {field.name for field in fields(CollectionState)}, "a new state field: add it to CHANGED"
     store = Store((*REPORTS, CustomerSettings()))
-    reports = ReportCollector(store, lambda: REPORTS, wall=clock)
+    reports = CollectionCollector(store, lambda: REPORTS, wall=clock)
     exposition = Exposition(store, reports, ExporterCollector())
-    for name in ("all", CUSTOMERS):
-        fill(store, name, DATA, clock.now)
-    for field_name, value in CHANGED.items():
+    fill(store, "all", DATA, clock.now)
+    fill(store, CUSTOMERS, SCANNED, clock.now)
+    for field_name, changed in CHANGED.items():
         before = metrics_body(exposition)  # renders, and caches, the state before the change
         for name in ("all", CUSTOMERS):
+            value = changed[name] if isinstance(changed, dict) else changed
             state = store.snapshot[name]
             assert getattr(state, field_name) != value
             change = partial(replace, **{field_name: value})
             assert store.update(name, change, fingerprint=state.fingerprint)
         after = assert_same_as_stock(exposition, reports)
-        if field_name not in ("fingerprint", "last_run_time", "last_reason", "last_error", "in_flight"):
+        if field_name not in ("fingerprint", "last_run_time", "last_reason", "last_error"):
             assert steady(after) != steady(before), f"{field_name} shows in the metrics"
 
 
@@ -201,7 +209,7 @@ def test_a_reload_that_sets_max_data_age_reaches_the_cached_body_without_a_store
     store: Store, exposition: Exposition, clock: Clock
 ) -> None:
     configured = [REPORTS]
-    reports = ReportCollector(store, lambda: configured[0], wall=clock)
+    reports = CollectionCollector(store, lambda: configured[0], wall=clock)
     exposition = Exposition(store, reports, ExporterCollector())
     fill(store, "all", DATA, clock.now - 600)
     snapshot = store.snapshot
@@ -234,7 +242,7 @@ def test_gzip_is_one_member_that_decodes_to_the_plain_body(
 @pytest.fixture
 def served(clock: Clock) -> Iterator[tuple[Exporter, int]]:
     config = Config(ncentral=NCentralSettings(url="http://127.0.0.1:9", token="not-used-0123456789"),
-                    reports=REPORTS)
+                    collections=REPORTS)
     app = Exporter(config)
     fill(app.store, "all", DATA, clock.now)
     server = WebServer(app, ("127.0.0.1", 0), "/metrics", WebConfig())
@@ -244,7 +252,6 @@ def served(clock: Clock) -> Iterator[tuple[Exporter, int]]:
     finally:
         server.shutdown()
         app.shutdown()
-        app.runner.close()
 
 
 def fetch(port: int, encoding: str) -> tuple[http.client.HTTPResponse, bytes]:
@@ -269,7 +276,7 @@ def test_gzip_over_http_decodes_to_the_plain_text(served: tuple[Exporter, int]) 
     assert "Accept-Encoding" in (zipped_response.getheader("Vary") or "")
     assert int(zipped_response.getheader("Content-Length") or -1) == len(zipped)
     assert len(zipped) < len(plain)
-    expected = steady(stock(app.exposition, app.reports))
+    expected = steady(stock(app.exposition, app.collector))
     assert steady(gzip.decompress(zipped)) == expected
     assert steady(plain) == expected
 
@@ -287,4 +294,4 @@ def test_a_new_run_reaches_http_scrapes_plain_and_gzipped(served: tuple[Exporter
     wait_for(lambda: runs_seen("gzip"), timeout=5)
     _, zipped = fetch(port, "gzip")
     assert select(parse_samples(gzip.decompress(zipped).decode()), "ncentral_patch_installs") == {}
-    assert steady(gzip.decompress(zipped)) == steady(stock(app.exposition, app.reports))
+    assert steady(gzip.decompress(zipped)) == steady(stock(app.exposition, app.collector))

@@ -16,25 +16,22 @@ from helpers import (
     free_port,
     metrics_body,
     parse_samples,
+    report_result,
+    reports_of,
     run_command,
     sample,
     select,
     test_config,
     wait_for,
+    with_report,
     write_yaml,
 )
 
 from exporter.app import Exporter
 from exporter.cli import build_parser
-from exporter.config import (
-    Config,
-    ConfigError,
-    NCentralSettings,
-    ReportSettings,
-    load_config,
-    parse_config,
-    parse_duration,
-)
+from exporter.config import Config, ConfigError, NCentralSettings, parse_duration
+from exporter.config_file import load_config, parse_config
+from exporter.reports import ReportSettings
 from exporter.simulator import DEMO_JWT, Simulator
 
 GOOD_WEB_CONFIG = "basic_auth_users: {}\n"
@@ -44,7 +41,7 @@ def make_config(url: str, token: str, **ncentral: object) -> Config:
     return Config(
         ncentral=replace(NCentralSettings(url=url, token=token, request_timeout=2.0, retries=1, retry_backoff=0.01),
                          **ncentral),  # type: ignore[arg-type]
-        reports=(ReportSettings(name="all", interval=3600.0, poll_interval=0.01, poll_max_interval=0.05,
+        collections=(ReportSettings(name="all", interval=3600.0, poll_interval=0.01, poll_max_interval=0.05,
                                 timeout=5.0),),
     )
 
@@ -58,7 +55,7 @@ class Reloadable:
 
     def has_data(self) -> bool:
         state = self.app.store.snapshot.get("all")
-        return state is not None and state.data is not None
+        return report_result(state).data is not None
 
     def failed(self, reason: str) -> bool:
         state = self.app.store.snapshot.get("all")
@@ -71,7 +68,7 @@ def reloadable() -> Iterator[list[Reloadable]]:
     yield made
     for item in made:
         item.app.shutdown()
-        item.app.runner.close()
+        item.app.close()
 
 
 # --- recover at once -----------------------------------------------------------------------------------
@@ -99,7 +96,7 @@ def test_a_reload_interrupts_the_backoff_of_the_old_url(
 ) -> None:
     # A long backoff against a URL nobody listens on: the run would wait many minutes before it gave up.
     wrong = make_config(f"http://127.0.0.1:{free_port()}", sim.jwt, retries=5, retry_backoff=600.0)
-    wrong = replace(wrong, reports=(replace(wrong.reports[0], timeout=3600.0),))
+    wrong = with_report(wrong, timeout=3600.0)
     item = Reloadable(wrong)
     reloadable.append(item)
     with caplog.at_level(logging.DEBUG, logger="exporter.client"):
@@ -136,7 +133,7 @@ def test_a_reload_that_changes_a_failed_report_runs_it_now(sim: Simulator, reloa
     item.app.start()
     wait_for(lambda: item.failed("report_failed"))
     sim.set_outcome("COMPLETED")
-    item.next_config = replace(config, reports=(replace(config.reports[0], timeout=6.0),))  # same filters
+    item.next_config = with_report(config, timeout=6.0)  # same filters
     assert item.app.reload() is None
     wait_for(item.has_data, timeout=15)
 
@@ -149,7 +146,7 @@ def test_a_reload_that_changes_nothing_of_a_good_report_does_not_run_it(
     reloadable.append(item)
     item.app.start()
     wait_for(item.has_data)
-    item.next_config = replace(config, reports=(replace(config.reports[0], timeout=6.0),))
+    item.next_config = with_report(config, timeout=6.0)
     with caplog.at_level(logging.INFO, logger="exporter.app"):
         assert item.app.reload() is None
     reloaded = [r for r in caplog.records if r.getMessage() == "configuration reloaded"]
@@ -309,7 +306,6 @@ def test_failed_state_writes_are_counted(
         assert select(samples, "ncentral_patch_approvals")  # the results stay in memory
     finally:
         app.shutdown()
-        app.runner.close()
 
 
 # --- habits ----------------------------------------------------------------------------------------------
@@ -338,7 +334,7 @@ def test_durations_in_the_config_file(tmp_path: Path) -> None:
     )
     config = load_config(str(path), env={})
     assert config.ncentral.request_timeout == 90
-    report = config.reports[0]
+    report = reports_of(config)[0]
     assert (report.interval, report.timeout, report.max_data_age) == (5400, 604800, 129600)
 
 
@@ -409,7 +405,7 @@ def test_short_intervals_are_warned_about_on_reload(
         assert item.app.reload() is None
     warned = [r for r in caplog.records if r.getMessage().startswith("report interval is below 15m")]
     assert [r.report for r in warned] == ["all"]  # type: ignore[attr-defined]
-    assert item.app.config.reports[0].interval == 1.0  # warned, not refused
+    assert reports_of(item.app.config)[0].interval == 1.0  # warned, not refused
 
 
 # --- the README's recipes --------------------------------------------------------------------------------

@@ -21,11 +21,14 @@ from helpers import (
     Samples,
     metrics_body,
     parse_samples,
+    report_result,
+    reports_of,
     run_command,
     sample,
     select,
     test_config,
     wait_for,
+    with_report,
     write_yaml,
 )
 from test_web import make_certificate
@@ -33,11 +36,13 @@ from test_web import make_certificate
 from exporter import logs, scrub
 from exporter.app import Exporter
 from exporter.client import NCentralClient
-from exporter.config import Config, NCentralSettings, ReportSettings, server_identity
+from exporter.config import Config, NCentralSettings
 from exporter.diagnose import check_connection
 from exporter.errors import ConnectionFailed, InvalidResponse
 from exporter.report import parse_poll
+from exporter.reports import ReportSettings
 from exporter.simulator import FIRST_REPORT_ID, Simulator
+from exporter.store import server_identity
 
 
 def make_config(sim: Simulator, storage: Path | None = None, **ncentral: Any) -> Config:
@@ -47,7 +52,7 @@ def make_config(sim: Simulator, storage: Path | None = None, **ncentral: Any) ->
     }
     return Config(
         ncentral=NCentralSettings(**settings),
-        reports=(ReportSettings(name="all", poll_interval=0.01, poll_max_interval=0.05, timeout=5.0),),
+        collections=(ReportSettings(name="all", poll_interval=0.01, poll_max_interval=0.05, timeout=5.0),),
         storage_path=str(storage) if storage is not None else None,
     )
 
@@ -69,7 +74,6 @@ def app(sim: Simulator) -> Iterator[Exporter]:
     exporter = Exporter(make_config(sim))
     yield exporter
     exporter.shutdown()
-    exporter.runner.close()
 
 
 def bounded(call: Callable[[], object], sim: Simulator, hang_bound: float = 20.0) -> BaseException | None:
@@ -96,7 +100,7 @@ def bounded(call: Callable[[], object], sim: Simulator, hang_bound: float = 20.0
 def run_in_thread(app: Exporter, sim: Simulator, hang_bound: float = 30.0) -> bool:
     """The outcome of a run of report "all", bounded as `bounded` bounds a call."""
     outcome: list[bool] = []
-    error = bounded(lambda: outcome.append(app.runner.run("all")), sim, hang_bound)
+    error = bounded(lambda: outcome.append(app.run("all")), sim, hang_bound)
     if error is not None:
         raise error
     return outcome[0]
@@ -120,10 +124,10 @@ def test_a_dripping_answer_cannot_hold_a_run(
     catches a hang."""
     config = make_config(sim, request_timeout=30.0 if bound == "report-timeout" else 1.0, retries=1)
     timeout = 2.0 if bound == "report-timeout" else 600.0
-    config = replace(config, reports=(replace(config.reports[0], timeout=timeout),))
+    config = with_report(config, timeout=timeout)
     app = Exporter(config)
     try:
-        assert app.runner.run("all")
+        assert app.run("all")
         sim.add_fault(fault, endpoint="poll", count=None, delay=0.3)
         assert run_in_thread(app, sim, hang_bound=20.0) is False
         assert failures(app, "connection") == 1
@@ -131,10 +135,9 @@ def test_a_dripping_answer_cannot_hold_a_run(
         assert all(text in line["error"] for text in said), line["error"]
         assert approvals(app)  # the last good data stays
         sim.clear_faults()
-        assert app.runner.run("all")
+        assert app.run("all")
     finally:
         app.shutdown()
-        app.runner.close()
 
 
 def test_once_ends_by_the_report_timeout_on_a_dripping_body(sim: Simulator, tmp_path: Path) -> None:
@@ -211,17 +214,16 @@ def test_dripping_headers_over_tls_cannot_hold_a_run(
         config = make_config(sim, ca_bundle=str(cert), request_timeout=1.0, retries=1)
         app = Exporter(config)
         try:
-            assert app.runner.run("all")
+            assert app.run("all")
             sim.add_fault("drip_headers", endpoint="poll", count=None, delay=0.3)
             assert run_in_thread(app, sim, hang_bound=20.0) is False
             assert failures(app, "connection") == 1
             line = next(r for r in caplog.records if r.getMessage() == "report run failed").__dict__
             assert "not complete within 1.0s" in line["error"]
             sim.clear_faults()
-            assert app.runner.run("all")
+            assert app.run("all")
         finally:
             app.shutdown()
-            app.runner.close()
 
 
 @pytest.mark.parametrize("scheme", ["http", "https"])
@@ -246,7 +248,7 @@ def stored_then_edited(config: Config, edit: Callable[[dict[str, Any]], None]) -
     """Run once with a state file, stop, let `edit` change the stored document, and return what the first
     exporter served."""
     first = Exporter(config)
-    assert first.runner.run("all")
+    assert first.run("all")
     served = scrape(first)
     first.shutdown()
     state = Path(config.storage_path or "")
@@ -262,15 +264,15 @@ def stored_then_edited(config: Config, edit: Callable[[dict[str, Any]], None]) -
 def interrupted_in_flight(sim: Simulator, config: Config) -> int:
     """Run once (data stored), then leave a report in flight at `sim` and stop: its id stays stored."""
     first = Exporter(config)
-    assert first.runner.run("all")
+    assert first.run("all")
     sim.set_generation_time(3600)
-    worker = threading.Thread(target=first.runner.run, args=("all",), daemon=True)
+    worker = threading.Thread(target=first.run, args=("all",), daemon=True)
     worker.start()
     wait_for(lambda: sim.count("poll") >= 2)
     first.shutdown()
     worker.join(10)
-    first.runner.close()
-    state = json.loads(Path(config.storage_path or "").read_text())["reports"]["all"]
+    first.close()
+    state = json.loads(Path(config.storage_path or "").read_text())["collections"]["all"]["result"]
     assert state["data"] is not None and state["in_flight"] is not None
     return int(state["in_flight"]["report_id"])
 
@@ -317,10 +319,9 @@ def test_a_restart_against_another_server_drops_the_stored_id_and_results(
             assert len(changed) == 1
             assert approvals(app) == {}  # nothing of the old server's served as the new one's
             assert app.not_ready() is not None
-            assert app.runner.run("all")
+            assert app.run("all")
         finally:
             app.shutdown()
-            app.runner.close()
         assert f"GET /api/report/{report_id}" not in report_calls(other)
         assert report_calls(other)[0] == "POST /api/report/patch-comparison"
         assert {dict(k)["device_class"] for k in approvals(app)} == {"Someone Else's Servers"}
@@ -337,12 +338,12 @@ def test_a_reload_to_another_server_drops_the_stored_id_and_results(
     other = another_server()
     new_config = make_config(other, state)
     try:
-        assert app.runner.run("all")
+        assert app.run("all")
         sim.set_generation_time(3600)
-        worker = threading.Thread(target=app.runner.run, args=("all",), daemon=True)
+        worker = threading.Thread(target=app.run, args=("all",), daemon=True)
         worker.start()
         wait_for(lambda: sim.count("poll") >= 2)
-        in_flight = app.store.snapshot["all"].in_flight
+        in_flight = report_result(app.store.snapshot["all"]).in_flight
         assert in_flight is not None
         caplog.clear()
         assert app.reload() is None
@@ -357,7 +358,6 @@ def test_a_reload_to_another_server_drops_the_stored_id_and_results(
         assert stored["server"] == server_identity(new_config.ncentral)
     finally:
         app.shutdown()
-        app.runner.close()
         other.stop()
 
 
@@ -385,19 +385,18 @@ def test_server_identity_follows_url_and_api_user_and_never_holds_the_token() ->
 def test_a_report_over_max_series_is_invalid_and_the_good_data_stays(sim: Simulator) -> None:
     app = Exporter(make_config(sim, max_series=30))
     try:
-        assert app.runner.run("all")
+        assert app.run("all")
         good = approvals(app)
         assert len(good) == 15
         sim.set_data({"deviceClassSummaries": [
             {"deviceClass": f"Class {n}", "approvalStatusCounts": {"declined": n}} for n in range(7)
         ]})
-        assert not app.runner.run("all")
+        assert not app.run("all")
         assert failures(app, "invalid_response") == 1
         assert "max_series=30" in (app.store.snapshot["all"].last_error or "")
         assert approvals(app) == good
     finally:
         app.shutdown()
-        app.runner.close()
 
 
 # --- 4. header values parsed strictly ---
@@ -406,17 +405,17 @@ def test_a_report_over_max_series_is_invalid_and_the_good_data_stays(sim: Simula
 @pytest.mark.parametrize("value", ["\u00b2", "9" * 5000, "-1", "1e3", "Wed, 99 Foo 2025 99:99:99 GMT", "3\u00b2"])
 def test_an_odd_retry_after_is_ignored(sim: Simulator, app: Exporter, value: str) -> None:
     sim.add_fault("429", endpoint="poll", count=1, retry_after=value)
-    assert app.runner.run("all")
+    assert app.run("all")
     assert failures(app, "internal") == 0
     assert sim.count("poll") == 2  # retried after the usual backoff
 
 
 @pytest.mark.parametrize("value", ["\u00b2", "9" * 5000, "12abc", "+5", "5, 6"])
 def test_an_odd_content_length_is_an_invalid_response(sim: Simulator, app: Exporter, value: str) -> None:
-    assert app.runner.run("all")
+    assert app.run("all")
     good = approvals(app)
     sim.add_fault("bad_length", endpoint="poll", count=None, value=value)
-    assert not app.runner.run("all")
+    assert not app.run("all")
     assert failures(app, "invalid_response") == 1
     assert failures(app, "internal") == 0
     assert "Content-Length" in (app.store.snapshot["all"].last_error or "")
@@ -505,20 +504,20 @@ WRONG_SHAPES: dict[str, dict[str, Any]] = {
 
 @pytest.mark.parametrize("shape", list(WRONG_SHAPES))
 def test_a_wrong_shape_is_invalid_and_the_good_data_stays(sim: Simulator, app: Exporter, shape: str) -> None:
-    assert app.runner.run("all")
+    assert app.run("all")
     good = approvals(app)
     sim.set_data(WRONG_SHAPES[shape])
-    assert not app.runner.run("all")
+    assert not app.run("all")
     assert failures(app, "invalid_response") == 1
     assert approvals(app) == good
 
 
 @pytest.mark.parametrize("report_id", [-1, 2**31, 10**30])
 def test_a_report_id_out_of_range_is_invalid(sim: Simulator, app: Exporter, report_id: int) -> None:
-    assert app.runner.run("all")
+    assert app.run("all")
     good = approvals(app)
     sim.add_fault("bad_report_id", endpoint="submit", count=None, value=str(report_id))
-    assert not app.runner.run("all")
+    assert not app.run("all")
     assert failures(app, "invalid_response") == 1
     assert approvals(app) == good
     assert not any(r.path == f"/api/report/{report_id}" for r in sim.requests)
@@ -526,7 +525,7 @@ def test_a_report_id_out_of_range_is_invalid(sim: Simulator, app: Exporter, repo
 
 def test_counts_left_out_or_null_are_zero(sim: Simulator, app: Exporter) -> None:
     sim.set_data({"deviceClassSummaries": [{"deviceClass": "A"}, {"deviceClass": "B", "approvalStatusCounts": None}]})
-    assert app.runner.run("all")
+    assert app.run("all")
     assert set(approvals(app).values()) == {0}
 
 
@@ -556,9 +555,10 @@ def test_one_corrupt_entry_does_not_discard_the_others(
     sim: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = make_config(sim, tmp_path / "state.json")
+    config = replace(config, collections=(*config.collections, replace(reports_of(config)[0], name="other")))
 
     def add_corrupt_entry(document: dict[str, Any]) -> None:
-        document["reports"]["removed-report"] = {"fingerprint": "x", "data": {"approvals": [["A", "declined", -1]]}}
+        document["collections"]["other"]["result"] = {"data": {"approvals": [["A", "declined", -1]], "installs": []}}
 
     good = select(stored_then_edited(config, add_corrupt_entry), "ncentral_patch_approvals")
     second = Exporter(config)
@@ -566,7 +566,7 @@ def test_one_corrupt_entry_does_not_discard_the_others(
         assert approvals(second) == good
         assert any(
             r.getMessage() == "ignoring an unreadable entry of the state file"
-            and r.__dict__["report"] == "removed-report"
+            and r.__dict__["report"] == "other"
             for r in caplog.records
         )
     finally:
@@ -581,7 +581,7 @@ def test_a_reload_with_nothing_changed_writes_nothing(sim: Simulator, tmp_path: 
     config = make_config(sim, state)
     app = Exporter(config, lambda: config)
     try:
-        assert app.runner.run("all")
+        assert app.run("all")
         before, text = state.stat(), state.read_text()
         for _ in range(5):
             assert app.reload() is None
@@ -590,7 +590,7 @@ def test_a_reload_with_nothing_changed_writes_nothing(sim: Simulator, tmp_path: 
         assert (after.st_ino, after.st_mtime_ns, after.st_ctime_ns) == (
             before.st_ino, before.st_mtime_ns, before.st_ctime_ns
         )
-        assert app.runner.run("all")  # a change is still written
+        assert app.run("all")  # a change is still written
         assert state.read_text() != text
     finally:
         app.shutdown()
@@ -620,8 +620,11 @@ def test_a_stored_timestamp_in_the_future_is_refused(
     future = time.time() + 86400 * 365 * 3000  # the year ~5000
 
     def set_future(document: dict[str, Any]) -> None:
-        entry = document["reports"]["all"]
-        entry[key] = {"report_id": FIRST_REPORT_ID, "submitted_at": future} if key == "in_flight" else future
+        entry = document["collections"]["all"]
+        if key == "in_flight":
+            entry["result"][key] = {"report_id": FIRST_REPORT_ID, "submitted_at": future}
+        else:
+            entry[key] = future
 
     stored_then_edited(config, set_future)
     second = Exporter(config)
@@ -635,7 +638,8 @@ def test_a_stored_timestamp_in_the_future_is_refused(
 
 def test_a_stored_timestamp_within_the_clock_skew_is_kept(sim: Simulator, tmp_path: Path) -> None:
     config = make_config(sim, tmp_path / "state.json")
-    stored_then_edited(config, lambda document: document["reports"]["all"].update(last_success_time=time.time() + 60))
+    stored_then_edited(config, lambda document: document["collections"]["all"].update(
+        last_success_time=time.time() + 60))
     second = Exporter(config)
     try:
         assert approvals(second)

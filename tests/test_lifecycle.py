@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import REPO, write_yaml
+from helpers import REPO, scan_settings, write_yaml
 
-from exporter.config import ConfigError, load_config, parse_config
+from exporter.config import ConfigError
+from exporter.config_file import load_config, parse_config
 from exporter.lifecycle import DEFAULT_END_OF_LIFE_OS, is_end_of_life
 
 BASE: dict[str, Any] = {"ncentral": {"url": "https://n.example", "api_token": "x"}}
@@ -55,10 +56,10 @@ def test_supported_systems_are_not_end_of_life(os_name: str) -> None:
 
 
 def test_a_users_list_replaces_the_default() -> None:
-    settings = parse_config({**BASE, "customers": {"end_of_life_os": [
+    settings = scan_settings(parse_config({**BASE, "customers": {"end_of_life_os": [
         {"match": "windows 10", "since": dt.date(2027, 1, 12), "except": "ltsc"},
         {"match": "Ubuntu 20\\.04", "since": "2025-05-31"},
-    ]}}, env={}).customers
+    ]}}, env={}))
     assert settings is not None and len(settings.end_of_life_os) == 2
     rules, day = settings.end_of_life_os, dt.date(2027, 1, 12)
     assert is_end_of_life(rules, "Microsoft Windows 10 Pro", day)
@@ -67,16 +68,16 @@ def test_a_users_list_replaces_the_default() -> None:
     assert is_end_of_life(rules, "Microsoft Windows 10 Enterprise 2016 LTSB", day)
     assert not is_end_of_life(rules, "Microsoft Windows Server 2012 R2 Standard", day)  # not in this list
     assert is_end_of_life(rules, "Ubuntu 20.04.6 LTS", day)
-    empty = parse_config({**BASE, "customers": {"end_of_life_os": []}}, env={}).customers
+    empty = scan_settings(parse_config({**BASE, "customers": {"end_of_life_os": []}}, env={}))
     assert empty is not None and empty.end_of_life_os == ()
-    default = parse_config({**BASE, "customers": {}}, env={}).customers
+    default = scan_settings(parse_config({**BASE, "customers": {}}, env={}))
     assert default is not None and default.end_of_life_os == DEFAULT_END_OF_LIFE_OS
     assert default.stale_after == 7 * 86400
 
 
 def test_the_settings_are_part_of_what_a_stored_result_answers() -> None:
     def fingerprint(section: dict[str, Any]) -> str:
-        settings = parse_config({**BASE, "customers": section}, env={}).customers
+        settings = scan_settings(parse_config({**BASE, "customers": section}, env={}))
         assert settings is not None
         return settings.fingerprint
 
@@ -112,7 +113,7 @@ def test_a_yaml_date_and_an_impossible_one(tmp_path: Any) -> None:
     path = tmp_path / "config.yml"
     path.write_text("ncentral: {url: 'https://n.example', api_token: x}\n"
                     "customers:\n  end_of_life_os:\n    - {match: Windows 7, since: 2020-01-14}\n", encoding="utf-8")
-    settings = load_config(str(path), env={}).customers
+    settings = scan_settings(load_config(str(path), env={}))
     assert settings is not None and settings.end_of_life_os[0].since == dt.date(2020, 1, 14)
     write_yaml(path, {**BASE, "customers": {"end_of_life_os": [{"match": "7", "since": "2020-02-30"}]}})
     with pytest.raises(ConfigError, match=r"end_of_life_os\[0\]\.since: must be a date"):
@@ -124,7 +125,7 @@ def test_the_example_config_carries_the_default_list_with_its_sources() -> None:
     block = example[example.index("#   end_of_life_os:"):].splitlines()
     lines = [line for line in block if line.startswith("#     - ") or line.startswith("#   end_of_life_os:")]
     entries = yaml.safe_load("\n".join(line.removeprefix("#   ") for line in lines))["end_of_life_os"]
-    rules = parse_config({**BASE, "customers": {"end_of_life_os": entries}}, env={}).customers
+    rules = scan_settings(parse_config({**BASE, "customers": {"end_of_life_os": entries}}, env={}))
     assert rules is not None and rules.end_of_life_os == DEFAULT_END_OF_LIFE_OS
     sources = [line for line in block if line.startswith("#     - ")]
     assert all("# windows-" in line for line in sources if "except" not in line)

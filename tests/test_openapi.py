@@ -15,8 +15,10 @@ from helpers import free_port, metrics_body, parse_samples, sample, test_config,
 from exporter import landing
 from exporter.app import Exporter
 from exporter.client import NCentralClient, ServerInfo, host_port, parse_version
-from exporter.config import Config, NCentralSettings, ReportSettings, load_config, log_notices
+from exporter.config import Config, NCentralSettings, log_notices
+from exporter.config_file import load_config
 from exporter.errors import ConnectionFailed, HTTPError
+from exporter.reports import ReportSettings
 from exporter.simulator import API_SERVICE_VERSION, DEFAULT_VERSION, START_DATE_PATTERN, Simulator
 
 SCHEMA_PROPERTIES = {"startDate", "installStatuses", "patchApprovals", "patchCategories"}
@@ -26,7 +28,7 @@ def make_config(url: str, token: str, **ncentral: object) -> Config:
     return Config(
         ncentral=replace(NCentralSettings(url=url, token=token, request_timeout=2.0, retries=1, retry_backoff=0.01),
                          **ncentral),  # type: ignore[arg-type]
-        reports=(ReportSettings(name="all", poll_interval=0.01, poll_max_interval=0.05, timeout=5.0),),
+        collections=(ReportSettings(name="all", poll_interval=0.01, poll_max_interval=0.05, timeout=5.0),),
     )
 
 
@@ -36,7 +38,6 @@ def make_exporter() -> Iterator[list[Exporter]]:
     yield made
     for app in made:
         app.shutdown()
-        app.runner.close()
 
 
 def run_once(made: list[Exporter], config: Config) -> Exporter:
@@ -112,7 +113,7 @@ def test_the_client_sends_only_what_the_schema_has(sim: Simulator, make_exporter
         ReportSettings(name="all", start_date="2025-02-28", install_statuses=("Failed",),
                        patch_approvals=("Declined",), patch_categories=("Drivers",)),
     ):
-        run_once(make_exporter, replace(config, reports=(replace(report, poll_interval=0.01),)))
+        run_once(make_exporter, replace(config, collections=(replace(report, poll_interval=0.01),)))
     bodies = [r.json() for r in sim.requests if r.endpoint == "submit"]
     assert len(bodies) == 2
     for body in bodies:
@@ -125,7 +126,7 @@ def test_field_messages_of_a_400_are_logged_and_kept(
     sim: Simulator, make_exporter: list[Exporter], caplog: pytest.LogCaptureFixture
 ) -> None:
     sim.add_fault("invalid_fields", endpoint="submit")
-    with caplog.at_level(logging.WARNING, logger="exporter.runner"):
+    with caplog.at_level(logging.WARNING, logger="exporter.reports"):
         app = run_once(make_exporter, make_config(sim.url, sim.jwt))
     state = app.store.snapshot["all"]
     assert state.last_reason == "http"
@@ -136,7 +137,7 @@ def test_field_messages_of_a_400_are_logged_and_kept(
     logged = [record for record in caplog.records if record.getMessage() == "report run failed"]
     assert len(logged) == 1
     assert "startDate: startDate must be in the format YYYY-MM-DD" in logged[0].error  # type: ignore[attr-defined]
-    page = landing.render(app.config.reports, app.store.snapshot, {}, "/metrics", time.time()).decode()
+    page = landing.render(app.config, app.store.snapshot, {}, "/metrics", time.time()).decode()
     assert "startDate: startDate must be in the format YYYY-MM-DD" in page
 
 

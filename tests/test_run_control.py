@@ -13,25 +13,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ExporterProcess, test_config, wait_for, write_yaml
+from helpers import ExporterProcess, report_result, reports_of, test_config, wait_for, with_report, write_yaml
 
-from exporter.app import Exporter, collections
+from exporter.app import Exporter
 from exporter.client import NCentralClient, interruptible_sleep
-from exporter.config import Config, NCentralSettings, ReportSettings, server_identity
+from exporter.config import Config, NCentralSettings
 from exporter.errors import ReportFailed
 from exporter.live_client import LiveClient
 from exporter.report import PollResult
-from exporter.runner import Runner
+from exporter.reports import ReportSettings, Runner
 from exporter.running_config import RunningConfig
 from exporter.simulator import Simulator
-from exporter.store import Store
+from exporter.store import Store, server_identity
 from exporter.workers import DaemonPool
 
 
 def make_config(sim: Simulator, *reports: ReportSettings) -> Config:
     return Config(
         ncentral=NCentralSettings(url=sim.url, token=sim.jwt, retry_backoff=0.01),
-        reports=reports or (ReportSettings(name="all", interval=3600, poll_interval=0.01, timeout=10),),
+        collections=reports or (ReportSettings(name="all", interval=3600, poll_interval=0.01, timeout=10),),
     )
 
 
@@ -40,7 +40,7 @@ def make_config(sim: Simulator, *reports: ReportSettings) -> Config:
 
 def test_a_swap_tells_each_listener_once_and_then_everyone_asks_the_new_config(sim: Simulator) -> None:
     old = make_config(sim)
-    new = replace(old, reports=(replace(old.reports[0], interval=60),))
+    new = with_report(old, interval=60)
     running = RunningConfig(old)
     told: list[tuple[Config, Config]] = []
     running.on_swap(lambda before, after: told.append((before, after)))
@@ -57,7 +57,7 @@ def test_a_new_n_central_replaces_the_client_and_halts_only_its_own_waits(sim: S
     _, first = own.current()
     first_halt = own.halt_of(first)
     assert first_halt is not None
-    running.swap(replace(old, reports=()))  # the same N-central settings: the clients stay
+    running.swap(replace(old, collections=()))  # the same N-central settings: the clients stay
     assert own.current()[1] is first
     running.swap(new)
     config, second = own.current()
@@ -85,15 +85,15 @@ def test_a_reload_inside_a_call_is_refused_by_the_store_and_the_run_starts_afres
     with the new filters. The reload lands inside a call to N-central, which no timing can arrange: the
     client calls it once its answer has arrived."""
     old = make_config(sim)
-    new = replace(old, reports=(replace(old.reports[0], patch_approvals=("Declined",)),))
+    new = with_report(old, patch_approvals=("Declined",))
     running = RunningConfig(old)
-    store = Store(collections(old), server=server_identity(old.ncentral))
+    store = Store(old.collections, server=server_identity(old.ncentral))
     reloads: list[str] = []
 
     def reload_once(where: str) -> None:
         if call.endswith(where) and not reloads:
             reloads.append(where)
-            store.reconfigure(collections(new), server=server_identity(new.ncentral))
+            store.reconfigure(new.collections, server=server_identity(new.ncentral))
             running.swap(new)
             if call.startswith("failing"):
                 raise ReportFailed("the run fails after the reload: recording the failure is refused")
@@ -112,7 +112,7 @@ def test_a_reload_inside_a_call_is_refused_by_the_store_and_the_run_starts_afres
     runner = Runner(running, store, threading.Event(),
                     client_factory=lambda settings, halt: ReloadingClient(settings, sleep=interruptible_sleep(halt)))
     try:
-        with caplog.at_level(logging.INFO, logger="exporter.runner"):
+        with caplog.at_level(logging.INFO, logger="exporter.reports"):
             assert runner.run("all")
     finally:
         runner.close()
@@ -125,10 +125,10 @@ def test_a_reload_inside_a_call_is_refused_by_the_store_and_the_run_starts_afres
     assert "patchApprovals" not in submits[0]
     assert submits[1]["patchApprovals"] == ["Declined"]
     state = store.snapshot["all"]
-    assert state.fingerprint == new.reports[0].fingerprint
+    assert state.fingerprint == reports_of(new)[0].fingerprint
     assert state.runs_total == 1  # the refused run left no count
     assert state.last_run_success
-    assert state.data is not None
+    assert report_result(state).data is not None
 
 
 # --- the scheduler asks the running config --------------------------------------------------------------
@@ -139,7 +139,7 @@ def test_a_reload_reschedules_what_changed_removes_what_went_and_keeps_the_rest(
     b = replace(a, name="b", patch_approvals=("No Approval",))
     c = replace(a, name="c", patch_approvals=("Declined",))
     old = make_config(sim, a, b, c)
-    new = replace(old, reports=(replace(a, interval=1800), b))
+    new = replace(old, collections=(replace(a, interval=1800), b))
     app = Exporter(old, lambda: new)
     app.start()
     try:
@@ -229,7 +229,7 @@ def test_sigterm_while_a_run_is_inside_a_slow_call_exits_0_with_the_state_writte
     assert "a run is still inside an HTTP call to N-central; not waiting for it" in log
     assert "msg=stopped" in log.rstrip().splitlines()[-1]  # the last word: nothing after the orderly end
     assert "Traceback" not in log
-    assert json.loads(state.read_text())["reports"]["all"]["last_run_time"] is None  # the cut run recorded nothing
+    assert json.loads(state.read_text())["collections"]["all"]["last_run_time"] is None  # the cut run recorded nothing
     second = ExporterProcess(tmp_path, "--config.file", str(config), "--storage.path", str(state))
     try:
         second.wait_healthy()  # the state file's lock was released

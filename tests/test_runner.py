@@ -13,13 +13,24 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from helpers import Samples, metrics_body, parse_samples, sample, select, wait_for
+from helpers import (
+    Samples,
+    metrics_body,
+    parse_samples,
+    report_result,
+    reports_of,
+    sample,
+    select,
+    wait_for,
+    with_report,
+)
 
 from exporter.app import Exporter
 from exporter.client import NCentralClient, interruptible_sleep
-from exporter.config import Config, NCentralSettings, ReportSettings
+from exporter.config import Config, NCentralSettings
 from exporter.errors import REASONS
 from exporter.report import PollResult
+from exporter.reports import ReportSettings
 from exporter.simulator import DEFAULT_DATA, Simulator
 
 
@@ -29,7 +40,7 @@ def make_config(sim: Simulator, **report: object) -> Config:
         ncentral=NCentralSettings(
             url=sim.url, token=sim.jwt, request_timeout=1.0, retries=2, retry_backoff=0.01, max_response_size=2**20
         ),
-        reports=(replace(settings, **report),),  # type: ignore[arg-type]
+        collections=(replace(settings, **report),),  # type: ignore[arg-type]
     )
 
 
@@ -38,7 +49,6 @@ def exporter(sim: Simulator) -> Iterator[Exporter]:
     app = Exporter(make_config(sim))
     yield app
     app.shutdown()
-    app.runner.close()
 
 
 def scrape(app: Exporter) -> Samples:
@@ -155,7 +165,7 @@ def test_fault_keeps_data_counts_reason_and_recovers(
     app = Exporter(config)
     jwt = sim.jwt
     try:
-        assert app.runner.run("all") is True
+        assert app.run("all") is True
         good = scrape(app)
         good_data = approvals(good)
         assert len(good_data) == 15
@@ -163,7 +173,7 @@ def test_fault_keeps_data_counts_reason_and_recovers(
         inject(sim)
         caplog.clear()
         with caplog.at_level(logging.INFO):
-            assert app.runner.run("all") is False
+            assert app.run("all") is False
         failed = scrape(app)
         assert sample(failed, "ncentral_patch_report_last_run_success", report="all") == 0
         assert sample(failed, "ncentral_patch_report_runs_total", report="all") == 2
@@ -183,14 +193,13 @@ def test_fault_keeps_data_counts_reason_and_recovers(
         assert FAULT_MESSAGES[fault] in line["error"], line["error"]
 
         heal(sim, jwt)
-        assert app.runner.run("all") is True
+        assert app.run("all") is True
         recovered = scrape(app)
         assert sample(recovered, "ncentral_patch_report_last_run_success", report="all") == 1
         assert sample(recovered, "ncentral_patch_report_runs_total", report="all") == 3
     finally:
         heal(sim, jwt)
         app.shutdown()
-        app.runner.close()
 
 
 def test_values_equal_the_report_and_missing_keys_are_zero(sim: Simulator, exporter: Exporter) -> None:
@@ -202,7 +211,7 @@ def test_values_equal_the_report_and_missing_keys_are_zero(sim: Simulator, expor
         ],
         "futureField": {"ignored": True},
     })
-    assert exporter.runner.run("all")
+    assert exporter.run("all")
     data = approvals(scrape(exporter))
     assert data == {
         frozenset({("report", "all"), ("device_class", tricky), ("approval_status", status)}): value
@@ -219,7 +228,7 @@ def test_values_equal_the_report_and_missing_keys_are_zero(sim: Simulator, expor
 
 
 def test_installs_are_exported_with_normalised_labels(sim: Simulator, exporter: Exporter) -> None:
-    assert exporter.runner.run("all")
+    assert exporter.run("all")
     samples = scrape(exporter)
     assert sample(
         samples, "ncentral_patch_installs", report="all", approval_status="approved_for_install",
@@ -232,12 +241,12 @@ def test_installs_are_exported_with_normalised_labels(sim: Simulator, exporter: 
 
 
 def test_a_device_class_dropped_by_the_next_report_disappears(sim: Simulator, exporter: Exporter) -> None:
-    assert exporter.runner.run("all")
+    assert exporter.run("all")
     assert any(("device_class", "Servers - Windows") in key for key in approvals(scrape(exporter)))
     data = json.loads(json.dumps(DEFAULT_DATA))
     data["deviceClassSummaries"] = data["deviceClassSummaries"][:2]
     sim.set_data(data)
-    assert exporter.runner.run("all")
+    assert exporter.run("all")
     classes = {dict(key)["device_class"] for key in approvals(scrape(exporter))}
     assert classes == {"Laptops - Windows", "Workstations - Windows"}
 
@@ -259,7 +268,7 @@ def test_submitted_payload_matches_the_config(sim: Simulator) -> None:
         patch_categories=("Security Updates",),
     ))
     try:
-        assert app.runner.run("all")
+        assert app.run("all")
     finally:
         app.shutdown()
     submit = next(r for r in sim.requests if r.endpoint == "submit")
@@ -273,7 +282,7 @@ def test_max_data_age_drops_old_data(sim: Simulator) -> None:
     now = [1_000_000.0]
     app = Exporter(make_config(sim, max_data_age=60.0), wall=lambda: now[0])
     try:
-        assert app.runner.run("all")
+        assert app.run("all")
         assert approvals(scrape(app))
         now[0] += 61
         samples = scrape(app)
@@ -296,7 +305,7 @@ def test_polling_is_polite_for_a_five_minute_report() -> None:
         app = Exporter(make_config(sim, poll_interval=2.0, poll_max_interval=30.0, timeout=1800.0),
                        sleep=fake_sleep, monotonic=lambda: clock[0])
         try:
-            assert app.runner.run("all")
+            assert app.run("all")
         finally:
             app.shutdown()
         assert sleeps[:6] == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
@@ -314,7 +323,7 @@ def test_a_report_that_never_completes_times_out_within_its_timeout(sim: Simulat
     app = Exporter(make_config(sim, poll_interval=2.0, poll_max_interval=30.0, timeout=600.0),
                    sleep=fake_sleep, monotonic=lambda: clock[0])
     try:
-        assert not app.runner.run("all")
+        assert not app.run("all")
         assert app.store.snapshot["all"].last_reason == "timeout"
     finally:
         app.shutdown()
@@ -324,7 +333,7 @@ def test_a_report_that_never_completes_times_out_within_its_timeout(sim: Simulat
 def test_state_file_serves_old_data_and_resumes_in_flight(sim: Simulator, tmp_path: Path) -> None:
     config = replace(make_config(sim), storage_path=str(tmp_path / "state.json"))
     first = Exporter(config)
-    assert first.runner.run("all")
+    assert first.run("all")
     good = approvals(scrape(first))
     first.shutdown()
 
@@ -334,12 +343,12 @@ def test_state_file_serves_old_data_and_resumes_in_flight(sim: Simulator, tmp_pa
     second.shutdown()
 
     stored = json.loads((tmp_path / "state.json").read_text())
-    report = stored["reports"]["all"]
-    report["in_flight"] = {"report_id": 575523, "submitted_at": report["last_success_time"]}
+    report = stored["collections"]["all"]
+    report["result"]["in_flight"] = {"report_id": 575523, "submitted_at": report["last_success_time"]}
     (tmp_path / "state.json").write_text(json.dumps(stored))
     third = Exporter(config)
     submits = sim.count("submit")
-    assert third.runner.run("all")
+    assert third.run("all")
     assert sim.count("submit") == submits
     assert sim.requests[-1].path == "/api/report/575523"
     third.shutdown()
@@ -348,9 +357,9 @@ def test_state_file_serves_old_data_and_resumes_in_flight(sim: Simulator, tmp_pa
 def test_changed_filters_invalidate_the_stored_result(sim: Simulator, tmp_path: Path) -> None:
     config = replace(make_config(sim), storage_path=str(tmp_path / "state.json"))
     first = Exporter(config)
-    assert first.runner.run("all")
+    assert first.run("all")
     first.shutdown()
-    changed = replace(config, reports=(replace(config.reports[0], patch_approvals=("Declined",)),))
+    changed = with_report(config, patch_approvals=("Declined",))
     second = Exporter(changed)
     assert approvals(scrape(second)) == {}
     second.shutdown()
@@ -380,9 +389,9 @@ def test_corrupt_state_file_is_ignored(
         r.getMessage() in ("ignoring unreadable state file", "ignoring an unreadable entry of the state file")
         for r in caplog.records
     )
-    assert app.runner.run("all")
+    assert app.run("all")
     app.shutdown()
-    assert json.loads(path.read_text())["reports"]["all"]["data"] is not None
+    assert json.loads(path.read_text())["collections"]["all"]["result"]["data"] is not None
 
 
 def test_a_bug_in_a_run_is_counted_as_internal_and_the_next_run_recovers(
@@ -401,11 +410,11 @@ def test_a_bug_in_a_run_is_counted_as_internal_and_the_next_run_recovers(
     app = Exporter(make_config(sim),
                    client_factory=lambda settings, halt: BuggyClient(settings, sleep=interruptible_sleep(halt)))
     try:
-        assert not app.runner.run("all")
+        assert not app.run("all")
         samples = scrape(app)
         assert sample(samples, "ncentral_patch_report_failures_total", report="all", reason="internal") == 1
         assert any(r.getMessage() == "unexpected error in a report run" and r.exc_info for r in caplog.records)
-        assert app.runner.run("all")
+        assert app.run("all")
         assert len(calls) >= 2
     finally:
         app.shutdown()
@@ -427,10 +436,10 @@ def test_a_bug_in_a_run_is_counted_as_internal_and_the_next_run_recovers(
 def test_implausible_report_data_is_invalid_and_the_good_data_stays(
     sim: Simulator, exporter: Exporter, name: str, data: dict[str, object]
 ) -> None:
-    assert exporter.runner.run("all")
+    assert exporter.run("all")
     good = approvals(scrape(exporter))
     sim.set_data(data)
-    assert not exporter.runner.run("all")
+    assert not exporter.run("all")
     samples = scrape(exporter)
     assert sample(samples, "ncentral_patch_report_failures_total", report="all", reason="invalid_response") == 1
     assert approvals(samples) == good
@@ -442,11 +451,11 @@ def test_a_forgotten_in_flight_report_is_submitted_anew(sim: Simulator, tmp_path
     first = Exporter(config)
     first.shutdown()
     stored = json.loads(state.read_text())
-    stored["reports"]["all"]["in_flight"] = {"report_id": 999_999, "submitted_at": time.time() - 1}
+    stored["collections"]["all"]["result"] = {"in_flight": {"report_id": 999_999, "submitted_at": time.time() - 1}}
     state.write_text(json.dumps(stored))
     app = Exporter(config)
     try:
-        assert app.runner.run("all")
+        assert app.run("all")
     finally:
         app.shutdown()
     assert [r.path for r in sim.requests if r.endpoint in ("poll", "submit")][:2] == [
@@ -458,11 +467,11 @@ def test_a_forgotten_in_flight_report_is_submitted_anew(sim: Simulator, tmp_path
 def test_reload_during_a_run_restarts_it_with_the_new_filters(sim: Simulator) -> None:
     sim.set_generation_time(3600)
     old = make_config(sim)
-    new = replace(old, reports=(replace(old.reports[0], patch_approvals=("Declined",)),))
+    new = with_report(old, patch_approvals=("Declined",))
     configs = iter([new])
     app = Exporter(old, lambda: next(configs))
     outcome: list[bool] = []
-    worker = threading.Thread(target=lambda: outcome.append(app.runner.run("all")))
+    worker = threading.Thread(target=lambda: outcome.append(app.run("all")))
     try:
         worker.start()
         wait_for(lambda: sim.count("poll") >= 1)
@@ -477,15 +486,15 @@ def test_reload_during_a_run_restarts_it_with_the_new_filters(sim: Simulator) ->
     assert "patchApprovals" not in submits[0]
     assert submits[1]["patchApprovals"] == ["Declined"]
     state = app.store.snapshot["all"]
-    assert state.fingerprint == new.reports[0].fingerprint
+    assert state.fingerprint == reports_of(new)[0].fingerprint
     assert state.runs_total == 1
-    assert state.data is not None
+    assert report_result(state).data is not None
 
 
 def run_reloading_at_first_poll(app: Exporter, sim: Simulator) -> bool:
     """Run report "all" in a thread, reload once its first poll has been sent, and return the run's outcome."""
     outcome: list[bool] = []
-    worker = threading.Thread(target=lambda: outcome.append(app.runner.run("all")))
+    worker = threading.Thread(target=lambda: outcome.append(app.run("all")))
     try:
         worker.start()
         wait_for(lambda: sim.count("poll") >= 1)
@@ -500,7 +509,7 @@ def run_reloading_at_first_poll(app: Exporter, sim: Simulator) -> bool:
 def test_a_report_removed_during_its_run_just_stops(sim: Simulator) -> None:
     sim.set_generation_time(3600)
     old = make_config(sim)
-    other = replace(old, reports=(replace(old.reports[0], name="other"),))
+    other = with_report(old, name="other")
     app = Exporter(old, lambda: other)
     assert run_reloading_at_first_poll(app, sim) is False
     assert set(app.store.snapshot) == {"other"}
@@ -513,7 +522,7 @@ def test_a_result_the_store_refuses_after_a_reload_is_dropped_and_the_run_starts
     that outcome is neither counted nor stored, and the run starts again with the new filters."""
     old = make_config(sim)
     old = replace(old, ncentral=replace(old.ncentral, request_timeout=5.0, retries=0))
-    new = replace(old, reports=(replace(old.reports[0], patch_approvals=("Declined",)),))
+    new = with_report(old, patch_approvals=("Declined",))
     app = Exporter(old, lambda: new)
     # The first poll is held 1.5 s, then the connection closes without an answer: a failure to record.
     sim.add_fault("slow", endpoint="poll", count=1, delay=1.5)
@@ -525,5 +534,5 @@ def test_a_result_the_store_refuses_after_a_reload_is_dropped_and_the_run_starts
     submits = [r.json() for r in sim.requests if r.endpoint == "submit"]
     assert [submit.get("patchApprovals") for submit in submits] == [None, ["Declined"]]
     state = app.store.snapshot["all"]
-    assert state.fingerprint == new.reports[0].fingerprint
+    assert state.fingerprint == reports_of(new)[0].fingerprint
     assert (state.runs_total, sum(state.failures.values())) == (1, 0)

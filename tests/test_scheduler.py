@@ -9,7 +9,8 @@ from dataclasses import replace
 from helpers import wait_for
 
 from exporter.app import Exporter
-from exporter.config import Config, NCentralSettings, ReportSettings
+from exporter.config import Config, NCentralSettings
+from exporter.reports import ReportSettings
 from exporter.simulator import FIRST_REPORT_ID, Simulator
 
 
@@ -18,7 +19,7 @@ def test_reports_run_at_start_then_on_their_interval_one_at_a_time(sim: Simulato
     report = ReportSettings(name="a", interval=0.2, poll_interval=0.02, poll_max_interval=0.02, timeout=10)
     config = Config(
         ncentral=NCentralSettings(url=sim.url, token=sim.jwt, retry_backoff=0.01),
-        reports=(report, replace(report, name="b", patch_approvals=("No Approval",))),
+        collections=(report, replace(report, name="b", patch_approvals=("No Approval",))),
     )
     app = Exporter(config)
     app.start()
@@ -44,7 +45,7 @@ def test_reports_run_at_start_then_on_their_interval_one_at_a_time(sim: Simulato
 
 def test_the_first_run_starts_at_once_and_the_next_one_an_interval_later(sim: Simulator) -> None:
     report = ReportSettings(name="a", interval=3600, poll_interval=0.01)
-    app = Exporter(Config(ncentral=NCentralSettings(url=sim.url, token=sim.jwt), reports=(report,)))
+    app = Exporter(Config(ncentral=NCentralSettings(url=sim.url, token=sim.jwt), collections=(report,)))
     before = dt.datetime.now(dt.UTC)
     app.start()
     try:
@@ -63,8 +64,8 @@ def test_a_reload_removes_dropped_jobs_and_reschedules_a_changed_interval(sim: S
     a = ReportSettings(name="a", interval=3600, poll_interval=0.01)
     b = replace(a, name="b", patch_approvals=("No Approval",))
     ncentral = NCentralSettings(url=sim.url, token=sim.jwt)
-    new = Config(ncentral=ncentral, reports=(replace(a, interval=7200),))
-    app = Exporter(Config(ncentral=ncentral, reports=(a, b)), lambda: new)
+    new = Config(ncentral=ncentral, collections=(replace(a, interval=7200),))
+    app = Exporter(Config(ncentral=ncentral, collections=(a, b)), lambda: new)
     app.start()
     try:
         wait_for(lambda: all(state.runs_total == 1 for state in app.store.snapshot.values()))

@@ -1,8 +1,10 @@
 """The state file: writes that fail are counted and logged, with no temporary file left behind; only a
-regular file within its cap is read or written, and its lock is never taken through a link."""
+regular file within its cap is read or written, and its lock is never taken through a link; each result is
+read back by its own kind only; a file of the format before kinds were tagged is read."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import replace
@@ -10,11 +12,13 @@ from pathlib import Path
 
 import portalocker
 import pytest
-from helpers import metrics_body, parse_samples, run_command, sample, select, test_config, write_yaml
+from helpers import metrics_body, parse_samples, report_result, run_command, sample, select, test_config, write_yaml
 
 from exporter import store
 from exporter.app import Exporter
-from exporter.config import Config, NCentralSettings, ReportSettings
+from exporter.config import Config, NCentralSettings
+from exporter.customers import CUSTOMERS, CustomerSettings
+from exporter.reports import InFlight, ReportSettings
 from exporter.simulator import Simulator
 from exporter.store import StateFileLocked, Store
 
@@ -25,7 +29,7 @@ def test_a_write_that_fails_at_the_rename_leaves_no_temporary_file(
     state = tmp_path / "state.json"
     state.mkdir()  # a directory where the file belongs: the temporary file is written, its rename fails
     config = Config(ncentral=NCentralSettings(url=sim.url, token=sim.jwt, retry_backoff=0.01),
-                    reports=(ReportSettings(name="all", poll_interval=0.01),))
+                    collections=(ReportSettings(name="all", poll_interval=0.01),))
     app = Exporter(replace(config, storage_path=str(state)))
     try:
         with caplog.at_level(logging.ERROR, logger="exporter.store"):
@@ -47,7 +51,7 @@ def test_a_write_that_fails_at_the_rename_leaves_no_temporary_file(
 
 def config_with_state(sim: Simulator, state: Path) -> Config:
     return Config(ncentral=NCentralSettings(url=sim.url, token=sim.jwt, retry_backoff=0.01),
-                  reports=(ReportSettings(name="all", poll_interval=0.01),), storage_path=str(state))
+                  collections=(ReportSettings(name="all", poll_interval=0.01),), storage_path=str(state))
 
 
 @pytest.mark.parametrize("kind", ["fifo", "device"])
@@ -110,7 +114,7 @@ def test_a_state_file_over_its_cap_is_neither_read_nor_written(
     with caplog.at_level(logging.WARNING, logger="exporter.store"):
         app = Exporter(config_with_state(sim, state))
     try:
-        assert app.store.snapshot["all"].data is None
+        assert app.store.snapshot["all"].result is None
         ignored = [r for r in caplog.records if r.getMessage() == "ignoring unreadable state file"]
         assert [r.error for r in ignored] == [f"larger than {cap} bytes"]  # type: ignore[attr-defined]
         assert app.run_once()
@@ -119,3 +123,58 @@ def test_a_state_file_over_its_cap_is_neither_read_nor_written(
     finally:
         app.shutdown()
     assert not list(tmp_path.glob(".state.json.*"))
+
+
+def test_a_version_1_state_file_is_read_and_written_back_as_version_2(sim: Simulator, tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    report, scan = ReportSettings(name="all"), CustomerSettings()
+    run = {"last_success_time": 1.7e9, "last_duration": 3.5, "last_run_success": True, "last_run_time": 1.7e9,
+           "last_reason": None}
+    state.write_text(json.dumps({"version": 1, "reports": {  # as the exporter wrote it before kinds were tagged
+        "all": {"fingerprint": report.fingerprint, **run, "customers": None,
+                "data": {"approvals": [["Servers", "declined", 4]], "installs": []},
+                "in_flight": {"report_id": 575523, "submitted_at": 1.7e9}},
+        CUSTOMERS: {"fingerprint": scan.fingerprint, **run, "data": None, "in_flight": None,
+                    "customers": {"rows": [[7, "Acme", "Servers", 3, 1, 0]], "systems": []}},
+    }}))
+    app = Exporter(Config(ncentral=NCentralSettings(url=sim.url, token=sim.jwt), collections=(report, scan),
+                          storage_path=str(state)))
+    try:
+        samples = parse_samples(metrics_body(app.exposition).decode())
+        assert sample(samples, "ncentral_patch_approvals", report="all", device_class="Servers",
+                      approval_status="declined") == 4
+        assert sample(samples, "ncentral_customer_patch_issue_devices", customer_id="7", customer="Acme",
+                      device_class="Servers") == 1
+        assert report_result(app.store.snapshot["all"]).in_flight == InFlight(575523, 1.7e9)
+        app.store.save()
+    finally:
+        app.shutdown()
+    written = json.loads(state.read_text())
+    assert written["version"] == 2 and set(written["collections"]) == {"all", CUSTOMERS}
+    assert written["collections"]["all"]["kind"] == ReportSettings.kind
+    assert written["collections"]["all"]["result"]["in_flight"] == {"report_id": 575523, "submitted_at": 1.7e9}
+    assert written["collections"][CUSTOMERS] | {"result": None} == {
+        "kind": CustomerSettings.kind, "fingerprint": scan.fingerprint, **run, "result": None}
+    assert written["collections"][CUSTOMERS]["result"] == {"rows": [[7, "Acme", "Servers", 3, 1, 0]], "systems": []}
+
+
+def test_a_result_is_read_back_only_by_the_kind_that_wrote_it(
+    sim: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = tmp_path / "state.json"
+    scan = CustomerSettings()
+    ncentral = NCentralSettings(url=sim.url, token=sim.jwt)
+    state.write_text(json.dumps({"version": 2, "collections": {CUSTOMERS: {
+        "kind": scan.kind, "fingerprint": scan.fingerprint, "last_run_success": True,
+        "result": {"rows": [[7, "Acme", "Servers", 3, 1, 0]], "systems": []},
+    }}}))
+    # A report of the scan's name, now that the scan is off: the scan's result is not the report's.
+    report = ReportSettings(name=CUSTOMERS)
+    with caplog.at_level(logging.INFO, logger="exporter.store"):
+        app = Exporter(Config(ncentral=ncentral, collections=(report,), storage_path=str(state)))
+    try:
+        stored = app.store.snapshot[CUSTOMERS]
+        assert stored.kind == ReportSettings.kind and stored.result is None and not stored.last_run_success
+        assert "stored result dropped: another kind of collection wrote it" in caplog.messages
+    finally:
+        app.shutdown()

@@ -35,7 +35,8 @@ from helpers import (
 
 from exporter import web
 from exporter.app import Exporter
-from exporter.config import Config, ConfigError, NCentralSettings, ReportSettings
+from exporter.config import Config, ConfigError, NCentralSettings
+from exporter.reports import ReportSettings
 from exporter.simulator import Simulator
 from exporter.webconfig import WebConfig, load_web_config
 
@@ -422,7 +423,7 @@ def test_a_slow_reload_holds_no_web_worker_and_another_is_refused() -> None:
     reload asked for gets 503 at once, rather than each holding a web worker until none is left."""
     entered, release = threading.Event(), threading.Event()
     config = Config(ncentral=NCentralSettings(url="https://nc.example.com", token="not-used-0123456789"),
-                    reports=(ReportSettings(name="all"),))
+                    collections=(ReportSettings(name="all"),))
 
     def slow_load() -> Config:
         entered.set()
@@ -448,7 +449,6 @@ def test_a_slow_reload_holds_no_web_worker_and_another_is_refused() -> None:
         release.set()
         server.shutdown()
         app.shutdown()
-        app.runner.close()
 
 
 def test_reloads_onto_a_fifo_token_file_are_refused_and_scrapes_answered(sim: Simulator, tmp_path: Path) -> None:

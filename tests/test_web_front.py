@@ -31,10 +31,11 @@ from test_web import make_certificate
 
 from exporter import web
 from exporter.app import Exporter
-from exporter.config import Config, NCentralSettings, ReportSettings
+from exporter.config import Config, NCentralSettings
 from exporter.report import ApprovalCount, ReportData
+from exporter.reports import ReportResult, ReportSettings
 from exporter.simulator import Simulator
-from exporter.store import ReportState
+from exporter.store import CollectionState
 from exporter.webconfig import WebConfig
 
 PROMETHEUS_ACCEPT = (
@@ -217,13 +218,12 @@ def test_idle_and_slow_connections_cost_no_thread(sim: Simulator, tmp_path: Path
 def app(tmp_path: Path) -> Iterator[Exporter]:
     config = Config(ncentral=NCentralSettings(url="https://ncentral.example.com:8443/api?x=1",
                                               token="not-used-0123456789"),
-                    reports=(ReportSettings(name="all"),))
+                    collections=(ReportSettings(name="all"),))
     exporter = Exporter(config)
     try:
         yield exporter
     finally:
         exporter.shutdown()
-        exporter.runner.close()
 
 
 def serve(app: Exporter, **options: object) -> web.WebServer:
@@ -461,8 +461,8 @@ def many_classes(count: int) -> ReportData:
 
 
 def put_data(app: Exporter, data: ReportData) -> None:
-    def change(state: ReportState) -> ReportState:
-        return replace(state, data=data, last_success_time=time.time(), last_run_success=True,
+    def change(state: CollectionState) -> CollectionState:
+        return replace(state, result=ReportResult(data), last_success_time=time.time(), last_run_success=True,
                        last_run_time=time.time(), runs_total=state.runs_total + 1)
 
     assert app.store.update("all", change, fingerprint=app.store.snapshot["all"].fingerprint)
@@ -471,16 +471,16 @@ def put_data(app: Exporter, data: ReportData) -> None:
 def test_landing_page_is_bounded_rendered_once_per_result_and_names_its_source(
     app: Exporter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from exporter import landing
+    from exporter import reports
 
     renders: list[ReportData] = []
-    original = landing.data_section
+    original = reports.data_section
 
     def counting(data: ReportData) -> str:
         renders.append(data)
         return original(data)
 
-    monkeypatch.setattr(landing, "data_section", counting)
+    monkeypatch.setattr(reports, "data_section", counting)
     put_data(app, many_classes(120))
     server = serve(app)
     url = f"http://127.0.0.1:{server.address[1]}/"
@@ -488,7 +488,7 @@ def test_landing_page_is_bounded_rendered_once_per_result_and_names_its_source(
         pages = [requests.get(url, timeout=10).text for _ in range(3)]
         assert len(renders) == 1  # once per result, not per request
         html = pages[-1]
-        assert html.count('<g class="bar"') == landing.MAX_CLASSES
+        assert html.count('<g class="bar"') == reports.MAX_CLASSES
         assert "and 70 more device classes" in html
         assert "Class 119" in html and "Class 049" not in html  # the largest first
         assert "Approved for install" in html and "approved_for_install" not in html
@@ -499,7 +499,7 @@ def test_landing_page_is_bounded_rendered_once_per_result_and_names_its_source(
         html = requests.get(url, timeout=10).text
         assert len(renders) == 2
         widths = [float(w) for w in re.findall(r'<rect x="[\d.]+" y="\d+" width="([\d.]+)"', html)]
-        assert widths and min(widths) >= landing.MIN_BAR
+        assert widths and min(widths) >= reports.MIN_BAR
         assert 'font-size="1' not in html  # chart text takes the page's size
     finally:
         server.shutdown()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from exporter.config import INSTALL_STATUSES, PATCH_APPROVALS, PATCH_CATEGORIES
+from exporter.report import INSTALL_STATUSES, PATCH_APPROVALS, PATCH_CATEGORIES
 
 DEMO_JWT = "demo-jwt-eyJhbGciOiJIUzI1NiJ9.ZGVtbw.c2lnbmF0dXJl"
 FIRST_REPORT_ID = 575523
