@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="exporter-toolkit web configuration: TLS and basic auth")
     parser.add_argument("--web.max-requests", dest="max_requests", type=int, default=40, metavar="N",
                         help="most requests handled at once, beyond which 503; 0 for no limit (default: %(default)s)")
+    parser.add_argument("--web.max-connections", dest="max_connections", type=int, default=1000, metavar="N",
+                        help="most connections open at once, lowered to fit the open-file limit (default: %(default)s)")
     parser.add_argument("--storage.path", dest="storage_path", metavar="PATH",
                         help="state file keeping the last results across restarts (overrides storage.path)")
     parser.add_argument("--log.level", dest="log_level", default="info", choices=logs.LEVELS,
@@ -118,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.max_requests < 0:
         return _bad("--web.max-requests: must be 0 (no limit) or more")
+    if args.max_connections < 1:
+        return _bad("--web.max-connections: must be 1 or more")
     if not args.telemetry_path.startswith("/") or args.telemetry_path.startswith("/-/") or args.telemetry_path == "/":
         return _bad("--web.telemetry-path: must start with / and not be / or under /-/")
 
@@ -262,7 +266,8 @@ def _serve(
         return _bad(str(exc))
     try:
         server = WebServer(exporter, address, args.telemetry_path, web_config,
-                           web_config_file=args.web_config_file, max_requests=args.max_requests, demo=args.demo)
+                           web_config_file=args.web_config_file, max_requests=args.max_requests,
+                           max_connections=args.max_connections, demo=args.demo)
     except OSError as exc:
         return _bad(f"--web.listen-address: cannot listen on {args.listen_address}: {exc.strerror}")
     # Only now, with the config, the flags, the state file and the address accepted: a refused start-up

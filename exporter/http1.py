@@ -20,7 +20,8 @@ from exporter.numbers import decimal
 
 MAX_HEAD = 65536  # bytes of request line and headers
 MAX_BODY = 65536  # bytes of a request body (only /-/reload takes one, and ignores it)
-_CHUNK = 256 * 1024  # written to a TLS transport at a time, so a slow reader never makes it copy a whole body
+READ_SIZE = 16384  # bytes read from a connection at a time
+_CHUNK = 65536  # bytes of a body encrypted at a time
 TEXT = "text/plain; charset=utf-8"
 
 
@@ -106,42 +107,52 @@ class Channel:
 
 
 class Framing:
-    """One connection's requests, one after the other (keep-alive and pipelining), and their answers."""
+    """One connection's requests, one after the other (keep-alive and pipelining), and their answers.
+
+    Bytes are read only when no whole request is buffered, so what one connection holds is bounded by
+    `MAX_HEAD` plus one read, plus a body of at most `MAX_BODY`, however much a pipelining client sends."""
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
-        self._buffer = b""
+        self._buffer = bytearray()
+        self._start = 0  # where the next request begins in _buffer
+        self.received = 0  # bytes of the next request received so far
 
     @property
     def buffered(self) -> bool:
         """Whether bytes of a next request have arrived already."""
-        return bool(self._buffer)
+        return self._start < len(self._buffer)
+
+    async def _more(self) -> bool:
+        chunk = await self.channel.recv()
+        if self._start > len(self._buffer) // 2:
+            del self._buffer[:self._start]
+            self._start = 0
+        self._buffer += chunk
+        self.received += len(chunk)
+        return bool(chunk)
 
     async def wait(self) -> bool:
         """Wait for the first bytes of the next request; False when the client closed the connection."""
-        if not self._buffer:
-            self._buffer = await self.channel.recv()
-        return bool(self._buffer)
+        return self.buffered or await self._more()
 
     async def request(self) -> tuple[Request, Response | None]:
         """A whole request (headers and body), or the answer to give at once when it is malformed (the
         connection then closes)."""
-        buffer = self._buffer
-        while (end := buffer.find(b"\r\n\r\n")) < 0:
-            if len(buffer) > MAX_HEAD:
+        searched = 0  # bytes after _start known to hold no blank line: each byte is searched about once
+        while (end := self._buffer.find(b"\r\n\r\n", self._start + searched)) < 0:
+            searched = max(0, len(self._buffer) - self._start - 3)
+            if searched > MAX_HEAD:
                 return _MALFORMED, text(431, "Request headers too large\n", close=True)
-            chunk = await self.channel.recv()
-            if not chunk:
-                raise asyncio.IncompleteReadError(buffer, None)
-            buffer += chunk
-        self._buffer = b""
-        if end > MAX_HEAD:
+            if not await self._more():
+                raise asyncio.IncompleteReadError(bytes(self._buffer[self._start:]), None)
+        if end - self._start > MAX_HEAD:
             return _MALFORMED, text(431, "Request headers too large\n", close=True)
         try:
-            request = parse_head(buffer[:end])
+            request = parse_head(bytes(self._buffer[self._start:end]))
         except BadRequest as bad:
             return _MALFORMED, bad.response
-        rest = buffer[end + 4:]
+        self._start = end + 4
         if "transfer-encoding" in request.headers:
             # No endpoint takes a body; a chunked one is not worth parsing to throw away.
             return request, text(411, "A request body needs Content-Length\n", close=True)
@@ -149,15 +160,16 @@ class Framing:
         length = decimal(request.headers.get("content-length", "0"))
         if length is None or length > MAX_BODY:
             return request, text(413, "Request body too large or malformed\n", close=True)
-        if length > len(rest) and request.headers.get("expect", "").lower() == "100-continue":
-            await self.channel.send(b"HTTP/1.1 100 Continue\r\n\r\n", ())
-        while length > len(rest):
-            chunk = await self.channel.recv()
-            if not chunk:
-                raise asyncio.IncompleteReadError(rest, length)
-            rest += chunk
-        self._buffer = rest[length:]
-        return Request(request.method, request.path, request.version, request.headers, rest[:length]), None
+        if (length > len(self._buffer) - self._start and request.version == "HTTP/1.1"
+                and request.headers.get("expect", "").lower() == "100-continue"):
+            await self.channel.send(b"HTTP/1.1 100 Continue\r\n\r\n", ())  # never to HTTP/1.0 (RFC 9110 10.1.1)
+        while length > len(self._buffer) - self._start:
+            if not await self._more():
+                raise asyncio.IncompleteReadError(bytes(self._buffer[self._start:]), length)
+        body = bytes(self._buffer[self._start:self._start + length])
+        self._start += length
+        self.received = len(self._buffer) - self._start  # the next request's bytes, pipelined
+        return Request(request.method, request.path, request.version, request.headers, body), None
 
     async def answer(self, request: Request, response: Response, close: bool, headers: dict[str, str]) -> None:
         """`response` (with `headers` from the web config besides its own), its body left out for HEAD."""
@@ -206,7 +218,7 @@ class PlainChannel(Channel):
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     async def recv(self) -> bytes:
-        return await self._loop.sock_recv(self._socket, MAX_HEAD)
+        return await self._loop.sock_recv(self._socket, READ_SIZE)
 
     async def send(self, head: bytes, body: tuple[bytes, ...]) -> None:
         if sum(len(part) for part in body) <= 16384:
@@ -220,42 +232,74 @@ class PlainChannel(Channel):
         self._socket.close()
 
 
-class TLSChannel(Channel):
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
+class TLSChannel(PlainChannel):
+    """TLS through an `SSLObject` over memory BIOs, on the loop's socket calls. Nothing of TLS exists until
+    the client's first bytes arrive (an idle connection costs what a plain one does), and a connection
+    holds no buffer of its own: asyncio's TLS transport keeps a 256 KiB one per connection; OpenSSL
+    releases its record buffers between reads (SSL_MODE_RELEASE_BUFFERS, which CPython sets)."""
 
-    @classmethod
-    async def handshake(
-        cls, loop: asyncio.AbstractEventLoop, connection: socket.socket, context: ssl.SSLContext, timeout: float
-    ) -> TLSChannel:
-        reader = asyncio.StreamReader(limit=MAX_HEAD, loop=loop)
-        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-        try:
-            transport, _ = await loop.connect_accepted_socket(
-                lambda: protocol, connection, ssl=context, ssl_handshake_timeout=timeout
-            )
-        except BaseException:
-            connection.close()
-            raise
-        return cls(reader, asyncio.StreamWriter(transport, protocol, reader, loop))
+    def __init__(self, loop: asyncio.AbstractEventLoop, connection: socket.socket, context: ssl.SSLContext) -> None:
+        super().__init__(loop, connection)
+        self._context = context
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._tls: ssl.SSLObject | None = None
+
+    async def handshake(self) -> bool:
+        """Wait for the client's first bytes, then do the handshake; False when it closed without a byte."""
+        first = await super().recv()
+        if not first:
+            return False
+        self._incoming.write(first)
+        self._tls = tls = self._context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                await self._flush()
+                if not await self._fill():
+                    raise ConnectionResetError("closed during the TLS handshake") from None
+        await self._flush()
+        return True
 
     def san_allowed(self, allowed: tuple[str, ...]) -> bool:
-        sans: Any = (self._writer.get_extra_info("peercert") or {}).get("subjectAltName", ())
+        assert self._tls is not None
+        sans: Any = (self._tls.getpeercert() or {}).get("subjectAltName", ())
         names = {str(value) for _, value in sans}
         return not names.isdisjoint(allowed)
 
+    async def _fill(self) -> bool:
+        data = await super().recv()
+        self._incoming.write(data)
+        return bool(data)
+
+    async def _flush(self) -> None:
+        if self._outgoing.pending:
+            await self._loop.sock_sendall(self._socket, self._outgoing.read())
+
     async def recv(self) -> bytes:
-        return await self._reader.read(MAX_HEAD)
+        assert self._tls is not None
+        while True:
+            try:
+                return self._tls.read(READ_SIZE)
+            except ssl.SSLWantReadError:
+                await self._flush()  # e.g. a TLS 1.3 key update's answer
+                if not await self._fill():
+                    return b""
+            except ssl.SSLZeroReturnError:  # the client's close_notify
+                return b""
 
     async def send(self, head: bytes, body: tuple[bytes, ...]) -> None:
-        self._writer.write(head)
+        assert self._tls is not None
+        if sum(len(part) for part in body) <= 16384:  # one TLS record for a small answer
+            self._tls.write(b"".join((head, *body)))
+            await self._flush()
+            return
+        self._tls.write(head)
         for part in body:
             view = memoryview(part)
-            for start in range(0, len(view), _CHUNK):  # never a whole body copied into the TLS buffer
-                self._writer.write(view[start:start + _CHUNK])
-                await self._writer.drain()
-        await self._writer.drain()
-
-    def close(self) -> None:
-        self._writer.transport.abort()
+            for start in range(0, len(view), _CHUNK):  # so a slow reader never makes us encrypt a whole body
+                self._tls.write(view[start:start + _CHUNK])
+                await self._flush()
+        await self._flush()

@@ -5,24 +5,35 @@ bytes) is `http1`.
 One event loop thread owns every socket: it accepts, does the TLS handshake, reads requests and writes
 answers, all without blocking. A connection costs a thread only while its request is being handled: a
 request that has fully arrived goes to a small, fixed pool of worker threads, and bcrypt checks to one
-thread of their own. So idle, slow or half-open connections cost a file descriptor and a little memory,
-never a thread, and they are bounded too: a request must arrive whole within `READ_TIMEOUT` of its first
-byte (of the connection, for the first request), at most `MAX_WAITING` connections wait for a request
-(the oldest is closed first), and at most `max_requests` requests are handled at once (beyond that, 503
-at once, as node_exporter's `--web.max-requests`).
+thread of their own. So idle, slow or half-open connections cost a file descriptor and a few KiB, never a
+thread, and they are bounded too:
+
+- a request must arrive whole within `READ_TIMEOUT` of its first byte (of the connection, for the first
+  request), an answer be taken within `WRITE_TIMEOUT`; one sweep a second closes the late ones (a timer per
+  request would pile up cancelled timers under a pipelining flood);
+- every open connection counts against `max_connections` (lowered to what `RLIMIT_NOFILE` allows, minus
+  `FD_RESERVE`); beyond it the connections still waiting for a request that have sent the least in the
+  longest time are closed, never one whose request has fully arrived; when every connection is being
+  answered, no more are accepted until one ends;
+- one connection gets one answer per turn of the event loop, however many requests it pipelines, so a
+  flood on one connection delays the others by one request, not by the flood;
+- at most `max_requests` requests are handled at once (beyond that, 503 at once, as node_exporter's
+  `--web.max-requests`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
+import heapq
 import logging
+import math
+import resource
 import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from exporter import landing
@@ -40,10 +51,13 @@ log = logging.getLogger(__name__)
 READ_TIMEOUT = 10.0  # seconds to receive a request's headers and body, from its first byte
 IDLE_TIMEOUT = 300.0  # seconds a keep-alive connection may wait for its next request
 WRITE_TIMEOUT = 60.0  # seconds for a client to take an answer
-MAX_WAITING = 1000  # connections kept waiting for (or sending) a request; beyond it the oldest is closed
+MAX_CONNECTIONS = 1000  # open connections, the default of --web.max-connections
+FD_RESERVE = 64  # file descriptors kept for the state file, N-central connections, logging and /proc reads
+GRACE = 1.0  # seconds a new connection (or a request just begun) is closed only when no older one can be
 MAX_PENDING_AUTH = 100  # credentials waiting for a bcrypt check; beyond it, 503 at once
 WORKERS = 4  # threads handling requests (the GIL makes more pointless); bcrypt has one more of its own
 RELOAD_WAIT = 30.0  # seconds POST /-/reload waits for its reload (which goes on after it, on its own thread)
+LOG_EVERY = 10.0  # seconds between two "cannot accept" lines
 _GET_HEAD = ("GET", "HEAD")
 _GET = ", ".join(_GET_HEAD)
 
@@ -107,6 +121,63 @@ class _Settings:
     state: tuple[object, ...]
 
 
+@dataclass(eq=False, slots=True)
+class _Connection:
+    """What the front knows of one open connection: when it is closed unless it gets on, and what it sent."""
+
+    deadline: float  # the sweep closes the connection once the loop's clock passes this
+    since: float  # when it began waiting for its current request
+    task: asyncio.Task[None] | None = None
+    framing: Framing | None = None
+
+    def rank(self, now: float) -> tuple[bool, float, float]:
+        """Lowest first to be closed to make room: past its grace, the fewest bytes a second, the oldest."""
+        age = now - self.since
+        received = self.framing.received if self.framing is not None else 0
+        return age < GRACE, received / max(age, 1e-3), self.since
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+
+@dataclass
+class _Throttled:
+    """A warning logged at most once per LOG_EVERY seconds, with how many times it happened since."""
+
+    message: str
+    _next: float = 0.0
+    _times: int = field(default=0)
+
+    def __call__(self, now: float, **extra: object) -> None:
+        self._times += 1
+        if now >= self._next:
+            log.warning(self.message, extra={**extra, "times": self._times})
+            self._times = 0
+            self._next = now + LOG_EVERY
+
+
+def connection_cap(wanted: int) -> int:
+    """At most `wanted` connections, and FD_RESERVE file descriptors spare beside them. The soft
+    RLIMIT_NOFILE is raised towards the hard one first, as the Go runtime does at start; when that is still
+    too low, the cap is lowered to fit (systemd's default soft limit is 1,024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = wanted + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < need:
+        raised = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return wanted
+    cap = max(soft - FD_RESERVE, soft // 2)
+    log.warning("the open-file limit allows fewer connections than --web.max-connections",
+                extra={"max_connections": cap, "wanted": wanted, "rlimit_nofile": soft})
+    return cap
+
+
 class WebServer:
     def __init__(
         self,
@@ -117,6 +188,7 @@ class WebServer:
         *,
         web_config_file: str | None = None,
         max_requests: int = 40,
+        max_connections: int = MAX_CONNECTIONS,
         demo: bool = False,
     ) -> None:
         """`web_config` is what `web_config_file` held at start; the file is read again when it or a file
@@ -140,7 +212,13 @@ class WebServer:
         self._reloading: asyncio.Future[str | None] | None = None
         self._in_flight = 0
         self._pending_auth = 0
-        self._waiting: collections.OrderedDict[asyncio.Task[None], None] = collections.OrderedDict()
+        self.max_connections = connection_cap(max_connections)
+        self._connections: set[_Connection] = set()
+        self._waiting: set[_Connection] = set()  # those waiting for (or receiving) a request: may be closed
+        self._room = asyncio.Event()
+        self._cannot_accept = _Throttled("cannot accept a connection")
+        self._full = _Throttled("connection limit reached, every connection being answered; accepting again "
+                                "once one ends")
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, name="web", daemon=True)
@@ -176,7 +254,7 @@ class WebServer:
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         self._loop.set_exception_handler(_exception_handler)
-        self._tasks.add(self._loop.create_task(self._accept()))
+        self._tasks.update((self._loop.create_task(self._accept()), self._loop.create_task(self._sweep())))
         self._started.set()
         try:
             self._loop.run_forever()
@@ -192,16 +270,48 @@ class WebServer:
 
     async def _accept(self) -> None:
         while True:
+            while len(self._connections) >= self.max_connections and not self._waiting:
+                self._full(self._loop.time(), max_connections=self.max_connections)
+                self._room.clear()
+                await self._room.wait()
             try:
                 connection, peer = await self._loop.sock_accept(self._socket)
             except OSError as exc:  # out of file descriptors, most likely: let some connections end first
-                log.warning("cannot accept a connection", extra={"error": str(exc)})
+                self._cannot_accept(self._loop.time(), error=str(exc))
                 await asyncio.sleep(0.1)
                 continue
-            task = self._loop.create_task(self._connection(connection, str(peer[0])))
-            self._tasks.add(task)  # the loop keeps only weak references to tasks
-            task.add_done_callback(self._tasks.discard)
-            self._wait(task)
+            now = self._loop.time()
+            record = _Connection(deadline=now + READ_TIMEOUT, since=now)
+            record.task = self._loop.create_task(self._connection(connection, str(peer[0]), record))
+            self._connections.add(record)
+            self._waiting.add(record)
+            if len(self._connections) > self.max_connections:
+                self._make_room(len(self._connections) - self.max_connections)
+            await asyncio.sleep(0)  # the new connection reads what it was sent before the next accept
+
+    def _make_room(self, excess: int) -> None:
+        """Close the waiting connections that sent the least in the longest time: `excess` of them, or a
+        32nd of the waiting ones if more, so choosing costs a pass over them per 32 accepts, not per accept."""
+        now = self._loop.time()
+        count = min(len(self._waiting), max(excess, len(self._waiting) // 32))
+        for victim in heapq.nsmallest(count, self._waiting, key=lambda record: record.rank(now)):
+            self._forget(victim)
+            victim.close()
+
+    def _forget(self, record: _Connection) -> None:
+        self._connections.discard(record)
+        self._waiting.discard(record)
+        self._room.set()
+
+    async def _sweep(self) -> None:
+        """Close the connections past their deadline: one pass a second (or four per READ_TIMEOUT, when
+        shorter), in place of a timer per request."""
+        while True:
+            await asyncio.sleep(min(1.0, READ_TIMEOUT / 4))
+            now = self._loop.time()
+            for record in [record for record in self._connections if record.deadline <= now]:
+                self._forget(record)
+                record.close()
 
     def _current(self) -> _Settings:
         """The settings, re-read first if the web config file or a certificate, key or CA file it names
@@ -229,67 +339,58 @@ class WebServer:
             return ()
         return file_state((self._web_config_file, *config.files))
 
-    def _wait(self, task: asyncio.Task[None]) -> None:
-        """The connection now waits for (or reads) a request: it counts against MAX_WAITING, and the one
-        that waited longest is closed beyond it."""
-        self._waiting[task] = None
-        self._waiting.move_to_end(task)
-        while len(self._waiting) > MAX_WAITING:
-            oldest, _ = self._waiting.popitem(last=False)
-            oldest.cancel()
-
-    async def _connection(self, connection: socket.socket, client: str) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        deadline = self._loop.time() + READ_TIMEOUT
-        channel: PlainChannel | TLSChannel | None = None
+    async def _connection(self, connection: socket.socket, client: str, record: _Connection) -> None:
+        channel: PlainChannel | None = None
         try:
             settings = self._current()
             if settings.config.tls is None:
                 channel = PlainChannel(self._loop, connection)
             else:
-                async with asyncio.timeout_at(deadline):
-                    channel = await TLSChannel.handshake(self._loop, connection, settings.config.tls, READ_TIMEOUT)
-                if settings.config.allowed_sans and not channel.san_allowed(settings.config.allowed_sans):
+                channel = tls = TLSChannel(self._loop, connection, settings.config.tls)
+                if not await tls.handshake():
+                    return
+                if settings.config.allowed_sans and not tls.san_allowed(settings.config.allowed_sans):
                     log.info("client certificate SAN not allowed", extra={"client": client})
                     return
-            await self._serve(Framing(channel), task, deadline)
-        except (ConnectionError, TimeoutError, ssl.SSLError, asyncio.IncompleteReadError, OSError) as exc:
+            record.framing = Framing(channel)
+            await self._serve(record.framing, record)
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, OSError) as exc:
             log.debug("client connection ended", extra={"client": client, "error": repr(exc)})
         except asyncio.CancelledError:
-            pass  # shut down, or closed as the oldest of too many waiting connections
+            pass  # shut down, late, or closed to make room
         except Exception:
             log.error("error while serving a connection", exc_info=True, extra={"client": client})
         finally:
-            self._waiting.pop(task, None)
+            self._forget(record)
             if channel is not None:
                 channel.close()
             else:
                 connection.close()
 
-    async def _serve(self, framing: Framing, task: asyncio.Task[None], deadline: float) -> None:
-        """Requests one after the other on one connection (HTTP/1.1 keep-alive)."""
-        first = True
+    async def _serve(self, framing: Framing, record: _Connection) -> None:
+        """Requests one after the other on one connection (HTTP/1.1 keep-alive and pipelining)."""
         while True:
-            self._wait(task)
             if not framing.buffered:
-                # Between requests a connection may idle; the first request must come with the connection.
-                async with asyncio.timeout_at(deadline if first else self._loop.time() + IDLE_TIMEOUT):
-                    if not await framing.wait():
-                        return
-                if not first:
-                    deadline = self._loop.time() + READ_TIMEOUT
-            first = False
-            async with asyncio.timeout_at(deadline):
-                request, early = await framing.request()
-            self._waiting.pop(task, None)
+                # The first request must come within READ_TIMEOUT of the connection; a keep-alive connection
+                # may idle for IDLE_TIMEOUT, then has READ_TIMEOUT from the first byte of its next request.
+                if not await framing.wait():
+                    return
+                record.deadline = min(record.deadline, self._loop.time() + READ_TIMEOUT)
+            request, early = await framing.request()
+            self._waiting.discard(record)  # its request has arrived: never closed to make room
+            record.deadline = math.inf
             settings = self._current()  # basic auth and headers follow the file per request, as in exporter-toolkit
             response = early or await self._respond(request, settings)
             close = response.close or request.wants_close or bool(request.body)
-            async with asyncio.timeout(WRITE_TIMEOUT):
-                await framing.answer(request, response, close, settings.config.headers)
+            record.deadline = self._loop.time() + WRITE_TIMEOUT
+            await framing.answer(request, response, close, settings.config.headers)
             if close:
                 return
+            await asyncio.sleep(0)  # one answer per turn: the other connections go before the next request
+            now = self._loop.time()
+            record.since = now
+            record.deadline = now + (READ_TIMEOUT if framing.buffered else IDLE_TIMEOUT)
+            self._waiting.add(record)
 
     async def _respond(self, request: Request, settings: _Settings) -> Response:
         allowed = self._allowed.get(request.path)

@@ -31,6 +31,8 @@ import pytest
 import yaml
 from helpers import free_port, wait_for
 
+from exporter import web
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"
@@ -746,6 +748,8 @@ def test_systemd_unit_fits_the_exporter_and_its_config() -> None:
     assert flag_value(exec_start[1:], "--config.file") == CONFIG_PATH
     assert flag_value(exec_start[1:], "--storage.path") == f"/var/lib/{one('StateDirectory')}/state.json"
     assert one("ExecReload") == "/bin/kill -HUP $MAINPID"  # the exporter reloads on SIGHUP
+    # Descriptors for every connection the web front keeps open at most, and its reserve beside them.
+    assert int(one("LimitNOFILE")) >= web.MAX_CONNECTIONS + web.FD_RESERVE
     # The token: a credential, and the config path the unit's comments document is where systemd puts it.
     credential, _, source = one("LoadCredential").partition(":")
     assert source.startswith("/etc/ncentral-patch-exporter/")

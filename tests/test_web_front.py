@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import gzip
 import http.client
 import os
@@ -12,6 +13,7 @@ import re
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -24,7 +26,18 @@ import pytest
 import requests
 import yaml
 from cryptography import x509
-from helpers import ExporterProcess, parse_samples, run_command, sample, test_config, wait_for, write_yaml
+from helpers import (
+    REPO,
+    ExporterProcess,
+    child_env,
+    free_port,
+    parse_samples,
+    run_command,
+    sample,
+    test_config,
+    wait_for,
+    write_yaml,
+)
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from test_web import make_certificate
@@ -214,6 +227,104 @@ def test_idle_and_slow_connections_cost_no_thread(sim: Simulator, tmp_path: Path
         assert exporter.stop() == 0
 
 
+def status_kib(process: subprocess.Popen[bytes], field: str) -> int:
+    status = Path(f"/proc/{process.pid}/status").read_text(encoding="ascii")
+    return int(re.search(rf"^{field}:\s+(\d+) kB$", status, re.MULTILINE).group(1))  # type: ignore[union-attr]
+
+
+def open_fds(process: subprocess.Popen[bytes]) -> int:
+    return len(os.listdir(f"/proc/{process.pid}/fd"))
+
+
+def ready(url: str, **options: object) -> bool:
+    try:
+        return requests.get(f"{url}/-/ready", timeout=5, **options).status_code == 200  # type: ignore[arg-type]
+    except requests.ConnectionError:
+        return False
+
+
+def test_idle_tls_connections_cost_a_few_kib_and_their_memory_is_reused(tmp_path: Path) -> None:
+    cert, key = make_certificate(tmp_path)
+    web_config = tmp_path / "web.yml"
+    web_config.write_text(yaml.safe_dump({"tls_server_config": {"cert_file": cert.name, "key_file": key.name}}))
+    exporter = ExporterProcess(tmp_path, "--demo", "--web.config.file", str(web_config))
+    context = ssl.create_default_context(cafile=str(cert))
+    held: list[socket.socket] = []
+
+    def hold(silent: int, served: int) -> None:
+        """`silent` connections that never send a byte, `served` that did the handshake and one request."""
+        for _ in range(silent):
+            held.append(socket.create_connection(("127.0.0.1", exporter.port), timeout=10))
+        for _ in range(served):
+            tls = context.wrap_socket(socket.create_connection(("127.0.0.1", exporter.port), timeout=10),
+                                      server_hostname="127.0.0.1")
+            held.append(tls)
+            tls.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b"Healthy\n"):
+                answer += tls.recv(4096)
+        # Accepted by the exporter: a silent connection shows nowhere else (the demo's own connections to
+        # its simulator come and go, hence the slack).
+        wait_for(lambda: open_fds(exporter.process) >= before_fds + silent + served - 5)
+
+    def release() -> None:
+        for connection in held:
+            connection.close()
+        held.clear()
+        wait_for(lambda: open_fds(exporter.process) <= before_fds + 5)
+
+    try:
+        wait_for(lambda: ready(f"https://127.0.0.1:{exporter.port}", verify=str(cert)), timeout=15)
+        before_fds = open_fds(exporter.process)
+        hold(0, 20)  # everything a TLS connection needs made once
+        release()
+        before = status_kib(exporter.process, "VmRSS")
+        hold(200, 100)
+        grown = status_kib(exporter.process, "VmRSS") - before
+        assert grown < 300 * 50, f"{grown / 300:.0f} KiB a connection"
+        release()
+        hold(200, 100)  # the same again: the memory of the first ones is reused
+        again = status_kib(exporter.process, "VmRSS") - before
+        assert again < grown + 300 * 10, (grown, again)
+    finally:
+        for connection in held:
+            connection.close()
+        assert exporter.stop() == 0
+
+
+def test_connections_fit_the_open_file_limit(tmp_path: Path) -> None:
+    port = free_port()
+    state = tmp_path / "state.json"
+    log_path = tmp_path / "exporter.log"
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        # systemd's default soft limit is 1,024; 160, hard too, keeps the test small.
+        process = subprocess.Popen(
+            ["prlimit", "--nofile=160:160", sys.executable, "-m", "exporter", "--demo", "--storage.path", str(state),
+             f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=child_env(None),
+        )
+    clients: list[socket.socket] = []
+    try:
+        wait_for(lambda: ready(url), timeout=15)
+        flood = b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n" * 4
+        for _ in range(200):  # each pipelines 4 scrapes and never reads an answer
+            client = socket.create_connection(("127.0.0.1", port), timeout=10)
+            client.sendall(flood)
+            clients.append(client)
+        assert requests.get(f"{url}/metrics", timeout=10).status_code == 200  # accepted after all of them
+        assert open_fds(process) <= 160 - web.FD_RESERVE // 2
+    finally:
+        for client in clients:
+            client.close()
+        process.terminate()
+        assert process.wait(10) == 0
+    output = log_path.read_text(encoding="utf-8")
+    assert "the open-file limit allows fewer connections than --web.max-connections" in output
+    assert "cannot accept" not in output and "Too many open files" not in output
+    assert state.is_file()
+
+
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Exporter]:
     config = Config(ncentral=NCentralSettings(url="https://ncentral.example.com:8443/api?x=1",
@@ -255,21 +366,125 @@ def test_requests_must_arrive_whole_in_time(app: Exporter, monkeypatch: pytest.M
         server.shutdown()
 
 
-def test_the_oldest_waiting_connection_is_closed_beyond_the_cap(
+def settle(port: int) -> None:
+    """One request through the front's loop: whatever the server was sent before, it has read."""
+    assert requests.get(f"http://127.0.0.1:{port}/-/healthy", headers={"Connection": "close"},
+                        timeout=10).status_code == 200
+
+
+def test_beyond_the_cap_the_slowest_waiting_connections_close_never_one_being_answered(
     app: Exporter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(web, "MAX_WAITING", 5)
+    monkeypatch.setattr(web, "GRACE", 0.0)
+    blocking = _Blocking(app.exposition)
+    app.exposition = blocking  # type: ignore[assignment]
+    server = serve(app, max_connections=4)
+    port = server.address[1]
+    held: list[socket.socket] = []
+
+    def connect(data: bytes = b"") -> socket.socket:
+        connection = socket.create_connection(("127.0.0.1", port), timeout=10)
+        connection.sendall(data)
+        held.append(connection)
+        return connection
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            scrape = pool.submit(requests.get, f"http://127.0.0.1:{port}/metrics", timeout=30)
+            assert blocking.entered.acquire(timeout=10)  # its request has arrived: it is being answered
+            talker = connect(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 2000)  # the oldest
+            idle = connect()
+            settle(port)  # 4 open at most: nothing to close yet
+            newer = connect()
+            connect()  # a 5th: the one that sent the least in the longest time goes
+            assert closed_by_server(idle)
+            connect()  # a 5th again: of those that sent nothing, the older
+            assert closed_by_server(newer)
+            talker.settimeout(0.3)
+            with pytest.raises(TimeoutError):
+                talker.recv(1)  # it sent the most; it stays
+            blocking.release.set()
+            assert scrape.result().status_code == 200  # never closed to make room
+    finally:
+        blocking.release.set()
+        for connection in held:
+            connection.close()
+        server.shutdown()
+
+
+def test_a_request_that_arrived_is_answered_through_a_burst_of_new_connections(app: Exporter) -> None:
+    # Connections queued before the front starts accepting: a burst, beyond the cap, with one complete
+    # request in the middle of it.
+    server = web.WebServer(app, ("127.0.0.1", 0), "/metrics", WebConfig(), max_connections=5)
+    port = server.address[1]
+    burst = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(10)]
+    scrape = socket.create_connection(("127.0.0.1", port), timeout=10)
+    scrape.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    burst += [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(20)]
+    server.start()
+    try:
+        answer = b""
+        while chunk := scrape.recv(65536):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 OK"), answer
+    finally:
+        scrape.close()
+        for connection in burst:
+            connection.close()
+        server.shutdown()
+
+
+def test_one_pipelining_connection_does_not_starve_the_others(app: Exporter) -> None:
+    server = serve(app)
+    port = server.address[1]
+    flood = socket.create_connection(("127.0.0.1", port), timeout=10)
+    stop = threading.Event()
+    answered = [0]
+
+    def send() -> None:
+        batch = b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n" * 1000
+        while not stop.is_set():
+            flood.sendall(batch)
+
+    def read() -> None:
+        while not stop.is_set() and (chunk := flood.recv(1 << 20)):
+            answered[0] += chunk.count(b"HTTP/1.1 200 OK")
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            flooding = [pool.submit(send), pool.submit(read)]
+            try:
+                wait_for(lambda: answered[0] >= 2000)
+                before = answered[0]
+                for _ in range(6):
+                    scrape = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10)  # generous: catches a hang
+                    assert scrape.status_code == 200
+                assert answered[0] > before  # the flood went on meanwhile
+            finally:
+                stop.set()
+                flood.shutdown(socket.SHUT_RDWR)  # ends the blocked send and recv
+                for future in flooding:
+                    with contextlib.suppress(OSError):
+                        future.result()
+    finally:
+        flood.close()
+        server.shutdown()
+
+
+@pytest.mark.parametrize(("version", "continues"), [("HTTP/1.1", True), ("HTTP/1.0", False)])
+def test_100_continue_only_for_http_1_1(app: Exporter, version: str, continues: bool) -> None:
     server = serve(app)
     try:
-        port = server.address[1]
-        connections = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(5)]
-        assert requests.get(f"http://127.0.0.1:{port}/-/healthy", timeout=5).status_code == 200
-        assert closed_by_server(connections[0])  # the oldest went to make room
-        connections[1].settimeout(0.3)
-        with pytest.raises(TimeoutError):
-            connections[1].recv(1)  # the younger ones stay
-        for connection in connections:
-            connection.close()
+        with socket.create_connection(("127.0.0.1", server.address[1]), timeout=10) as connection:
+            connection.sendall(f"POST /-/reload {version}\r\nHost: x\r\nExpect: 100-continue\r\n"
+                               "Content-Length: 5\r\n\r\n".encode())
+            settle(server.address[1])  # the head has been read, the body not sent: the moment for 100 Continue
+            connection.sendall(b"hello")
+            answer = b""
+            while chunk := connection.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\n") is continues, answer
+        assert b"HTTP/1.1 400 Bad Request" in answer  # the reload itself (refused: no config file)
     finally:
         server.shutdown()
 
