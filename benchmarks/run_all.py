@@ -3,9 +3,9 @@ baselines measured in the same run.
 
     .venv/bin/python -m benchmarks.run_all [--quick]
 
-About 3 minutes on 2 cores, a minute of it the customer scan (up to ~6 while the simulator's
-responses wait on delayed ACKs); `--quick`
-shortens every phase, for a smoke run, not for figures.
+About 6 minutes on 2 cores, 3 of them the web front under abuse and one the customer scan (up to ~6
+while the simulator's responses wait on delayed ACKs); `--quick` shortens every phase, for a smoke run,
+not for figures.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ FULL = {
     "bench_ingest": [],
     "bench_startup": ["--runs", "7"],
     "bench_customers": ["--runs", "3"],
+    "bench_abuse": [],
 }
 QUICK = {
     "bench_scrape": ["--seconds", "1", "--requests", "2000"],
@@ -37,6 +38,7 @@ QUICK = {
     "bench_ingest": ["--old-mb", "0"],
     "bench_startup": ["--runs", "3"],
     "bench_customers": ["--runs", "1", "--customers", "50", "--devices", "1000"],
+    "bench_abuse": ["--scrapes", "30", "--connections", "200", "--slow", "300"],
 }
 
 

@@ -1,7 +1,8 @@
 """Servers under test, one per process: `python -m benchmarks.serve KIND [--series N]`.
 
 KIND is
-  ours       the real Exporter + WebServer, its store holding one report of N series;
+  ours       the real Exporter + WebServer, its store holding one report of N series (with --web-config, TLS
+             or basic auth as that file says);
   stock      prometheus_client's own start_http_server with a registry of the same collectors (the
              exporter's CollectionCollector over a store with the same data, its ExporterCollector and
              RuntimeCollector, and the default process, platform and gc collectors): the stock way to serve
@@ -33,17 +34,18 @@ def _config(url: str) -> object:
     )
 
 
-def serve_ours(series: int) -> int:
+def serve_ours(series: int, web_config: str | None = None, max_connections: int | None = None) -> int:
     from exporter.app import Exporter
     from exporter.config import Config
-    from exporter.web import WebServer
-    from exporter.webconfig import WebConfig
+    from exporter.web import MAX_CONNECTIONS, WebServer
+    from exporter.webconfig import WebConfig, load_web_config
 
     config = _config("http://127.0.0.1:9")
     assert isinstance(config, Config)
     app = Exporter(config)
     fill_store(app.store, series)
-    server = WebServer(app, (HOST, 0), "/metrics", WebConfig())
+    server = WebServer(app, (HOST, 0), "/metrics", load_web_config(web_config) if web_config else WebConfig(),
+                       web_config_file=web_config, max_connections=max_connections or MAX_CONNECTIONS)
     server.start()
     return server.address[1]
 
@@ -119,12 +121,15 @@ def main() -> None:
     parser.add_argument("--customers", type=int, help="simulator: a customer estate of this many customers ...")
     parser.add_argument("--devices", type=int, default=10_000, help="... with this many devices ...")
     parser.add_argument("--latency", type=float, default=0.0, help="... answering each call after this many s")
+    parser.add_argument("--web-config", help="ours: serve with this --web.config.file (TLS, basic auth)")
+    parser.add_argument("--max-connections", type=int, help="ours: --web.max-connections")
     args = parser.parse_args()
     if args.kind == "simulator":
         estate = (args.customers, args.devices, args.latency) if args.customers else None
         serve_simulator(args.series, args.generation_time, args.data_file, estate)
         return
-    port = serve_ours(args.series) if args.kind == "ours" else serve_stock(args.series)
+    port = serve_ours(args.series, args.web_config, args.max_connections) if args.kind == "ours" \
+        else serve_stock(args.series)
     print(f"PORT {port}", flush=True)
     sys.stdin.read()  # until the benchmark closes our stdin (or exits)
 

@@ -3,6 +3,9 @@ over a plain socket or TLS. What a request means and what to answer is `web`'s b
 
 Strict where it matters to a small server (one Content-Length, no chunked request bodies, a bounded head
 and body) and lenient where clients differ harmlessly (header names in any case, repeated headers joined).
+Written here rather than taken from h11: with h11 doing the same framing, plain /metrics served 19 to 42 %
+fewer requests a second at 100 series (wrk -t2 -c8, side by side in one run, two runs), about the same at
+10,000 series: the per-request cost is in the framing, and a small /metrics pays it most.
 """
 
 from __future__ import annotations

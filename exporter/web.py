@@ -15,8 +15,9 @@ thread, and they are bounded too:
   `FD_RESERVE`); beyond it the connections still waiting for a request that have sent the least in the
   longest time are closed, never one whose request has fully arrived; when every connection is being
   answered, no more are accepted until one ends;
-- one connection gets one answer per turn of the event loop, however many requests it pipelines, so a
-  flood on one connection delays the others by one request, not by the flood;
+- one connection gets one answer per turn of the event loop, however many requests it pipelines, and its
+  pipelined requests wait while requests are handled on worker threads, so a flood on one connection
+  delays the others by about one request, not by the flood;
 - at most `max_requests` requests are handled at once (beyond that, 503 at once, as node_exporter's
   `--web.max-requests`).
 """
@@ -211,6 +212,8 @@ class WebServer:
         self._reloader = DaemonPool(1, "web-reload")
         self._reloading: asyncio.Future[str | None] | None = None
         self._in_flight = 0
+        self._drained = asyncio.Event()  # set while no request is being handled on a worker thread
+        self._drained.set()
         self._pending_auth = 0
         self.max_connections = connection_cap(max_connections)
         self._connections: set[_Connection] = set()
@@ -387,10 +390,15 @@ class WebServer:
             if close:
                 return
             await asyncio.sleep(0)  # one answer per turn: the other connections go before the next request
+            if framing.buffered and self._in_flight:
+                # A pipelined request also waits for those being handled on worker threads: they need the GIL
+                # this loop would otherwise hold, and would get it only every switch interval (5 ms).
+                await self._drained.wait()
             now = self._loop.time()
             record.since = now
             record.deadline = now + (READ_TIMEOUT if framing.buffered else IDLE_TIMEOUT)
             self._waiting.add(record)
+            self._room.set()  # it may be closed to make room again
 
     async def _respond(self, request: Request, settings: _Settings) -> Response:
         allowed = self._allowed.get(request.path)
@@ -413,6 +421,7 @@ class WebServer:
         if self.max_requests and self._in_flight >= self.max_requests:
             return text(503, f"Limit of concurrent requests reached ({self.max_requests}), try again later.\n")
         self._in_flight += 1
+        self._drained.clear()
         try:
             return await self._loop.run_in_executor(self._pool, self._handle, request)
         except Exception:
@@ -420,6 +429,8 @@ class WebServer:
             return text(500, "Internal server error\n", close=True)
         finally:
             self._in_flight -= 1
+            if not self._in_flight:
+                self._drained.set()
 
     async def _reload(self) -> Response:
         """A reload runs on a thread of its own, never a web worker's, so a slow one cannot hold scrapes
