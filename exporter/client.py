@@ -5,11 +5,7 @@ Each call either returns parsed JSON or raises an `UpstreamError` whose message 
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import email.utils
-import http.client
-import io
 import json
 import logging
 import threading
@@ -27,6 +23,7 @@ import urllib3.exceptions
 
 from exporter import __version__
 from exporter.config import NCentralSettings
+from exporter.deadline import BodyTooSlow, DeadlineAdapter, call_deadline, read_body_until
 from exporter.errors import (
     AuthFailed,
     ConnectionFailed,
@@ -121,9 +118,9 @@ class NCentralClient:
         self._session = session or requests.Session()
         self._session.headers["User-Agent"] = USER_AGENT
         self._session.verify = settings.ca_bundle or settings.verify_tls
-        # Every call ends by its wall-clock deadline, headers included (see _DeadlineAdapter).
+        # Every call ends by its wall-clock deadline, headers included (see exporter.deadline).
         for scheme in ("http://", "https://"):
-            self._session.mount(scheme, _DeadlineAdapter())
+            self._session.mount(scheme, DeadlineAdapter())
         self._sleep = sleep
         self._monotonic = monotonic
         self._access: _Token | None = None
@@ -350,20 +347,18 @@ class NCentralClient:
         # One wall-clock bound for the whole call, body included: the run's deadline and request_timeout
         # (at least _MIN_CALL, so a last poll just before the run's deadline still gets its answer).
         now = self._monotonic()
-        call_deadline = max(now + _MIN_CALL, min(deadline, now + self.settings.request_timeout))
-        timeout = call_deadline - now
+        until = max(now + _MIN_CALL, min(deadline, now + self.settings.request_timeout))
+        timeout = until - now
         where = f"{method} {path}"
-        clock = _CallClock(call_deadline, self._monotonic)
-        bound = _CALL_CLOCK.set(clock)
         try:
-            with self._session.request(
+            with call_deadline(until, self._monotonic) as clock, self._session.request(
                 method, self.settings.url + path, headers=headers, data=data, timeout=timeout, stream=True,
                 allow_redirects=False,
                 # Per call: requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override a session's ca_bundle.
                 verify=self._session.verify,
             ) as response:
-                body = self._read(response, where, call_deadline)
-        except _BodyTooSlow as slow:
+                body = self._read(response, where, until)
+        except BodyTooSlow as slow:
             raise _Retryable(ConnectionFailed(
                 f"{where}: HTTP {slow.status} answer not complete within {timeout:.1f}s "
                 f"({slow.received} bytes received); gave up reading"
@@ -390,11 +385,9 @@ class NCentralClient:
             raise _Retryable(ConnectionFailed(f"{where} at {self.target}: {_root_cause(exc)}"), not_sent) from None
         except requests.exceptions.RequestException as exc:
             raise _Retryable(ConnectionFailed(f"{where} at {self.target}: {_root_cause(exc)}"), False) from None
-        finally:
-            _CALL_CLOCK.reset(bound)
         return self._interpret(response, body, where)
 
-    def _read(self, response: requests.Response, where: str, call_deadline: float) -> bytes | bytearray:
+    def _read(self, response: requests.Response, where: str, until: float) -> bytes | bytearray:
         cap = self.settings.max_response_size
         declared = content_length(response.headers.get("Content-Length"))
         if declared == -1:
@@ -407,7 +400,7 @@ class NCentralClient:
                 f"{where}: HTTP {response.status_code} body of {declared} bytes is over the {cap}-byte cap",
                 status=response.status_code,
             )
-        body = read_body_until(response, cap, call_deadline, self._monotonic)
+        body = read_body_until(response, cap, until, self._monotonic)
         if body is None:
             raise InvalidResponse(
                 f"{where}: HTTP {response.status_code} body is over the {cap}-byte cap; stopped reading",
@@ -571,177 +564,6 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
         return max(0.0, when.timestamp() - now)
     except (TypeError, ValueError, OverflowError, IndexError):
         return None
-
-
-# --- reading a body by a wall-clock deadline ---
-
-
-class _BodyTooSlow(Exception):
-    """The answer's body did not arrive in full before the call's deadline."""
-
-    def __init__(self, status: int, received: int) -> None:
-        super().__init__(status, received)
-        self.status = status
-        self.received = received
-
-
-def _socket_of(response: requests.Response) -> Any:
-    """The socket under a streamed response (urllib3 2.x), or None: used to bound each read by the deadline."""
-    fp = getattr(response.raw, "_fp", None)  # http.client.HTTPResponse
-    buffered = getattr(fp, "fp", None)  # the socket's BufferedReader
-    return getattr(getattr(buffered, "raw", None), "_sock", None)
-
-
-def read_body_until(
-    response: requests.Response, cap: int, deadline: float, monotonic: Callable[[], float] = time.monotonic
-) -> bytearray | None:
-    """The (decoded) body, read as it arrives, each read bounded by `deadline` (monotonic); None once it
-    exceeds `cap` bytes. Raises _BodyTooSlow at the deadline, however slowly the bytes keep dripping in
-    (a socket timeout alone bounds only the gap between two bytes)."""
-    buffer = bytearray()
-    sock = _socket_of(response)
-    while True:
-        remaining = deadline - monotonic()
-        if remaining <= 0:
-            raise _BodyTooSlow(response.status_code, len(buffer))
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.settimeout(max(0.01, remaining))
-        try:
-            chunk = response.raw.read1(65536, decode_content=True)
-        except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
-            raise _BodyTooSlow(response.status_code, len(buffer)) from None
-        except urllib3.exceptions.ProtocolError as exc:
-            raise requests.exceptions.ChunkedEncodingError(exc) from None
-        except urllib3.exceptions.DecodeError as exc:
-            raise requests.exceptions.ContentDecodingError(exc) from None
-        except urllib3.exceptions.SSLError as exc:
-            raise requests.exceptions.SSLError(exc) from None
-        if not chunk:
-            return buffer  # not copied into a bytes: json.loads reads a bytearray as it is
-        if len(buffer) + len(chunk) > cap:
-            return None
-        buffer += chunk
-
-
-# --- reading the status line and headers by a wall-clock deadline ---
-#
-# `requests`' timeout bounds each socket read, so a server that sends its status line and then one header byte
-# a second holds a call for as long as it likes. Every call's connections therefore read through
-# `_DeadlineReader`, which lowers the socket's timeout before each read to the time left before the call's
-# deadline (taken from `_CALL_CLOCK`, set by `NCentralClient._once` for the call's duration); connecting and a
-# TLS handshake get only the time left too. It reads through the socket object, so TLS is covered (an SSLSocket's
-# read honours its timeout for the whole read), needs no thread, and leaves keep-alive and pooling as they were.
-
-
-class _CallClock:
-    """The wall-clock deadline (monotonic) of one call, and how many bytes its answers have sent so far."""
-
-    def __init__(self, deadline: float, monotonic: Callable[[], float]) -> None:
-        self.deadline = deadline
-        self.monotonic = monotonic
-        self.received = 0
-
-
-_CALL_CLOCK: contextvars.ContextVar[_CallClock | None] = contextvars.ContextVar("ncentral_call_clock", default=None)
-
-
-class _DeadlineReader(io.RawIOBase):
-    """The socket file of one response, each read bounded by the time left before the call's deadline."""
-
-    def __init__(self, inner: Any, sock: Any, clock: _CallClock) -> None:
-        super().__init__()
-        self._inner = inner  # the socket's own SocketIO: it keeps the socket open while the response reads
-        self._sock = sock  # read by _socket_of
-        self._clock = clock
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int | None:
-        clock = self._clock
-        remaining = clock.deadline - clock.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(f"answer not complete by the call's deadline ({clock.received} bytes received)")
-        before = self._sock.gettimeout()
-        self._sock.settimeout(remaining if before is None else min(before, remaining))
-        try:
-            count: int | None = self._inner.readinto(buffer)
-        finally:
-            with contextlib.suppress(OSError):
-                self._sock.settimeout(before)
-        clock.received += count or 0
-        return count
-
-    def close(self) -> None:
-        if not self.closed:
-            self._inner.close()
-        super().close()
-
-
-class _DeadlineResponse(http.client.HTTPResponse):
-    """http.client's response, reading its status line, headers and body through a `_DeadlineReader` when
-    it belongs to a call with a deadline."""
-
-    def __init__(self, sock: Any, *args: Any, **kwargs: Any) -> None:
-        super().__init__(sock, *args, **kwargs)
-        clock = _CALL_CLOCK.get()
-        if clock is not None and isinstance(self.fp, io.BufferedReader):
-            inner = self.fp.detach()  # nothing is buffered yet: the status line is read by begin()
-            self.fp = io.BufferedReader(_DeadlineReader(inner, sock, clock))
-
-
-def _connect_by_deadline(connection: urllib3.connection.HTTPConnection, connect: Callable[[], Any]) -> Any:
-    """`connect()` (urllib3's _new_conn) bounded by the time left before the call's deadline; the new socket's
-    timeout lowered to what is left after it, so a TLS handshake that drips in ends by the deadline too."""
-    clock = _CALL_CLOCK.get()
-    if clock is None:
-        return connect()
-    connection.timeout = max(0.01, clock.deadline - clock.monotonic())
-    sock = connect()
-    with contextlib.suppress(OSError):
-        sock.settimeout(max(0.01, clock.deadline - clock.monotonic()))
-    return sock
-
-
-class _HTTPConnection(urllib3.connection.HTTPConnection):
-    response_class = _DeadlineResponse
-
-    def _new_conn(self) -> Any:
-        return _connect_by_deadline(self, super()._new_conn)
-
-
-class _HTTPSConnection(urllib3.connection.HTTPSConnection):
-    response_class = _DeadlineResponse
-
-    def _new_conn(self) -> Any:
-        return _connect_by_deadline(self, super()._new_conn)
-
-
-class _HTTPConnectionPool(urllib3.connectionpool.HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-
-class _HTTPSConnectionPool(urllib3.connectionpool.HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
-
-
-_POOLS = {"http": _HTTPConnectionPool, "https": _HTTPSConnectionPool}
-
-
-class _DeadlineAdapter(requests.adapters.HTTPAdapter):
-    """requests' adapter, with connections whose answers are read by the call's deadline (direct or through
-    an HTTP proxy; a SOCKS proxy keeps its own connections)."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _POOLS
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        if not proxy.lower().startswith("socks"):
-            manager.pool_classes_by_scheme = _POOLS
-        return manager
 
 
 def _connect_failed(exc: requests.exceptions.ConnectionError) -> bool:
