@@ -8,10 +8,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from exporter import registry
 from exporter.client import ServerInfo, Sleep
-from exporter.collector import CollectionCollector, ExporterCollector, RuntimeCollector
+from exporter.collector import CollectionCollector, ExporterCollector, ReloadStatus, RuntimeCollector
 from exporter.config import Config, ConfigError, log_notices
 from exporter.exposition import Exposition
 from exporter.live_client import ClientFactory, CollectionRun, default_client
@@ -53,7 +54,8 @@ class Exporter:
             for kind in registry.KINDS
         }
         self.scheduler = Scheduler(self.run, lambda: self.config.collections)
-        self.meta = ExporterCollector()
+        self.reload_status = ReloadStatus()  # the one owner: `reload` swaps it, the metrics read it
+        self.meta = ExporterCollector(lambda: self.reload_status)
         self.collector = CollectionCollector(self.store, lambda: self.config.collections, wall)
         self.exposition = Exposition(self.store, self.collector, self.meta)
         self.exposition.register_runtime(RuntimeCollector(self._server, lambda: self.store.write_failures))
@@ -126,14 +128,13 @@ class Exporter:
                     fresh = self.store.reconfigure(config.collections, server=server_identity(config.ncentral))
                     self.running_config.swap(config)  # the runs ask it; a new N-central replaces their clients
                     self.scheduler.schedule([*fresh, *run_now])
-                    self.meta.reload_successful = True
-                    self.meta.reload_success_time = time.time()
+                    self.reload_status = ReloadStatus(successful=True, success_time=time.time())
                     log.info("configuration reloaded", extra={
                         "collections": len(config.collections), "restarted": fresh, "run_now": run_now,
                     })
                     log_notices(config)  # what the new config normalised or looks unwise, now it is accepted
                     return None
-            self.meta.reload_successful = False
+            self.reload_status = replace(self.reload_status, successful=False)
             log.error("configuration reload refused; keeping the old one", extra={"error": error})
             return error
 

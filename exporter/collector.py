@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -86,27 +87,37 @@ def families(snapshot: Snapshot, expired: frozenset[str]) -> list[Metric]:
     return [*published, success, last_success, duration, runs, failures]
 
 
-class ExporterCollector(Collector):
-    """The exporter's own metrics: build and configuration reload status."""
+@dataclass(frozen=True)
+class ReloadStatus:
+    """How the last configuration load went: its owner (`Exporter.reload`) swaps it whole."""
 
-    def __init__(self) -> None:
-        self.reload_successful = True
-        self.reload_success_time = time.time()
+    successful: bool = True
+    success_time: float = field(default_factory=time.time)
+
+
+class ExporterCollector(Collector):
+    """The exporter's own metrics: build and configuration reload status (asked of `reload_status`)."""
+
+    def __init__(self, reload_status: Callable[[], ReloadStatus] | None = None) -> None:
+        """Without `reload_status`, the status of a config loaded once, now."""
+        loaded = ReloadStatus()
+        self._reload_status = reload_status or (lambda: loaded)
 
     def collect(self) -> Iterator[Metric]:
         build = GaugeMetricFamily(
             "ncentral_patch_exporter_build_info", "The exporter's version; always 1.", labels=["version"]
         )
         build.add_metric([__version__], 1.0)
+        status = self._reload_status()
         reload_ok = GaugeMetricFamily(
             "ncentral_patch_exporter_config_last_reload_successful",
             "Whether the last configuration reload succeeded (1) or was refused (0).",
-            value=1.0 if self.reload_successful else 0.0,
+            value=1.0 if status.successful else 0.0,
         )
         reload_time = GaugeMetricFamily(
             "ncentral_patch_exporter_config_last_reload_success_timestamp_seconds",
             "Unix time of the last successful configuration load.",
-            value=self.reload_success_time,
+            value=status.success_time,
         )
         return iter([build, reload_ok, reload_time])
 
