@@ -253,7 +253,7 @@ def _serve(
     signals: _Signals,
 ) -> int:
     from exporter.app import Exporter
-    from exporter.config import log_notices
+    from exporter.config import host_port, log_notices
     from exporter.config_file import load_config
     from exporter.store import StateFileLocked
     from exporter.web import WebServer
@@ -277,7 +277,7 @@ def _serve(
     host, port = server.address
     log.info(
         "listening",
-        extra={"address": f"[{host}]:{port}" if ":" in host else f"{host}:{port}", "tls": web_config.tls is not None,
+        extra={"address": host_port(host, port), "tls": web_config.tls is not None,
                "version": __version__, "collections": len(config.collections), "demo": args.demo},
     )
     if not signals.stop.is_set():

@@ -22,7 +22,7 @@ import urllib3.connectionpool
 import urllib3.exceptions
 
 from exporter import __version__
-from exporter.config import NCentralSettings
+from exporter.config import NCentralSettings, host_port
 from exporter.deadline import BodyTooSlow, DeadlineAdapter, call_deadline, read_body_until
 from exporter.errors import (
     AuthFailed,
@@ -127,7 +127,7 @@ class NCentralClient:
         self._refresh: _Token | None = None
         # Swapped whole after each authentication; read by the metrics and --check-connection.
         self.server: ServerInfo | None = None
-        self.target = host_port(settings.url)
+        self.target = server_address(settings.url)
         # The customer scan calls from two threads: one of them authenticates or refreshes at a time.
         self._token_lock = threading.Lock()
         register_secret(settings.token, permanent=True)
@@ -468,15 +468,14 @@ class _Retryable(Exception):
         self.retry_after = retry_after
 
 
-def host_port(url: str) -> str:
+def server_address(url: str) -> str:
     """`host:port` of a base URL, the port spelt out (`[::1]:443` for IPv6), for messages."""
     parts = urlsplit(url)
-    host = parts.hostname or "?"
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         port = 0
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return host_port(parts.hostname or "?", port)
 
 
 def _field_errors(body: bytes | bytearray) -> str | None:

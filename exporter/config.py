@@ -215,6 +215,12 @@ def log_notices(config: Config) -> None:
         log.log(notice.level, notice.message, extra=dict(notice.extra))
 
 
+def host_port(host: str, port: int | None) -> str:
+    """`host:port` as people and URLs write it: an IPv6 address in brackets, no port when `port` is None."""
+    shown_host = f"[{host}]" if ":" in host else host
+    return f"{shown_host}:{port}" if port is not None else shown_host
+
+
 # The user-info part of a URL (`user:password@`), up to the last `@` before the path.
 _USERINFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?)[^/?#]*@")
 

@@ -14,7 +14,7 @@ from html import escape
 from urllib.parse import urlsplit
 
 from exporter import __version__, registry
-from exporter.config import Config
+from exporter.config import Config, host_port
 from exporter.kind import Memo
 from exporter.store import Snapshot
 
@@ -31,14 +31,11 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
 def ncentral_host(url: str) -> str:
     """The host (and port, if any) of the N-central URL: never its user info, path or query."""
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
     try:
         port = parts.port
     except ValueError:
         port = None
-    return f"{host}:{port}" if port else host
+    return host_port(parts.hostname, port) if parts.hostname else ""
 
 
 def _render_now(_result: object, render: Callable[[], str]) -> str:

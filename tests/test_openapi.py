@@ -14,7 +14,7 @@ from helpers import free_port, metrics_body, parse_samples, sample, test_config,
 
 from exporter import landing
 from exporter.app import Exporter
-from exporter.client import NCentralClient, ServerInfo, host_port, parse_version
+from exporter.client import NCentralClient, ServerInfo, parse_version, server_address
 from exporter.config import Config, NCentralSettings, log_notices
 from exporter.config_file import load_config
 from exporter.errors import ConnectionFailed, HTTPError
@@ -228,10 +228,10 @@ def test_connection_errors_name_host_and_port(caplog: pytest.LogCaptureFixture) 
         assert f"127.0.0.1:{port}" in line
 
 
-def test_host_port_spells_out_the_port() -> None:
-    assert host_port("https://nc.example.com") == "nc.example.com:443"
-    assert host_port("http://nc.example.com") == "nc.example.com:80"
-    assert host_port("https://[::1]:8443/x") == "[::1]:8443"
+def test_server_address_spells_out_the_port() -> None:
+    assert server_address("https://nc.example.com") == "nc.example.com:443"
+    assert server_address("http://nc.example.com") == "nc.example.com:80"
+    assert server_address("https://[::1]:8443/x") == "[::1]:8443"
 
 
 @pytest.mark.parametrize(("version", "supported"), [
