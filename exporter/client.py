@@ -35,7 +35,7 @@ from exporter.errors import (
     Stopped,
     UpstreamError,
 )
-from exporter.numbers import decimal
+from exporter.numbers import decimal_int
 from exporter.report import PollResult, parse_poll, report_id_of
 from exporter.scrub import clipped, header_safe, register_secret, scrub
 
@@ -540,7 +540,7 @@ def content_length(value: str | None) -> int | None:
     as RFC 9110 permits)."""
     if value is None:
         return None
-    lengths = {decimal(part.strip()) for part in value.split(",", 8)}
+    lengths = {decimal_int(part.strip()) for part in value.split(",", 8)}
     if None in lengths or len(lengths) != 1:
         return -1
     length = lengths.pop()
@@ -553,7 +553,7 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
     if value is None:
         return None
     value = value.strip()
-    seconds = decimal(value)
+    seconds = decimal_int(value)
     if seconds is not None:
         return float(seconds)
     if not value or len(value) > _MAX_HTTP_DATE or not value.isascii() or not value.isprintable():

@@ -74,7 +74,7 @@ class _Rendered:
     text: _Form
     openmetrics: _Form | None
 
-    def of(self, snapshot: Snapshot, expired: frozenset[str]) -> bool:
+    def matches(self, snapshot: Snapshot, expired: frozenset[str]) -> bool:
         return self.snapshot is snapshot and self.expired == expired
 
 
@@ -122,11 +122,11 @@ class Exposition:
         snapshot = self._store.snapshot
         expired = self._collections.expired(snapshot)
         cached = self._cached
-        if cached is not None and cached.of(snapshot, expired) and (cached.openmetrics or not openmetrics_form):
+        if cached is not None and cached.matches(snapshot, expired) and (cached.openmetrics or not openmetrics_form):
             return cached
         with self._lock:
             cached = self._cached
-            if cached is not None and not cached.of(snapshot, expired):
+            if cached is not None and not cached.matches(snapshot, expired):
                 cached = None
             if cached is not None and (cached.openmetrics or not openmetrics_form):
                 return cached

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-from exporter.numbers import decimal
+from exporter.numbers import decimal_int
 
 MAX_HEAD = 65536  # bytes of request line and headers
 MAX_BODY = 65536  # bytes of a request body (only /-/reload takes one, and ignores it)
@@ -160,7 +160,7 @@ class Framing:
             # No endpoint takes a body; a chunked one is not worth parsing to throw away.
             return request, text(411, "A request body needs Content-Length\n", close=True)
         # Strictly: int() of a 5,000-digit value raises, which would cost the client its 413.
-        length = decimal(request.headers.get("content-length", "0"))
+        length = decimal_int(request.headers.get("content-length", "0"))
         if length is None or length > MAX_BODY:
             return request, text(413, "Request body too large or malformed\n", close=True)
         if (length > len(self._buffer) - self._start and request.version == "HTTP/1.1"

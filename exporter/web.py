@@ -43,7 +43,7 @@ from exporter.auth import BasicAuth
 from exporter.config import ConfigError
 from exporter.exposition import CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE
 from exporter.http1 import Framing, PlainChannel, Request, Response, TLSChannel, text
-from exporter.numbers import decimal
+from exporter.numbers import decimal_int
 from exporter.webconfig import WebConfig, file_state, load_web_config
 from exporter.workers import DaemonPool
 
@@ -66,7 +66,7 @@ _GET = ", ".join(_GET_HEAD)
 def parse_listen_address(value: str) -> tuple[str, int]:
     """`[HOST]:PORT` as the Go exporters take it: `:10120`, `127.0.0.1:10120`, `[::1]:10120`."""
     host, sep, port = value.rpartition(":")
-    number = decimal(port, max_digits=6)
+    number = decimal_int(port, max_digits=6)
     if not sep or number is None or number > 65535:
         raise ValueError(f"--web.listen-address: expected [HOST]:PORT, got {value!r}")
     return host.strip("[]"), number

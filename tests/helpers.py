@@ -1,7 +1,4 @@
-"""Shared test helpers: free ports, waiting on conditions, configs, the exporter as a subprocess.
-
-(The lead rewrote this file at 01:47; helpers that other test modules need go at the end.)
-"""
+"""Shared test helpers: free ports, waiting on conditions, configs, the exporter as a subprocess."""
 
 from __future__ import annotations
 

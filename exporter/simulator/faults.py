@@ -1,7 +1,7 @@
 """The faults the simulator produces on demand, and what each one answers.
 
 Error statuses, 429 with or without Retry-After, HTML pages, garbage, truncated or oversized bodies,
-wrong types, connection resets, slow answers; and hostile ones (issue 11): a body that drips in a byte
+wrong types, connection resets, slow answers; and hostile ones: a body that drips in a byte
 at a time, headers that drip in a byte at a time after the status line, a malformed Content-Length,
 report ids out of range, an error page (or server-info's version, or validate's message) quoting the
 credentials it was sent. (Reports that fail, abort or
@@ -21,9 +21,9 @@ FAULTS = (
     "400", "401", "403", "404", "429", "500", "502", "503", "html", "garbage", "truncated", "error_body",
     "wrong_types", "negative", "not_integer", "no_report_id", "huge", "reset", "slow", "bad_tokens",
     "invalid_fields",
-    # Hostile answers (issue 11): a body that drips in, odd header values, ids out of range, an echoed token.
+    # Hostile answers: a body that drips in, odd header values, ids out of range, an echoed token.
     "drip", "bad_length", "bad_report_id", "echo_token",
-    # The status line, then the headers a byte at a time (issue 11).
+    # The status line, then the headers a byte at a time.
     "drip_headers",
 )
 

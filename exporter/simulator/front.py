@@ -104,7 +104,7 @@ class Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         route = endpoint(method, self.path.partition("?")[0])
         request = RecordedRequest(method, self.path, route, dict(self.headers.items()), body, self.client_address[1])
-        fault = self.sim._record(request)
+        fault = self.sim.record(request)
         self._send(faults.reply(fault, request) if fault is not None else self._answer(request))
 
     def _answer(self, request: RecordedRequest) -> Answer:
@@ -131,19 +131,19 @@ class Handler(BaseHTTPRequestHandler):
 
     def _refusal(self, request: RecordedRequest) -> Answer | None:
         """The 401 for a request without a valid access token; None for one with."""
-        if self.sim._access_valid(request.header("Authorization")):
+        if self.sim.access_valid(request.header("Authorization")):
             return None
         return error(401, "Invalid or expired access token")
 
     def _authenticate(self, request: RecordedRequest) -> Answer:
         if request.header("Authorization") != f"Bearer {self.sim.jwt}":
             return error(401, "Invalid JWT")
-        return json_answer(200, self.sim._issue_tokens())
+        return json_answer(200, self.sim.issue_tokens())
 
     def _refresh(self, request: RecordedRequest) -> Answer:
-        if not self.sim._use_refresh(request.body.decode("utf-8", "replace").strip()):
+        if not self.sim.use_refresh(request.body.decode("utf-8", "replace").strip()):
             return error(401, "Invalid or expired refresh token")
-        return json_answer(200, self.sim._issue_tokens())
+        return json_answer(200, self.sim.issue_tokens())
 
     def _validate(self, request: RecordedRequest) -> Answer:
         return self._refusal(request) or json_answer(200, {"message": "The token is valid."})
@@ -173,7 +173,7 @@ class Handler(BaseHTTPRequestHandler):
         if problems := validate_submit(payload):
             return validation_error(problems)
         return json_answer(200, {
-            "reportId": self.sim._create_report(), "reportStatus": "IN_PROGRESS",
+            "reportId": self.sim.create_report(), "reportStatus": "IN_PROGRESS",
             "message": "Patch comparison report is being generated in the background.", "data": None,
         })
 
@@ -181,7 +181,7 @@ class Handler(BaseHTTPRequestHandler):
         if refusal := self._refusal(request):
             return refusal
         tail = request.route.removeprefix("/api/report/")
-        status = self.sim._report_status(int(tail)) if tail.isdigit() else None
+        status = self.sim.report_status(int(tail)) if tail.isdigit() else None
         if status is None:
             return error(404, f"Report {tail} not found")
         return json_answer(200, status)
@@ -193,15 +193,15 @@ class Handler(BaseHTTPRequestHandler):
         page cap."""
         if refusal := self._refusal(request):
             return refusal
-        if not self.sim._enter(request.endpoint):
+        if not self.sim.enter(request.endpoint):
             return error(429, "Too many concurrent requests; retry when one ends")
         try:
-            estate, cap, latency = self.sim._estate_terms()
+            estate, cap, latency = self.sim.estate_terms()
             if latency > 0:
                 self.server.stopping.wait(latency)
             return answer(estate, cap)
         finally:
-            self.sim._leave(request.endpoint)
+            self.sim.leave(request.endpoint)
 
     def _devices(self, request: RecordedRequest) -> Answer:
         def answer(estate: Estate, cap: int) -> Answer:

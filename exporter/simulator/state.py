@@ -176,7 +176,7 @@ class State:
 
     # --- request handling (called from handler threads) ---
 
-    def _record(self, request: RecordedRequest) -> Fault | None:
+    def record(self, request: RecordedRequest) -> Fault | None:
         """Keep `request`; the fault it is to be answered with, if one is due."""
         with self._lock:
             self._requests.append(request)
@@ -189,7 +189,8 @@ class State:
                     return fault
         return None
 
-    def _issue_tokens(self) -> dict[str, Any]:
+    def issue_tokens(self) -> dict[str, Any]:
+        """A new access and refresh token pair, as N-central's authenticate and refresh answer it."""
         now = self._clock()
         access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
         with self._lock:
@@ -205,18 +206,21 @@ class State:
             "validate": "/api/auth/validate",
         }
 
-    def _access_valid(self, header: str) -> bool:
+    def access_valid(self, header: str) -> bool:
+        """Whether an Authorization header carries an access token issued and not expired."""
         token = header.removeprefix("Bearer ").strip()
         with self._lock:
             expiry = self._access_tokens.get(token)
         return expiry is not None and self._clock() < expiry
 
-    def _use_refresh(self, token: str) -> bool:
+    def use_refresh(self, token: str) -> bool:
+        """Spend a refresh token (each works once); whether it was issued and not expired."""
         with self._lock:
             expiry = self._refresh_tokens.pop(token, None)
         return expiry is not None and self._clock() < expiry
 
-    def _create_report(self) -> int:
+    def create_report(self) -> int:
+        """A new report, generating from now on with the data and outcome set; its id."""
         with self._lock:
             report_id = self._next_report_id
             self._next_report_id += 1
@@ -225,7 +229,8 @@ class State:
             )
         return report_id
 
-    def _report_status(self, report_id: int) -> dict[str, Any] | None:
+    def report_status(self, report_id: int) -> dict[str, Any] | None:
+        """The report's status as a poll answers it; None for an id never issued."""
         with self._lock:
             report = self._reports.get(report_id)
         if report is None:
@@ -239,7 +244,7 @@ class State:
             "data": report.data if status == "COMPLETED" else None,
         }
 
-    def _enter(self, endpoint: str) -> bool:
+    def enter(self, endpoint: str) -> bool:
         """Count a call to `endpoint` in flight; False (and not counted) beyond the concurrency limit."""
         with self._lock:
             if self._in_flight.get(endpoint, 0) >= self._concurrency_limit:
@@ -248,11 +253,11 @@ class State:
             self._max_in_flight = max(self._max_in_flight, sum(self._in_flight.values()))
             return True
 
-    def _leave(self, endpoint: str) -> None:
+    def leave(self, endpoint: str) -> None:
         with self._lock:
             self._in_flight[endpoint] -= 1
 
-    def _estate_terms(self) -> tuple[Estate, int, float]:
+    def estate_terms(self) -> tuple[Estate, int, float]:
         """The estate, its page cap and its latency, as one consistent view."""
         with self._lock:
             return self._estate, self._page_cap, self._latency
