@@ -49,7 +49,6 @@ from exporter.config import (
 )
 from exporter.errors import (
     Forbidden,
-    InternalError,
     InvalidResponse,
     NotSupported,
     ReportTimeout,
@@ -478,11 +477,8 @@ class CustomerScan(CollectionRun):
                 )
             except (Stopped, _Superseded):
                 raise
-            except UpstreamError as exc:
-                failure = exc
-            except Exception as exc:  # a bug must not stop the schedule or lose the run's count
-                log.exception("unexpected error in the customer scan", extra={"report": CUSTOMERS})
-                failure = InternalError(f"unexpected {type(exc).__name__} in the exporter (see the log)")
+            except Exception as exc:
+                failure = self._failure(exc, log, "the customer scan", CUSTOMERS)
             return self._record_failure(settings, client, failure, self._monotonic() - started)
         except (Stopped, _Superseded):
             if self._stop.is_set():

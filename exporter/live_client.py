@@ -4,6 +4,7 @@ kind is built on."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from exporter.client import NCentralClient, ServerInfo, Sleep, interruptible_sleep
 from exporter.collection import Settings
 from exporter.config import Config, NCentralSettings
+from exporter.errors import InternalError, UpstreamError
 from exporter.running_config import RunningConfig
 from exporter.store import CollectionState, Store, server_identity
 
@@ -116,6 +118,15 @@ class CollectionRun:
 
     def close(self) -> None:
         self._clients.close()
+
+    @staticmethod
+    def _failure(exc: Exception, logger: logging.Logger, what: str, name: str) -> UpstreamError:
+        """What a run records for `exc`: N-central's failure as it is; anything else is a bug, logged with its
+        traceback and recorded as `internal` (a bug must not stop the schedule or lose the run's count)."""
+        if isinstance(exc, UpstreamError):
+            return exc
+        logger.exception(f"unexpected error in {what}", extra={"report": name})
+        return InternalError(f"unexpected {type(exc).__name__} in the exporter (see the log)")
 
     def _replaced(self, client: NCentralClient) -> bool:
         """Whether a reload replaced `client` (changed the N-central settings) since the run took it."""

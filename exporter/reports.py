@@ -31,7 +31,7 @@ from exporter.config import (
     parse_duration,
     positive_duration,
 )
-from exporter.errors import InternalError, NotSupported, ReportTimeout, Stopped, UpstreamError
+from exporter.errors import NotSupported, ReportTimeout, Stopped, UpstreamError
 from exporter.kind import Kind, Memo
 from exporter.live_client import CollectionRun
 from exporter.report import (
@@ -300,11 +300,8 @@ class Runner(CollectionRun):
                 return RunOutcome.SUCCEEDED
             except (Stopped, _Interrupted):
                 raise
-            except UpstreamError as exc:
-                failure = exc
-            except Exception as exc:  # a bug must not stop the schedule or lose the run's count
-                log.exception("unexpected error in a report run", extra={"report": name})
-                failure = InternalError(f"unexpected {type(exc).__name__} in the exporter (see the log)")
+            except Exception as exc:
+                failure = self._failure(exc, log, "a report run", name)
             # Recording the failure may be refused too (a reload meanwhile): hence inside the outer try.
             self._record_failure(settings, client, failure, report_id, self._monotonic() - started)
             return RunOutcome.FAILED
