@@ -25,6 +25,7 @@ from exporter.simulator import Simulator
 from exporter.store import CollectionState
 
 if TYPE_CHECKING:
+    from exporter.app import Exporter
     from exporter.exposition import Exposition
 
 T = TypeVar("T")
@@ -326,3 +327,8 @@ class ReadyExporter(ChildProcess):
 def metrics_body(exposition: Exposition, *, gzipped: bool = False, openmetrics: bool = False) -> bytes:
     """The /metrics body as the web front writes it: the cached report part, then the live part."""
     return b"".join(exposition.render_parts(gzipped=gzipped, openmetrics=openmetrics))
+
+
+def scrape(app: Exporter) -> Samples:
+    """Every sample of the exporter's /metrics body, as the web front would serve it."""
+    return parse_samples(metrics_body(app.exposition).decode())

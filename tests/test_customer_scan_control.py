@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import metrics_body, parse_samples, run_command, sample, scan_settings, select, wait_for, write_yaml
+from helpers import (
+    parse_samples,
+    run_command,
+    sample,
+    scan_settings,
+    scrape,
+    select,
+    wait_for,
+    write_yaml,
+)
 from test_customers import EXPECTED, config, published, small_estate
 
 from exporter.app import Exporter
@@ -185,7 +194,7 @@ def test_a_scan_past_its_timeout_asks_nothing_more_and_fails_as_timeout(
     state = app.store.snapshot[CUSTOMERS]
     assert state.last_reason == "timeout"
     assert state.last_error is not None and "600s timeout" in state.last_error
-    samples = parse_samples(metrics_body(app.exposition).decode())
+    samples = scrape(app)
     assert sample(samples, "ncentral_patch_report_failures_total", report=CUSTOMERS, reason="timeout") == 1
     assert sim.count("devices") == 1
     assert sim.count("active_issues") == 0

@@ -17,12 +17,12 @@ from conftest import TEST_JWT
 from helpers import (
     REPO,
     Samples,
-    metrics_body,
     parse_samples,
     reports_of,
     run_command,
     sample,
     scan_settings,
+    scrape,
     select,
     write_yaml,
 )
@@ -127,7 +127,7 @@ def make_app() -> Iterator[Any]:
 
 def published(app: Exporter) -> tuple[dict[tuple[int, str, str], tuple[float, float | None]], Samples]:
     """(customer_id, customer, device_class) → (devices, devices with a patch problem or None)."""
-    samples = parse_samples(metrics_body(app.exposition).decode())
+    samples = scrape(app)
     devices = select(samples, "ncentral_customer_devices")
     issues = select(samples, "ncentral_customer_patch_issue_devices")
     assert set(select(samples, "ncentral_customer_stale_devices")) == set(devices), "a stale twin for each"
@@ -199,7 +199,7 @@ def test_interval_below_15m_warns(caplog: pytest.LogCaptureFixture) -> None:
         log_notices(parse_config({**base, CUSTOMERS: {"interval": "15m"}}, env={}))
         assert not caplog.records
         config = parse_config({**base, CUSTOMERS: {"interval": "5m"}}, env={})
-        assert not caplog.records  # said only once the config is accepted (see test_config_review.py)
+        assert not caplog.records  # said only once the config is accepted (see test_config_errors.py)
         log_notices(config)
     assert "customers.interval is below 15m" in caplog.text
 
@@ -319,7 +319,7 @@ def test_invalid_device_list_fails_the_run_as_invalid_response(estate_sim: Simul
     app = make_app(config(estate_sim))
     estate_sim.add_fault("garbage", endpoint="devices")
     assert not app.run(CUSTOMERS)
-    samples = parse_samples(metrics_body(app.exposition).decode())
+    samples = scrape(app)
     assert sample(samples, "ncentral_patch_report_failures_total", report=CUSTOMERS, reason="invalid_response") == 1
     assert not select(samples, "ncentral_customer_devices")
 
@@ -344,7 +344,7 @@ def test_state_file_round_trip(estate_sim: Simulator, make_app: Any, tmp_path: P
 
     # A changed scope starts afresh: the stored counts answered another question.
     rescoped = make_app(config(estate_sim, {"exclude": "Beta"}), storage)
-    assert not select(parse_samples(metrics_body(rescoped.exposition).decode()), "ncentral_customer_devices")
+    assert not select(scrape(rescoped), "ncentral_customer_devices")
 
 
 def test_reload_adds_and_removes_the_scan(estate_sim: Simulator, tmp_path: Path) -> None:
@@ -362,7 +362,7 @@ def test_reload_adds_and_removes_the_scan(estate_sim: Simulator, tmp_path: Path)
         assert published(app)[0] == EXPECTED
         write_yaml(path, document)
         assert app.reload() is None
-        samples = parse_samples(metrics_body(app.exposition).decode())
+        samples = scrape(app)
         assert not select(samples, "ncentral_customer_devices")
         assert not select(samples, "ncentral_patch_report_runs_total", report=CUSTOMERS)
     finally:

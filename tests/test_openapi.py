@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from helpers import free_port, metrics_body, parse_samples, sample, test_config, write_yaml
+from helpers import free_port, metrics_body, sample, scrape, test_config, write_yaml
 
 from exporter import landing
 from exporter.app import Exporter
@@ -143,7 +143,7 @@ def test_field_messages_of_a_400_are_logged_and_kept(
 
 def test_ncentral_server_info_carries_the_version(sim: Simulator, make_exporter: list[Exporter]) -> None:
     app = run_once(make_exporter, make_config(sim.url, sim.jwt))
-    samples = parse_samples(metrics_body(app.exposition).decode())
+    samples = scrape(app)
     assert sample(samples, "ncentral_server_info", version=DEFAULT_VERSION, api_version=API_SERVICE_VERSION) == 1
     assert app.store.snapshot["all"].last_run_success
 
@@ -160,7 +160,7 @@ def test_a_2024_server_is_named_and_not_supported(make_exporter: list[Exporter])
     with Simulator(jwt="old-server-jwt-0123456789", version="2024.1.0.5") as sim:
         app = run_once(make_exporter, make_config(sim.url, sim.jwt))
         assert sim.count("submit") == 0  # known to be too old: nothing asked of an API it lacks
-        samples = parse_samples(metrics_body(app.exposition).decode())
+        samples = scrape(app)
     state = app.store.snapshot["all"]
     assert state.last_reason == "not_supported"
     assert state.last_error is not None
@@ -178,7 +178,7 @@ def test_an_unreadable_version_does_not_stop_the_reports(
         app = run_once(make_exporter, make_config(sim.url, sim.jwt))
     assert app.store.snapshot["all"].last_run_success
     assert any(r.getMessage() == "cannot read the N-central version" for r in caplog.records)
-    samples = parse_samples(metrics_body(app.exposition).decode())
+    samples = scrape(app)
     assert sample(samples, "ncentral_server_info", version="unknown", api_version=API_SERVICE_VERSION) == 1
 
 

@@ -15,11 +15,10 @@ from urllib.parse import urlsplit
 import pytest
 from helpers import (
     Samples,
-    metrics_body,
-    parse_samples,
     report_result,
     reports_of,
     sample,
+    scrape,
     select,
     wait_for,
     with_report,
@@ -49,10 +48,6 @@ def exporter(sim: Simulator) -> Iterator[Exporter]:
     app = Exporter(make_config(sim))
     yield app
     app.shutdown()
-
-
-def scrape(app: Exporter) -> Samples:
-    return parse_samples(metrics_body(app.exposition).decode())
 
 
 def approvals(samples: Samples) -> dict[frozenset[tuple[str, str]], float]:

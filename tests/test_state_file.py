@@ -12,7 +12,15 @@ from pathlib import Path
 
 import portalocker
 import pytest
-from helpers import metrics_body, parse_samples, report_result, run_command, sample, select, test_config, write_yaml
+from helpers import (
+    report_result,
+    run_command,
+    sample,
+    scrape,
+    select,
+    test_config,
+    write_yaml,
+)
 
 from exporter import store
 from exporter.app import Exporter
@@ -34,7 +42,7 @@ def test_a_write_that_fails_at_the_rename_leaves_no_temporary_file(
     try:
         with caplog.at_level(logging.ERROR, logger="exporter.store"):
             assert app.run_once()
-        samples = parse_samples(metrics_body(app.exposition).decode())
+        samples = scrape(app)
         failures = sample(samples, "ncentral_patch_exporter_state_write_failures_total")
         assert failures is not None and failures >= 1
         assert select(samples, "ncentral_patch_approvals")  # the results stay in memory
@@ -140,7 +148,7 @@ def test_a_version_1_state_file_is_read_and_written_back_as_version_2(sim: Simul
     app = Exporter(Config(ncentral=NCentralSettings(url=sim.url, token=sim.jwt), collections=(report, scan),
                           storage_path=str(state)))
     try:
-        samples = parse_samples(metrics_body(app.exposition).decode())
+        samples = scrape(app)
         assert sample(samples, "ncentral_patch_approvals", report="all", device_class="Servers",
                       approval_status="declined") == 4
         assert sample(samples, "ncentral_customer_patch_issue_devices", customer_id="7", customer="Acme",

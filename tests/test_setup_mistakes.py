@@ -1,4 +1,4 @@
-"""A new user's first hour: mistakes caught by --check-config, fixes that take effect at once, habits."""
+"""Set-up mistakes a new user makes: caught by --check-config, and fixes that take effect at once."""
 
 from __future__ import annotations
 
@@ -14,12 +14,11 @@ import pytest
 from helpers import (
     ExporterProcess,
     free_port,
-    metrics_body,
-    parse_samples,
     report_result,
     reports_of,
     run_command,
     sample,
+    scrape,
     select,
     test_config,
     wait_for,
@@ -293,12 +292,12 @@ def test_failed_state_writes_are_counted(
     directory.mkdir()
     app = Exporter(replace(make_config(sim.url, sim.jwt), storage_path=str(directory / "state.json")))
     try:
-        samples = parse_samples(metrics_body(app.exposition).decode())
+        samples = scrape(app)
         assert sample(samples, "ncentral_patch_exporter_state_write_failures_total") == 0
         directory.rename(tmp_path / "gone")  # the volume went away: not silently created again
         with caplog.at_level(logging.ERROR, logger="exporter.store"):
             assert app.run_once()
-        samples = parse_samples(metrics_body(app.exposition).decode())
+        samples = scrape(app)
         failures = sample(samples, "ncentral_patch_exporter_state_write_failures_total")
         assert failures is not None and failures >= 1
         assert not directory.exists()

@@ -1,4 +1,4 @@
-"""Issue 11: a hostile N-central and durable state. Every run bounded in time and memory, stored data tied to
+"""A hostile N-central and durable state. Every run bounded in time and memory, stored data tied to
 its server, one exporter per state file. Each test runs the real code against the simulator over HTTP."""
 
 from __future__ import annotations
@@ -19,12 +19,11 @@ import requests
 from helpers import (
     ExporterProcess,
     Samples,
-    metrics_body,
-    parse_samples,
     report_result,
     reports_of,
     run_command,
     sample,
+    scrape,
     select,
     test_config,
     wait_for,
@@ -55,10 +54,6 @@ def make_config(sim: Simulator, storage: Path | None = None, **ncentral: Any) ->
         collections=(ReportSettings(name="all", poll_interval=0.01, poll_max_interval=0.05, timeout=5.0),),
         storage_path=str(storage) if storage is not None else None,
     )
-
-
-def scrape(app: Exporter) -> Samples:
-    return parse_samples(metrics_body(app.exposition).decode())
 
 
 def approvals(app: Exporter) -> dict[frozenset[tuple[str, str]], float]:
