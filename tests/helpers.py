@@ -18,7 +18,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import customers, reports
-from exporter.config import Config
+from exporter.config import Config, NCentralSettings
 from exporter.customers import CustomerSettings
 from exporter.reports import ReportResult, ReportSettings
 from exporter.simulator import Simulator
@@ -32,6 +32,31 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+# A report that polls fast and gives up soon: tests wait for nothing longer than they must.
+QUICK_REPORT = ReportSettings(name="all", poll_interval=0.01, poll_max_interval=0.05, timeout=5.0)
+
+
+def make_config(
+    target: Simulator | str,
+    token: str = "",
+    *,
+    reports: tuple[ReportSettings, ...] = (QUICK_REPORT,),
+    report: Mapping[str, Any] | None = None,
+    storage: Path | None = None,
+    **ncentral: Any,
+) -> Config:
+    """A config against `target` (a simulator, or a URL and its `token`): `reports` (the quick report `all`,
+    its fields changed by `report`), fast timeouts and retries (changed by `ncentral`), a state file at
+    `storage`."""
+    url, jwt = (target, token) if isinstance(target, str) else (target.url, target.jwt)
+    return Config(
+        ncentral=NCentralSettings(**{"url": url, "token": jwt, "request_timeout": 2.0, "retries": 2,
+                                     "retry_backoff": 0.01, **ncentral}),
+        collections=tuple(replace(settings, **(report or {})) for settings in reports),
+        storage_path=str(storage) if storage is not None else None,
+    )
 
 
 def reports_of(config: Config) -> list[ReportSettings]:

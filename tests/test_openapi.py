@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from helpers import free_port, metrics_body, sample, scrape, test_config, write_yaml
+from helpers import free_port, make_config, metrics_body, sample, scrape, test_config, write_yaml
 
 from exporter import landing
 from exporter.app import Exporter
@@ -23,13 +23,6 @@ from exporter.simulator import API_SERVICE_VERSION, DEFAULT_VERSION, START_DATE_
 
 SCHEMA_PROPERTIES = {"startDate", "installStatuses", "patchApprovals", "patchCategories"}
 
-
-def make_config(url: str, token: str, **ncentral: object) -> Config:
-    return Config(
-        ncentral=replace(NCentralSettings(url=url, token=token, request_timeout=2.0, retries=1, retry_backoff=0.01),
-                         **ncentral),  # type: ignore[arg-type]
-        collections=(ReportSettings(name="all", poll_interval=0.01, poll_max_interval=0.05, timeout=5.0),),
-    )
 
 
 @pytest.fixture
@@ -107,7 +100,7 @@ def test_server_info_and_extra_answer_as_documented(sim: Simulator) -> None:
 
 
 def test_the_client_sends_only_what_the_schema_has(sim: Simulator, make_exporter: list[Exporter]) -> None:
-    config = make_config(sim.url, sim.jwt)
+    config = make_config(sim.url, sim.jwt, retries=1)
     for report in (
         ReportSettings(name="all"),
         ReportSettings(name="all", start_date="2025-02-28", install_statuses=("Failed",),
@@ -127,7 +120,7 @@ def test_field_messages_of_a_400_are_logged_and_kept(
 ) -> None:
     sim.add_fault("invalid_fields", endpoint="submit")
     with caplog.at_level(logging.WARNING, logger="exporter.reports"):
-        app = run_once(make_exporter, make_config(sim.url, sim.jwt))
+        app = run_once(make_exporter, make_config(sim.url, sim.jwt, retries=1))
     state = app.store.snapshot["all"]
     assert state.last_reason == "http"
     assert state.last_error is not None
@@ -142,14 +135,14 @@ def test_field_messages_of_a_400_are_logged_and_kept(
 
 
 def test_ncentral_server_info_carries_the_version(sim: Simulator, make_exporter: list[Exporter]) -> None:
-    app = run_once(make_exporter, make_config(sim.url, sim.jwt))
+    app = run_once(make_exporter, make_config(sim.url, sim.jwt, retries=1))
     samples = scrape(app)
     assert sample(samples, "ncentral_server_info", version=DEFAULT_VERSION, api_version=API_SERVICE_VERSION) == 1
     assert app.store.snapshot["all"].last_run_success
 
 
 def test_no_server_info_before_the_first_authentication(sim: Simulator, make_exporter: list[Exporter]) -> None:
-    app = Exporter(make_config(sim.url, sim.jwt))
+    app = Exporter(make_config(sim.url, sim.jwt, retries=1))
     make_exporter.append(app)
     text = metrics_body(app.exposition).decode()
     assert "ncentral_server_info{" not in text
@@ -158,7 +151,7 @@ def test_no_server_info_before_the_first_authentication(sim: Simulator, make_exp
 
 def test_a_2024_server_is_named_and_not_supported(make_exporter: list[Exporter]) -> None:
     with Simulator(jwt="old-server-jwt-0123456789", version="2024.1.0.5") as sim:
-        app = run_once(make_exporter, make_config(sim.url, sim.jwt))
+        app = run_once(make_exporter, make_config(sim.url, sim.jwt, retries=1))
         assert sim.count("submit") == 0  # known to be too old: nothing asked of an API it lacks
         samples = scrape(app)
     state = app.store.snapshot["all"]
@@ -175,7 +168,7 @@ def test_an_unreadable_version_does_not_stop_the_reports(
 ) -> None:
     sim.add_fault("403", endpoint="server_info_extra")
     with caplog.at_level(logging.WARNING, logger="exporter.client"):
-        app = run_once(make_exporter, make_config(sim.url, sim.jwt))
+        app = run_once(make_exporter, make_config(sim.url, sim.jwt, retries=1))
     assert app.store.snapshot["all"].last_run_success
     assert any(r.getMessage() == "cannot read the N-central version" for r in caplog.records)
     samples = scrape(app)
@@ -183,7 +176,7 @@ def test_an_unreadable_version_does_not_stop_the_reports(
 
 
 def test_a_404_on_authenticate_is_a_url_problem(sim: Simulator, make_exporter: list[Exporter]) -> None:
-    app = run_once(make_exporter, make_config(f"{sim.url}/ncentral", sim.jwt))
+    app = run_once(make_exporter, make_config(f"{sim.url}/ncentral", sim.jwt, retries=1))
     state = app.store.snapshot["all"]
     assert state.last_reason == "http"
     assert state.last_error is not None

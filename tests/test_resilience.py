@@ -19,6 +19,7 @@ import requests
 from helpers import (
     ExporterProcess,
     Samples,
+    make_config,
     report_result,
     reports_of,
     run_command,
@@ -39,21 +40,8 @@ from exporter.config import Config, NCentralSettings
 from exporter.diagnose import check_connection
 from exporter.errors import ConnectionFailed, InvalidResponse
 from exporter.report import parse_poll
-from exporter.reports import ReportSettings
 from exporter.simulator import FIRST_REPORT_ID, Simulator
 from exporter.store import server_identity
-
-
-def make_config(sim: Simulator, storage: Path | None = None, **ncentral: Any) -> Config:
-    settings: dict[str, Any] = {
-        "url": sim.url, "token": sim.jwt, "request_timeout": 2.0, "retries": 2, "retry_backoff": 0.01,
-        **ncentral,
-    }
-    return Config(
-        ncentral=NCentralSettings(**settings),
-        collections=(ReportSettings(name="all", poll_interval=0.01, poll_max_interval=0.05, timeout=5.0),),
-        storage_path=str(storage) if storage is not None else None,
-    )
 
 
 def approvals(app: Exporter) -> dict[frozenset[tuple[str, str]], float]:
@@ -304,11 +292,11 @@ def test_a_restart_against_another_server_drops_the_stored_id_and_results(
     sim: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     state = tmp_path / "state.json"
-    report_id = interrupted_in_flight(sim, make_config(sim, state))
+    report_id = interrupted_in_flight(sim, make_config(sim, storage=state))
     other = another_server()
     try:
         caplog.clear()
-        app = Exporter(replace(make_config(other, state)))
+        app = Exporter(replace(make_config(other, storage=state)))
         try:
             changed = [r for r in caplog.records if "server (URL or API user)" in r.getMessage()]
             assert len(changed) == 1
@@ -328,10 +316,10 @@ def test_a_reload_to_another_server_drops_the_stored_id_and_results(
     sim: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     state = tmp_path / "state.json"
-    config = make_config(sim, state)
+    config = make_config(sim, storage=state)
     app = Exporter(config, lambda: new_config)
     other = another_server()
-    new_config = make_config(other, state)
+    new_config = make_config(other, storage=state)
     try:
         assert app.run("all")
         sim.set_generation_time(3600)
@@ -549,7 +537,7 @@ def test_a_second_exporter_on_the_same_state_file_exits_2(sim: Simulator, tmp_pa
 def test_one_corrupt_entry_does_not_discard_the_others(
     sim: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = make_config(sim, tmp_path / "state.json")
+    config = make_config(sim, storage=tmp_path / "state.json")
     config = replace(config, collections=(*config.collections, replace(reports_of(config)[0], name="other")))
 
     def add_corrupt_entry(document: dict[str, Any]) -> None:
@@ -573,7 +561,7 @@ def test_one_corrupt_entry_does_not_discard_the_others(
 
 def test_a_reload_with_nothing_changed_writes_nothing(sim: Simulator, tmp_path: Path) -> None:
     state = tmp_path / "state.json"
-    config = make_config(sim, state)
+    config = make_config(sim, storage=state)
     app = Exporter(config, lambda: config)
     try:
         assert app.run("all")
@@ -598,7 +586,7 @@ def test_temporary_files_of_a_killed_writer_are_removed_at_start_up(sim: Simulat
         path.write_text('{"version": 1, "rep')  # young: written a moment ago
     unrelated = tmp_path / ".other.json.abc"
     unrelated.write_text("{}")
-    app = Exporter(make_config(sim, state))
+    app = Exporter(make_config(sim, storage=state))
     app.shutdown()
     assert not any(path.exists() for path in left)
     assert unrelated.exists()
@@ -611,7 +599,7 @@ def test_temporary_files_of_a_killed_writer_are_removed_at_start_up(sim: Simulat
 def test_a_stored_timestamp_in_the_future_is_refused(
     sim: Simulator, tmp_path: Path, key: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = make_config(sim, tmp_path / "state.json")
+    config = make_config(sim, storage=tmp_path / "state.json")
     future = time.time() + 86400 * 365 * 3000  # the year ~5000
 
     def set_future(document: dict[str, Any]) -> None:
@@ -632,7 +620,7 @@ def test_a_stored_timestamp_in_the_future_is_refused(
 
 
 def test_a_stored_timestamp_within_the_clock_skew_is_kept(sim: Simulator, tmp_path: Path) -> None:
-    config = make_config(sim, tmp_path / "state.json")
+    config = make_config(sim, storage=tmp_path / "state.json")
     stored_then_edited(config, lambda document: document["collections"]["all"].update(
         last_success_time=time.time() + 60))
     second = Exporter(config)

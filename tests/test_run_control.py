@@ -13,11 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ExporterProcess, report_result, reports_of, test_config, wait_for, with_report, write_yaml
+from helpers import (
+    ExporterProcess,
+    make_config,
+    report_result,
+    reports_of,
+    test_config,
+    wait_for,
+    with_report,
+    write_yaml,
+)
 
 from exporter.app import Exporter
 from exporter.client import NCentralClient, interruptible_sleep
-from exporter.config import Config, NCentralSettings
+from exporter.config import Config
 from exporter.errors import ReportFailed
 from exporter.live_client import LiveClient
 from exporter.report import PollResult
@@ -28,18 +37,17 @@ from exporter.store import Store, server_identity
 from exporter.workers import DaemonPool
 
 
-def make_config(sim: Simulator, *reports: ReportSettings) -> Config:
-    return Config(
-        ncentral=NCentralSettings(url=sim.url, token=sim.jwt, retry_backoff=0.01),
-        collections=reports or (ReportSettings(name="all", interval=3600, poll_interval=0.01, timeout=10),),
-    )
+def run_config(sim: Simulator, *reports: ReportSettings) -> Config:
+    """N-central's default timeouts and retries, and `reports` (or one that polls fast)."""
+    return make_config(sim, reports=reports or (ReportSettings(name="all", poll_interval=0.01, timeout=10),),
+                       request_timeout=30.0, retries=4)
 
 
 # --- the running config ------------------------------------------------------------------------------
 
 
 def test_a_swap_tells_each_listener_once_and_then_everyone_asks_the_new_config(sim: Simulator) -> None:
-    old = make_config(sim)
+    old = run_config(sim)
     new = with_report(old, interval=60)
     running = RunningConfig(old)
     told: list[tuple[Config, Config]] = []
@@ -50,7 +58,7 @@ def test_a_swap_tells_each_listener_once_and_then_everyone_asks_the_new_config(s
 
 
 def test_a_new_n_central_replaces_the_client_and_halts_only_its_own_waits(sim: Simulator) -> None:
-    old = make_config(sim)
+    old = run_config(sim)
     new = replace(old, ncentral=replace(old.ncentral, request_timeout=5.0))
     running = RunningConfig(old)
     own = LiveClient(running)
@@ -84,7 +92,7 @@ def test_a_reload_inside_a_call_is_refused_by_the_store_and_the_run_starts_afres
     """The store refuses what the run records after a reload changed its filters; the run starts afresh
     with the new filters. The reload lands inside a call to N-central, which no timing can arrange: the
     client calls it once its answer has arrived."""
-    old = make_config(sim)
+    old = run_config(sim)
     new = with_report(old, patch_approvals=("Declined",))
     running = RunningConfig(old)
     store = Store(old.collections, server=server_identity(old.ncentral))
@@ -138,7 +146,7 @@ def test_a_reload_reschedules_what_changed_removes_what_went_and_keeps_the_rest(
     a = ReportSettings(name="a", interval=3600, poll_interval=0.01, timeout=10)
     b = replace(a, name="b", patch_approvals=("No Approval",))
     c = replace(a, name="c", patch_approvals=("Declined",))
-    old = make_config(sim, a, b, c)
+    old = run_config(sim, a, b, c)
     new = replace(old, collections=(replace(a, interval=1800), b))
     app = Exporter(old, lambda: new)
     app.start()

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 from helpers import (
     Samples,
+    make_config,
     report_result,
     reports_of,
     sample,
@@ -26,26 +27,20 @@ from helpers import (
 
 from exporter.app import Exporter
 from exporter.client import NCentralClient, interruptible_sleep
-from exporter.config import Config, NCentralSettings
+from exporter.config import Config
 from exporter.errors import REASONS
 from exporter.report import PollResult
-from exporter.reports import ReportSettings
 from exporter.simulator import DEFAULT_DATA, Simulator
 
 
-def make_config(sim: Simulator, **report: object) -> Config:
-    settings = ReportSettings(name="all", poll_interval=0.01, poll_max_interval=0.05, timeout=5.0)
-    return Config(
-        ncentral=NCentralSettings(
-            url=sim.url, token=sim.jwt, request_timeout=1.0, retries=2, retry_backoff=0.01, max_response_size=2**20
-        ),
-        collections=(replace(settings, **report),),  # type: ignore[arg-type]
-    )
+def runner_config(sim: Simulator, **report: object) -> Config:
+    """The quick report `all` with `report`'s changes; a 1 s request timeout and a 1 MiB answer cap."""
+    return make_config(sim, report=report, request_timeout=1.0, max_response_size=2**20)
 
 
 @pytest.fixture
 def exporter(sim: Simulator) -> Iterator[Exporter]:
-    app = Exporter(make_config(sim))
+    app = Exporter(runner_config(sim))
     yield app
     app.shutdown()
 
@@ -153,7 +148,7 @@ def test_fault_keeps_data_counts_reason_and_recovers(
     sim: Simulator, fault: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     inject, reason = FAULTS[fault]
-    config = make_config(sim, timeout=0.5 if fault == "never-completes" else 5.0)
+    config = runner_config(sim, timeout=0.5 if fault == "never-completes" else 5.0)
     if fault == "read-timeout":
         # A call waits at least 1 s whatever request_timeout says; one attempt instead of three is enough here.
         config = replace(config, ncentral=replace(config.ncentral, retries=0))
@@ -258,7 +253,7 @@ def test_before_the_first_run_only_outcome_metrics(exporter: Exporter) -> None:
 
 
 def test_submitted_payload_matches_the_config(sim: Simulator) -> None:
-    app = Exporter(make_config(
+    app = Exporter(runner_config(
         sim, start_date="2025-08-01", install_statuses=("Installed", "Failed"),
         patch_categories=("Security Updates",),
     ))
@@ -275,7 +270,7 @@ def test_submitted_payload_matches_the_config(sim: Simulator) -> None:
 
 def test_max_data_age_drops_old_data(sim: Simulator) -> None:
     now = [1_000_000.0]
-    app = Exporter(make_config(sim, max_data_age=60.0), wall=lambda: now[0])
+    app = Exporter(runner_config(sim, max_data_age=60.0), wall=lambda: now[0])
     try:
         assert app.run("all")
         assert approvals(scrape(app))
@@ -297,7 +292,7 @@ def test_polling_is_polite_for_a_five_minute_report() -> None:
         clock[0] += seconds
 
     with Simulator(jwt="polite-jwt-0123456789", generation_time=300.0, clock=lambda: clock[0]) as sim:
-        app = Exporter(make_config(sim, poll_interval=2.0, poll_max_interval=30.0, timeout=1800.0),
+        app = Exporter(runner_config(sim, poll_interval=2.0, poll_max_interval=30.0, timeout=1800.0),
                        sleep=fake_sleep, monotonic=lambda: clock[0])
         try:
             assert app.run("all")
@@ -315,7 +310,7 @@ def test_a_report_that_never_completes_times_out_within_its_timeout(sim: Simulat
         clock[0] += seconds
 
     sim.set_outcome("IN_PROGRESS")
-    app = Exporter(make_config(sim, poll_interval=2.0, poll_max_interval=30.0, timeout=600.0),
+    app = Exporter(runner_config(sim, poll_interval=2.0, poll_max_interval=30.0, timeout=600.0),
                    sleep=fake_sleep, monotonic=lambda: clock[0])
     try:
         assert not app.run("all")
@@ -326,7 +321,7 @@ def test_a_report_that_never_completes_times_out_within_its_timeout(sim: Simulat
 
 
 def test_state_file_serves_old_data_and_resumes_in_flight(sim: Simulator, tmp_path: Path) -> None:
-    config = replace(make_config(sim), storage_path=str(tmp_path / "state.json"))
+    config = replace(runner_config(sim), storage_path=str(tmp_path / "state.json"))
     first = Exporter(config)
     assert first.run("all")
     good = approvals(scrape(first))
@@ -350,7 +345,7 @@ def test_state_file_serves_old_data_and_resumes_in_flight(sim: Simulator, tmp_pa
 
 
 def test_changed_filters_invalidate_the_stored_result(sim: Simulator, tmp_path: Path) -> None:
-    config = replace(make_config(sim), storage_path=str(tmp_path / "state.json"))
+    config = replace(runner_config(sim), storage_path=str(tmp_path / "state.json"))
     first = Exporter(config)
     assert first.run("all")
     first.shutdown()
@@ -379,7 +374,7 @@ def test_corrupt_state_file_is_ignored(
 ) -> None:
     path = tmp_path / "state.json"
     path.write_text(content)
-    app = Exporter(replace(make_config(sim), storage_path=str(path)))
+    app = Exporter(replace(runner_config(sim), storage_path=str(path)))
     assert any(
         r.getMessage() in ("ignoring unreadable state file", "ignoring an unreadable entry of the state file")
         for r in caplog.records
@@ -402,7 +397,7 @@ def test_a_bug_in_a_run_is_counted_as_internal_and_the_next_run_recovers(
                 raise KeyError("planted bug")
             return super().poll(report_id, deadline)
 
-    app = Exporter(make_config(sim),
+    app = Exporter(runner_config(sim),
                    client_factory=lambda settings, halt: BuggyClient(settings, sleep=interruptible_sleep(halt)))
     try:
         assert not app.run("all")
@@ -442,7 +437,7 @@ def test_implausible_report_data_is_invalid_and_the_good_data_stays(
 
 def test_a_forgotten_in_flight_report_is_submitted_anew(sim: Simulator, tmp_path: Path) -> None:
     state = tmp_path / "state.json"
-    config = replace(make_config(sim), storage_path=str(state))
+    config = replace(runner_config(sim), storage_path=str(state))
     first = Exporter(config)
     first.shutdown()
     stored = json.loads(state.read_text())
@@ -461,7 +456,7 @@ def test_a_forgotten_in_flight_report_is_submitted_anew(sim: Simulator, tmp_path
 
 def test_reload_during_a_run_restarts_it_with_the_new_filters(sim: Simulator) -> None:
     sim.set_generation_time(3600)
-    old = make_config(sim)
+    old = runner_config(sim)
     new = with_report(old, patch_approvals=("Declined",))
     configs = iter([new])
     app = Exporter(old, lambda: next(configs))
@@ -503,7 +498,7 @@ def run_reloading_at_first_poll(app: Exporter, sim: Simulator) -> bool:
 
 def test_a_report_removed_during_its_run_just_stops(sim: Simulator) -> None:
     sim.set_generation_time(3600)
-    old = make_config(sim)
+    old = runner_config(sim)
     other = with_report(old, name="other")
     app = Exporter(old, lambda: other)
     assert run_reloading_at_first_poll(app, sim) is False
@@ -515,7 +510,7 @@ def test_a_result_the_store_refuses_after_a_reload_is_dropped_and_the_run_starts
 ) -> None:
     """The store refuses the outcome of a run whose filters a reload changed while its last call was out:
     that outcome is neither counted nor stored, and the run starts again with the new filters."""
-    old = make_config(sim)
+    old = runner_config(sim)
     old = replace(old, ncentral=replace(old.ncentral, request_timeout=5.0, retries=0))
     new = with_report(old, patch_approvals=("Declined",))
     app = Exporter(old, lambda: new)

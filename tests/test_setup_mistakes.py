@@ -14,6 +14,7 @@ import pytest
 from helpers import (
     ExporterProcess,
     free_port,
+    make_config,
     report_result,
     reports_of,
     run_command,
@@ -28,21 +29,12 @@ from helpers import (
 
 from exporter.app import Exporter
 from exporter.cli import build_parser
-from exporter.config import Config, ConfigError, NCentralSettings, parse_duration
+from exporter.config import Config, ConfigError, parse_duration
 from exporter.config_file import load_config, parse_config
-from exporter.reports import ReportSettings
 from exporter.simulator import DEMO_JWT, Simulator
 
 GOOD_WEB_CONFIG = "basic_auth_users: {}\n"
 
-
-def make_config(url: str, token: str, **ncentral: object) -> Config:
-    return Config(
-        ncentral=replace(NCentralSettings(url=url, token=token, request_timeout=2.0, retries=1, retry_backoff=0.01),
-                         **ncentral),  # type: ignore[arg-type]
-        collections=(ReportSettings(name="all", interval=3600.0, poll_interval=0.01, poll_max_interval=0.05,
-                                timeout=5.0),),
-    )
 
 
 class Reloadable:
@@ -77,7 +69,7 @@ def reloadable() -> Iterator[list[Reloadable]]:
 def test_a_reload_that_fixes_the_n_central_settings_runs_at_once(
     sim: Simulator, reloadable: list[Reloadable], mistake: str
 ) -> None:
-    good = make_config(sim.url, sim.jwt)
+    good = make_config(sim.url, sim.jwt, retries=1)
     wrong = replace(good, ncentral=replace(good.ncentral, url=f"http://127.0.0.1:{free_port()}")) \
         if mistake == "url" else replace(good, ncentral=replace(good.ncentral, token="wrong-jwt-0123456789"))
     item = Reloadable(wrong)
@@ -101,7 +93,7 @@ def test_a_reload_interrupts_the_backoff_of_the_old_url(
     with caplog.at_level(logging.DEBUG, logger="exporter.client"):
         item.app.start()
         wait_for(lambda: any(r.getMessage().startswith("retrying in 600.0s") for r in caplog.records))
-    item.next_config = make_config(sim.url, sim.jwt)
+    item.next_config = make_config(sim.url, sim.jwt, retries=1)
     assert item.app.reload() is None
     wait_for(item.has_data, timeout=15)
     assert item.app.store.snapshot["all"].failures["connection"] == 0  # interrupted, not counted as failed
@@ -126,7 +118,7 @@ def test_a_reload_during_a_failing_run_runs_the_report_again(
 
 def test_a_reload_that_changes_a_failed_report_runs_it_now(sim: Simulator, reloadable: list[Reloadable]) -> None:
     sim.set_outcome("FAILED")
-    config = make_config(sim.url, sim.jwt)
+    config = make_config(sim.url, sim.jwt, retries=1)
     item = Reloadable(config)
     reloadable.append(item)
     item.app.start()
@@ -140,7 +132,7 @@ def test_a_reload_that_changes_a_failed_report_runs_it_now(sim: Simulator, reloa
 def test_a_reload_that_changes_nothing_of_a_good_report_does_not_run_it(
     sim: Simulator, reloadable: list[Reloadable], caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = make_config(sim.url, sim.jwt)
+    config = make_config(sim.url, sim.jwt, retries=1)
     item = Reloadable(config)
     reloadable.append(item)
     item.app.start()
@@ -290,7 +282,7 @@ def test_failed_state_writes_are_counted(
 ) -> None:
     directory = tmp_path / "state"
     directory.mkdir()
-    app = Exporter(replace(make_config(sim.url, sim.jwt), storage_path=str(directory / "state.json")))
+    app = Exporter(replace(make_config(sim.url, sim.jwt, retries=1), storage_path=str(directory / "state.json")))
     try:
         samples = scrape(app)
         assert sample(samples, "ncentral_patch_exporter_state_write_failures_total") == 0
@@ -393,7 +385,7 @@ def test_an_unknown_log_level_is_still_refused() -> None:
 def test_short_intervals_are_warned_about_on_reload(
     sim: Simulator, reloadable: list[Reloadable], caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = make_config(sim.url, sim.jwt)
+    config = make_config(sim.url, sim.jwt, retries=1)
     item = Reloadable(config)
     reloadable.append(item)
     document = test_config(sim)
