@@ -114,7 +114,7 @@ class Exporter:
         """Apply a new config from the loader; returns None, or why it was refused (the old one stays)."""
         with self._reload_lock:
             if self._load_config is None:
-                error = "no config file to reload (demo mode)"
+                error = "no configuration to reload from"
             else:
                 try:
                     config = self._load_config()

@@ -82,6 +82,10 @@ def demo_config(url: str, token: str) -> Config:
 
 
 _STOP, _RELOAD, _DONE = "stop", "reload", "done"
+# Signals as the platform has them. Windows has no SIGHUP (a reload there is POST /-/reload only); its
+# Ctrl+Break (SIGBREAK), which service wrappers may send, stops like Ctrl+C.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGBREAK") if hasattr(signal, name))
+RELOAD_SIGNALS = tuple(getattr(signal, name) for name in ("SIGHUP",) if hasattr(signal, name))
 
 
 class _Signals:
@@ -92,11 +96,11 @@ class _Signals:
     def __init__(self) -> None:
         self.events: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.stop = threading.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for signum in (*STOP_SIGNALS, *RELOAD_SIGNALS):
             signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        if signum == signal.SIGHUP:
+        if signum in RELOAD_SIGNALS:
             self.events.put(_RELOAD)
         else:
             self.stop.set()
@@ -137,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             simulator = Simulator(generation_time=1.0).start()
             config = demo_config(simulator.url, simulator.jwt)
         else:
-            config = load_config(args.config_file)
+            config = load_config(_existing(args.config_file))
         if args.storage_path:
             config = replace(config, storage_path=args.storage_path)
         _check_storage(config, "--storage.path" if args.storage_path else "storage.path")
@@ -173,6 +177,18 @@ def _summary(config: Config) -> str:
 
     said = (kind.summary(kind.of(config.collections)) for kind in KINDS)
     return "; ".join(text for text in said if text)
+
+
+def _existing(config_file: str) -> str:
+    """`config_file`, or a ConfigError saying which flag a missing file calls for."""
+    from pathlib import Path
+
+    from exporter.config import ConfigError
+
+    if not Path(config_file).exists():
+        raise ConfigError(f"{config_file}: config file not found; give its path with --config.file PATH, "
+                          "or run --demo to try the exporter on its built-in N-central simulator")
+    return config_file
 
 
 def _check_storage(config: Config, name: str) -> None:
@@ -261,7 +277,9 @@ def _serve(
 
     web_config = web_config or WebConfig()
     try:
-        exporter = Exporter(config, None if args.demo else lambda: load_config(args.config_file), stop=signals.stop)
+        # A reload in --demo re-applies the built-in configuration: it has no file, and nothing to refuse.
+        loader = (lambda: config) if args.demo else (lambda: load_config(args.config_file))
+        exporter = Exporter(config, loader, stop=signals.stop)
     except StateFileLocked as exc:
         return _bad(str(exc))
     try:

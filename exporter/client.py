@@ -67,6 +67,26 @@ class ServerInfo:
         return None if release is None else release[:2] >= MIN_SERVER_VERSION
 
 
+class _ServerLog:
+    """Logs what an N-central says about itself once per change, per server (`host:port`): a process has a
+    client per collection kind, and each learns the server anew after every authentication."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[str, ServerInfo] = {}
+
+    def learnt(self, target: str, server: ServerInfo) -> None:
+        with self._lock:
+            if self._seen.get(target) == server:
+                return
+            self._seen[target] = server
+        log.info("N-central server", extra={"version": server.version or "unknown",
+                                            "api_version": server.api_version or "unknown", "target": target})
+
+
+_SERVER_LOG = _ServerLog()
+
+
 def parse_version(text: str | None) -> tuple[int, ...] | None:
     """`2025.4.0.12` → (2025, 4, 0, 12); None for anything that is not dotted numbers."""
     parts = (text or "").strip().split(".")
@@ -113,8 +133,12 @@ class NCentralClient:
         session: requests.Session | None = None,
         sleep: Sleep = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        log_server: bool = True,
     ) -> None:
+        """`log_server`: log the server's release at info level when it changes (--check-connection prints
+        it as a step of its own instead)."""
         self.settings = settings
+        self._log_server = log_server
         self._session = session or requests.Session()
         self._session.headers["User-Agent"] = USER_AGENT
         self._session.verify = settings.ca_bundle or settings.verify_tls
@@ -258,10 +282,8 @@ class NCentralClient:
                                                                        "error": _describe(exc)})
                 found[path] = None
         server = ServerInfo(found["/api/server-info/extra"], found["/api/server-info"])
-        if server != self.server:
-            log.info("N-central server", extra={"version": server.version or "unknown",
-                                                "api_version": server.api_version or "unknown",
-                                                "target": self.target})
+        if self._log_server:
+            _SERVER_LOG.learnt(self.target, server)
         self.server = server
 
     def _require_supported(self) -> None:

@@ -107,15 +107,24 @@ class CustomerTotals(NamedTuple):
     end_of_life_devices: int
 
 
+class RefusedCustomer(NamedTuple):
+    customer_id: int
+    customer: str
+    reason: str  # one of CUSTOMER_ERROR_REASONS
+    status: int | None
+
+
 @dataclass(frozen=True)
 class CustomerData:
-    """One scan's published counts, and the per-customer errors counted since the exporter started."""
+    """One scan's published counts, the customers whose active issues that scan was refused, and the
+    per-customer errors counted since the exporter started."""
 
     rows: tuple[CustomerCount, ...]
     scan_errors: Mapping[str, int] = field(
         default_factory=lambda: MappingProxyType(dict.fromkeys(CUSTOMER_ERROR_REASONS, 0))
     )
     systems: tuple[OsCount, ...] = ()
+    refused: tuple[RefusedCustomer, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         # The error counts are counters of this process, like the run failures: not persisted.
@@ -615,14 +624,7 @@ class CustomerScan(CollectionRun):
         tasks = [partial(one, customer_id) for customer_id in wanted]
         for customer_id, result in zip(wanted, _in_order(pool, tasks, self.max_in_flight * 2), strict=True):
             if isinstance(result, UpstreamError):
-                failed[customer_id] = result
-                log.warning(
-                    "customer's active issues refused; keeping its last counts",
-                    extra={
-                        "report": CUSTOMERS, "customer_id": customer_id, "customer": devices.names[customer_id],
-                        "reason": result.reason, "status": result.status if result.status is not None else "none",
-                    },
-                )
+                failed[customer_id] = result  # logged once the result is recorded, if it is news
             else:
                 issues[customer_id] = result
         return issues, failed
@@ -647,7 +649,11 @@ class CustomerScan(CollectionRun):
         errors = dict(previous.scan_errors if previous is not None else CustomerData(()).scan_errors)
         for error in failed.values():
             errors[error.reason] = errors.get(error.reason, 0) + 1
-        data = CustomerData(rows, MappingProxyType(errors), systems)
+        refused = tuple(
+            RefusedCustomer(customer_id, devices.names[customer_id], error.reason, error.status)
+            for customer_id, error in failed.items()
+        )
+        data = CustomerData(rows, MappingProxyType(errors), systems, refused)
 
         def change(state: CollectionState) -> CollectionState:
             return replace(
@@ -657,6 +663,7 @@ class CustomerScan(CollectionRun):
 
         if not self._update(settings, client, change):
             return None
+        _log_refusals(previous.refused if previous is not None else (), refused)
         log.info(
             "customer scan succeeded",
             extra={
@@ -739,6 +746,26 @@ def counted(
                 end_of_life[os_name] = is_end_of_life(settings.end_of_life_os, os_name, today)
             systems.append(OsCount(customer_id, name, os_name, end_of_life[os_name], count))
     return tuple(rows), tuple(systems)
+
+
+def _log_refusals(before: Sequence[RefusedCustomer], now: Sequence[RefusedCustomer]) -> None:
+    """A warning when a customer's active issues are refused where the last scan read them (or refused them
+    for another reason), a line when they are readable again; nothing while a refusal goes on, scan after
+    scan (the landing page and `ncentral_customer_scan_errors_total` show it)."""
+    known = {(customer.customer_id, customer.reason) for customer in before}
+    still = {customer.customer_id for customer in now}
+    for customer in now:
+        if (customer.customer_id, customer.reason) not in known:
+            log.warning(
+                "customer's active issues refused; keeping its last counts",
+                extra={"report": CUSTOMERS, "customer_id": customer.customer_id, "customer": customer.customer,
+                       "reason": customer.reason,
+                       "status": customer.status if customer.status is not None else "none"},
+            )
+    for customer in before:
+        if customer.customer_id not in still:
+            log.info("customer's active issues readable again",
+                     extra={"report": CUSTOMERS, "customer_id": customer.customer_id, "customer": customer.customer})
 
 
 def _in_order(pool: Executor, tasks: Sequence[Callable[[], T]], window: int) -> Iterator[T]:
@@ -860,6 +887,33 @@ def customers_table(data: CustomerData, limit: int = 20) -> str:
         f"<h3>The {min(limit, len(worst))} of {len(worst)} customers with the largest share of devices "
         "with a patch problem</h3><table><tr><th>customer</th><th>id</th><th>devices</th>"
         "<th>with a patch problem</th><th>share</th><th>stale</th><th>end-of-life OS</th></tr>"
+        f"{body}</table>{refused_table(data)}"
+    )
+
+
+# Why N-central refuses a customer's active issues, per reason.
+_REFUSALS = {
+    "forbidden": "the API user may not read this customer's active issues",
+    "not_supported": "N-central does not know this customer (deleted during the scan?)",
+}
+
+
+def refused_table(data: CustomerData) -> str:
+    """The customers whose active issues the last scan was refused, with the reason; empty if none."""
+    if not data.refused:
+        return ""
+    read = {row.customer_id for row in data.rows if row.patch_issue_devices is not None}
+    body = "".join(
+        f'<tr><td>{escape(customer.customer)}</td><td class="n">{customer.customer_id}</td>'
+        f'<td><span class="bad">{escape(customer.reason)}</span>'
+        f"{f' (HTTP {customer.status})' if customer.status is not None else ''}: "
+        f"{escape(_REFUSALS.get(customer.reason, 'refused'))}</td>"
+        f"<td>{'its last good counts' if customer.customer_id in read else 'none yet'}</td></tr>"
+        for customer in sorted(data.refused, key=lambda customer: (customer.customer, customer.customer_id))
+    )
+    return (
+        f"<h3>{len(data.refused)} customer(s) whose active issues N-central refused in the last scan</h3>"
+        "<table><tr><th>customer</th><th>id</th><th>reason</th><th>patch problem counts shown</th></tr>"
         f"{body}</table>"
     )
 

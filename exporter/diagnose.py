@@ -107,7 +107,7 @@ def check_connection(settings: NCentralSettings, out: TextIO | None = None) -> i
     out = out or sys.stdout
     # One attempt per call: a diagnosis should answer in seconds, not after the run's backoff.
     settings = replace(settings, retries=0)
-    client = NCentralClient(settings)
+    client = NCentralClient(settings, log_server=False)  # the "server version" step says it
     timeout = settings.request_timeout * 3
     try:
         steps = _steps(client, settings, lambda: time.monotonic() + timeout)

@@ -244,12 +244,7 @@ class Store:
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
-            # The rename itself is durable only once the directory is synced.
-            directory = os.open(self._path.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
+            _sync_directory(self._path.parent)
             self._written = digest.hexdigest()
         except (OSError, ValueError) as exc:
             error = os_reason(exc, detail=True)
@@ -344,6 +339,18 @@ class StateFileLock:
 
 def _linked(lock: Path) -> str:
     return f"the lock file {lock} is a symbolic link; remove it (the exporter does not follow a link there)"
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make a rename in `directory` durable. POSIX needs the directory synced; Windows (no O_DIRECTORY) cannot
+    open a directory as a file, and NTFS journals the rename itself."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def check_storage_path(path: str) -> str | None:

@@ -505,7 +505,10 @@ def _listen(address: tuple[str, int]) -> socket.socket:
     # last segment of every answer waits for the client's delayed ACK (~40 ms on Linux).
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Restart at once despite connections in TIME_WAIT. Not where SO_EXCLUSIVEADDRUSE exists (Windows):
+        # there SO_REUSEADDR would let another process bind the same port and take its connections.
+        if not hasattr(socket, "SO_EXCLUSIVEADDRUSE"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6 and host == "::":
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind((host, port))

@@ -14,10 +14,12 @@ sharing a name, one whose active issues answer 403), devices and active issues o
 services, and serves `GET /api/devices` and `GET /api/org-units/{id}/active-issues` paged with a page cap
 smaller than the 1000 asked for, answering 429 to calls beyond its concurrency limit per endpoint.
 
-The package, bottom up: `data` (the release, report data, submit validation), `estate` (the customer
-estate), `api` (endpoints, answers as data, error bodies), `faults` (each fault's answer), `state` (what
-it holds, and the knobs), `front` (the HTTP front), `server` (`Simulator`: state served between start and
-stop), `__main__` (`python -m exporter.simulator`).
+A report's filters and start date narrow its counts as N-central's would, deterministically (`filters`).
+
+The package, bottom up: `data` (the release, report data, submit validation), `filters` (how a report's
+filters narrow its data), `estate` (the customer estate), `api` (endpoints, answers as data, error
+bodies), `faults` (each fault's answer), `state` (what it holds, and the knobs), `front` (the HTTP front),
+`server` (`Simulator`: state served between start and stop), `__main__` (`python -m exporter.simulator`).
 """
 
 from exporter.simulator.api import ENDPOINTS, RecordedRequest

@@ -21,7 +21,8 @@ START_DATE_PATTERN = re.compile(
     r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])(T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{3})?Z)?$"
 )
 
-# The vendor page's example numbers, one more device class, and an install breakdown.
+# The vendor page's example numbers, one more device class, and an install breakdown: what a report without
+# filters counts over the last 90 days (a report's filters narrow them, see `filters`).
 DEFAULT_DATA: dict[str, Any] = {
     "deviceClassSummaries": [
         {
@@ -73,6 +74,19 @@ DEFAULT_DATA: dict[str, Any] = {
                 {
                     "patchInstallStatus": "Not Installed",
                     "patchTypeSummaries": [{"patchType": "securityUpdates", "count": 412}],
+                },
+            ],
+        },
+        {
+            "approvalStatus": "No Approval",
+            "patchInstallStatusCounts": [
+                {
+                    "patchInstallStatus": "Not Installed",
+                    "patchTypeSummaries": [
+                        {"patchType": "securityUpdates", "count": 71},
+                        {"patchType": "criticalUpdates", "count": 27},
+                        {"patchType": "definationUpdates", "count": 45},
+                    ],
                 },
             ],
         },

@@ -173,7 +173,7 @@ class Handler(BaseHTTPRequestHandler):
         if problems := validate_submit(payload):
             return validation_error(problems)
         return json_answer(200, {
-            "reportId": self.sim.create_report(), "reportStatus": "IN_PROGRESS",
+            "reportId": self.sim.create_report(payload), "reportStatus": "IN_PROGRESS",
             "message": "Patch comparison report is being generated in the background.", "data": None,
         })
 

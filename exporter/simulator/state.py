@@ -8,9 +8,10 @@ underscored ones.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from exporter.simulator.api import ENDPOINTS, RecordedRequest
 from exporter.simulator.data import DEFAULT_DATA, FIRST_REPORT_ID, OUTCOMES, REPORT_MESSAGES, release_has_patch_reports
 from exporter.simulator.estate import DEFAULT_CONCURRENCY_LIMIT, DEFAULT_PAGE_CAP, Estate, demo_estate
 from exporter.simulator.faults import FAULTS, Fault
+from exporter.simulator.filters import filtered
 
 
 @dataclass
@@ -70,7 +72,8 @@ class State:
     # --- knobs ---
 
     def set_data(self, data: dict[str, Any]) -> None:
-        """The `data` of reports submitted from now on."""
+        """The counts of reports submitted from now on, as a report without filters over the last 90 days
+        counts them; a report's filters narrow them (see `filters`)."""
         with self._lock:
             self._data = copy.deepcopy(data)
 
@@ -219,13 +222,15 @@ class State:
             expiry = self._refresh_tokens.pop(token, None)
         return expiry is not None and self._clock() < expiry
 
-    def create_report(self) -> int:
-        """A new report, generating from now on with the data and outcome set; its id."""
+    def create_report(self, body: Mapping[str, Any]) -> int:
+        """A new report for the (valid) submit `body`, generating from now on with the outcome set and the
+        data as its filters and start date count it; its id."""
+        today = dt.datetime.now(dt.UTC).date()
         with self._lock:
             report_id = self._next_report_id
             self._next_report_id += 1
             self._reports[report_id] = _Report(
-                self._clock(), self._outcome, copy.deepcopy(self._data), self._generation_time
+                self._clock(), self._outcome, filtered(self._data, body, today), self._generation_time
             )
         return report_id
 
