@@ -1,7 +1,8 @@
 """Windows hosts, as far as a Linux machine can tell: the real command run with what Windows lacks taken
-away (no SIGHUP, no O_DIRECTORY, no fork or user ids; POSIX-only modules fail to import into the exporter's
-own modules) and what only Windows has added where the code only asks whether it exists
-(SO_EXCLUSIVEADDRUSE). It must start, keep its state file, serve /metrics and reload through
+away (no SIGHUP; no O_DIRECTORY, O_CLOEXEC, O_NOFOLLOW, O_NONBLOCK or O_NOCTTY; no fork or user ids;
+POSIX-only modules such as fcntl fail to import into the exporter's own modules, while the libraries it
+uses keep their own platform's branch) and what only Windows has added where the code only asks whether
+it exists (SO_EXCLUSIVEADDRUSE). It must start, keep its state file, serve /metrics and reload through
 POST /-/reload, the one way to reload there.
 
 The Windows service recipe in the README is not tested here: these machines run Linux only."""
@@ -25,12 +26,13 @@ WINDOWS_LIKE = """
 import builtins, os, runpy, signal, socket, sys
 for name in ("SIGHUP", "SIGUSR1", "SIGUSR2", "SIGQUIT", "SIGALRM"):
     delattr(signal, name)
-for name in ("O_DIRECTORY", "fork", "getuid", "geteuid", "getgid", "getegid", "setsid", "killpg"):
+for name in ("O_DIRECTORY", "O_CLOEXEC", "O_NOFOLLOW", "O_NONBLOCK", "O_NOCTTY",
+             "fork", "getuid", "geteuid", "getgid", "getegid", "setsid", "killpg"):
     delattr(os, name)
 delattr(socket, "SO_REUSEPORT")
 socket.SO_EXCLUSIVEADDRUSE = -5  # the code asks only whether it exists
 
-POSIX_ONLY = {"resource", "pwd", "grp", "termios", "pty"}
+POSIX_ONLY = {"fcntl", "resource", "pwd", "grp", "termios", "pty"}
 real_import = builtins.__import__
 
 def windows_import(name, globals=None, locals=None, fromlist=(), level=0):
