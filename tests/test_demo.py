@@ -34,7 +34,8 @@ from helpers import (
 
 from exporter import landing
 from exporter.app import Exporter
-from exporter.config import CUSTOMERS, parse_config
+from exporter.config_file import parse_config
+from exporter.customers import CUSTOMERS, CustomerData
 from exporter.simulator import DEFAULT_DATA, FORBIDDEN_CUSTOMER, Simulator
 from exporter.simulator.filters import CATEGORY_SHARES, window_share
 
@@ -57,11 +58,10 @@ def test_report_filters_narrow_the_simulated_counts(sim: Simulator) -> None:
     document["reports"].append(backlog)
     app = Exporter(parse_config(document, env={}))
     try:
-        assert app.runner.run("all") and app.runner.run("security-backlog")
+        assert app.run("all") and app.run("security-backlog")
         samples = parse_samples(metrics_body(app.exposition).decode())
     finally:
         app.shutdown()
-        app.runner.close()
     everything, backlog_counts = _approvals(samples, "all"), _approvals(samples, "security-backlog")
     laptops = DEFAULT_DATA["deviceClassSummaries"][0]["approvalStatusCounts"]
     assert everything[("Laptops - Windows", "approved_for_install")] == laptops["approvedForInstall"] == 6424
@@ -83,11 +83,10 @@ def test_install_status_filter_and_an_old_start_date(sim: Simulator) -> None:
     document = test_config(sim, start_date="2020-01-01", install_statuses=["Failed"])
     app = Exporter(parse_config(document, env={}))
     try:
-        assert app.runner.run("all")
+        assert app.run("all")
         samples = parse_samples(metrics_body(app.exposition).decode())
     finally:
         app.shutdown()
-        app.runner.close()
     counts = _approvals(samples, "all")
     # 2 % of the patches approved for install failed; the patches of other statuses are not installed.
     assert counts[("Laptops - Windows", "approved_for_install")] == int(6424 * 0.02 + 0.5)
@@ -152,29 +151,27 @@ def test_a_refused_customer_is_logged_once_per_change(sim: Simulator, caplog: py
     app = Exporter(parse_config(document, env={}))
     try:
         with caplog.at_level(logging.INFO, logger="exporter.customers"):
-            assert app.customer_scan.run() and app.customer_scan.run()
+            assert app.run(CUSTOMERS) and app.run(CUSTOMERS)
             refused = [r for r in caplog.records if r.getMessage().startswith("customer's active issues refused")]
             assert [r.__dict__["customer"] for r in refused] == [FORBIDDEN_CUSTOMER]
             # The customer becomes readable: said once; refused again: warned again.
             estate = sim.estate
             sim.set_estate(replace(estate, customers=tuple(replace(c, refused=None) for c in estate.customers)))
-            assert app.customer_scan.run() and app.customer_scan.run()
+            assert app.run(CUSTOMERS) and app.run(CUSTOMERS)
             sim.set_estate(estate)
-            assert app.customer_scan.run()
+            assert app.run(CUSTOMERS)
         messages = [r.getMessage() for r in caplog.records if "active issues" in r.getMessage()]
         assert messages == [
             "customer's active issues refused; keeping its last counts",
             "customer's active issues readable again",
             "customer's active issues refused; keeping its last counts",
         ]
-        state = app.store.snapshot[CUSTOMERS]
-        page = landing.render(app.config.reports, app.store.snapshot, {}, "/metrics", 0.0).decode()
-        assert state.customers is not None and [c.customer for c in state.customers.refused] == [FORBIDDEN_CUSTOMER]
+        data = app.store.snapshot[CUSTOMERS].result
+        page = landing.render(app.config, app.store.snapshot, {}, "/metrics", 0.0).decode()
+        assert isinstance(data, CustomerData) and [c.customer for c in data.refused] == [FORBIDDEN_CUSTOMER]
         assert "its last good counts" in page  # scanned while readable: its counts stay
     finally:
         app.shutdown()
-        app.customer_scan.close()
-        app.runner.close()
 
 
 def test_check_config_without_a_config_file_names_the_flags(tmp_path: Path) -> None:
