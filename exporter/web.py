@@ -29,7 +29,6 @@ import concurrent.futures
 import heapq
 import logging
 import math
-import resource
 import socket
 import ssl
 import threading
@@ -162,6 +161,10 @@ def connection_cap(wanted: int) -> int:
     """At most `wanted` connections, and FD_RESERVE file descriptors spare beside them. The soft
     RLIMIT_NOFILE is raised towards the hard one first, as the Go runtime does at start; when that is still
     too low, the cap is lowered to fit (systemd's default soft limit is 1,024)."""
+    try:
+        import resource
+    except ImportError:  # Windows: sockets are handles there, bounded by no descriptor limit
+        return wanted
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = wanted + FD_RESERVE
     if soft != resource.RLIM_INFINITY and soft < need:
