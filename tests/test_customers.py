@@ -31,7 +31,15 @@ from exporter import landing
 from exporter.app import Exporter
 from exporter.config import ConfigError, log_notices
 from exporter.config_file import parse_config
-from exporter.customers import CUSTOMERS, CustomerData, checkin_time, parse_device
+from exporter.customers import (
+    CUSTOMERS,
+    CustomerCount,
+    CustomerData,
+    OsCount,
+    checkin_time,
+    customers_table,
+    parse_device,
+)
 from exporter.simulator import (
     LEGACY_PATCH_SERVICE,
     PATCH_SERVICE,
@@ -589,3 +597,16 @@ def test_a_device_that_never_checked_in_has_no_time() -> None:
         device = parse_device(raw, "test")
         assert device is not None and device.last_checkin is None and device.unreadable_checkin is None
         assert device.os == "unknown"
+
+
+def test_landing_table_shows_a_customer_never_read_last_without_a_made_up_share() -> None:
+    data = CustomerData(
+        (CustomerCount(1, "Read Co", WS, 4, 0, 1), CustomerCount(2, "Refused Co", WS, 3, None, 2),
+         CustomerCount(3, "Worse Co", WS, 2, 1, 0)),
+        systems=(OsCount(2, "Refused Co", "Microsoft Windows 7 Professional", True, 2),
+                 OsCount(2, "Refused Co", "Microsoft Windows 11 Pro", False, 1)),
+    )
+    rows = re.findall(r"<tr><td>([^<]*)</td>(.*?)</tr>", customers_table(data))
+    assert [name for name, _ in rows] == ["Worse Co", "Read Co", "Refused Co"]
+    cells = re.findall(r'<td class="n">([^<]*)</td>', rows[2][1])
+    assert cells == ["2", "3", "not read", "", "2", "2"]  # id, devices, patch problem, share, stale, end-of-life
