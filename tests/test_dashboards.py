@@ -13,6 +13,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -280,8 +281,10 @@ def demo_prometheus(tmp_path: Path) -> Iterator[tuple[PrometheusServer, str, flo
         # At least three samples of the report data, so delta() and increase() have something to work on.
         wait_for(lambda: prometheus.query("count_over_time(ncentral_patch_report_last_run_success[1m]) >= 3"),
                  timeout=20)
-        # The customer scan runs on its own worker: its first result may come after the reports'.
-        wait_for(lambda: prometheus.query("ncentral_customer_stale_devices"), timeout=20)
+        # The runs' health is there from the first scrape, their results only once each has finished: the
+        # report's and the customer scan's (on its own worker) in either order.
+        for result in ("ncentral_patch_approvals", "ncentral_customer_stale_devices"):
+            wait_for(partial(prometheus.query, result), timeout=30)
         yield prometheus, exporter.address, started
 
 
