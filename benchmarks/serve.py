@@ -4,9 +4,9 @@ KIND is
   ours       the real Exporter + WebServer, its store holding one report of N series (with --web-config, TLS
              or basic auth as that file says);
   stock      prometheus_client's own start_http_server with a registry of the same collectors (the
-             exporter's CollectionCollector over a store with the same data, its ExporterCollector and
-             RuntimeCollector, and the default process, platform and gc collectors): the stock way to serve
-             the same series;
+             exporter's CollectionCollector over a store with the same data, its ExporterCollector,
+             RuntimeCollector and ScheduleCollector, and the default process, platform and gc
+             collectors): the stock way to serve the same series;
   simulator  the N-central simulator, reports COMPLETED after --generation-time seconds with data of N series
              (or the data in --data-file).
 
@@ -59,7 +59,7 @@ def serve_stock(series: int) -> int:
         start_http_server,
     )
 
-    from exporter.collector import CollectionCollector, ExporterCollector, RuntimeCollector
+    from exporter.collector import CollectionCollector, ExporterCollector, RuntimeCollector, ScheduleCollector
     from exporter.config import Config
     from exporter.store import Store
 
@@ -74,6 +74,7 @@ def serve_stock(series: int) -> int:
     registry.register(ExporterCollector())
     registry.register(CollectionCollector(store, lambda: config.collections))
     registry.register(RuntimeCollector(lambda: None, lambda: store.write_failures))
+    registry.register(ScheduleCollector(lambda: config.collections))
     server, _thread = start_http_server(0, addr=HOST, registry=registry)
     return int(server.server_address[1])
 

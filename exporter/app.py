@@ -12,7 +12,13 @@ from dataclasses import replace
 
 from exporter import registry
 from exporter.client import ServerInfo, Sleep
-from exporter.collector import CollectionCollector, ExporterCollector, ReloadStatus, RuntimeCollector
+from exporter.collector import (
+    CollectionCollector,
+    ExporterCollector,
+    ReloadStatus,
+    RuntimeCollector,
+    ScheduleCollector,
+)
 from exporter.config import Config, ConfigError, log_notices
 from exporter.exposition import Exposition
 from exporter.live_client import ClientFactory, CollectionRun, default_client
@@ -59,6 +65,7 @@ class Exporter:
         self.collector = CollectionCollector(self.store, lambda: self.config.collections, wall)
         self.exposition = Exposition(self.store, self.collector, self.meta)
         self.exposition.register_runtime(RuntimeCollector(self._server, lambda: self.store.write_failures))
+        self.exposition.register_runtime(ScheduleCollector(lambda: self.config.collections))
         self._reload_lock = threading.Lock()
 
     @property

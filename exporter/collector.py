@@ -69,6 +69,11 @@ def families(snapshot: Snapshot, expired: frozenset[str]) -> list[Metric]:
         "start to end.",
         labels=["report"],
     )
+    failure_reason = GaugeMetricFamily(
+        "ncentral_patch_report_last_run_failure_reason",
+        "1 for the reason the report's last run failed; absent after a successful run and before the first.",
+        labels=["report", "reason"],
+    )
     runs = CounterMetricFamily(
         "ncentral_patch_report_runs", "Report runs finished, successful or not.", labels=["report"]
     )
@@ -77,6 +82,8 @@ def families(snapshot: Snapshot, expired: frozenset[str]) -> list[Metric]:
     )
     for name, state in snapshot.items():
         success.add_metric([name], 1.0 if state.last_run_success else 0.0)
+        if not state.last_run_success and state.last_reason is not None:
+            failure_reason.add_metric([name, state.last_reason], 1.0)
         if state.last_success_time is not None:
             last_success.add_metric([name], state.last_success_time)
         if state.last_duration is not None:
@@ -84,7 +91,25 @@ def families(snapshot: Snapshot, expired: frozenset[str]) -> list[Metric]:
         runs.add_metric([name], state.runs_total)
         for reason in (*REASONS, *sorted(set(state.failures) - set(REASONS))):
             failures.add_metric([name, reason], state.failures.get(reason, 0))
-    return [*published, success, last_success, duration, runs, failures]
+    return [*published, success, failure_reason, last_success, duration, runs, failures]
+
+
+class ScheduleCollector(Collector):
+    """Each configured collection's interval, from the config in force (a reload changes it without a run):
+    what the staleness alert measures the age of a collection's data against."""
+
+    def __init__(self, collections: Callable[[], Sequence[Settings]]) -> None:
+        self._collections = collections
+
+    def collect(self) -> Iterator[Metric]:
+        interval = GaugeMetricFamily(
+            "ncentral_patch_report_interval_seconds",
+            "Seconds between the collection's scheduled runs (reports[].interval, customers.interval).",
+            labels=["report"],
+        )
+        for collection in self._collections():
+            interval.add_metric([collection.name], collection.interval)
+        return iter([interval])
 
 
 @dataclass(frozen=True)

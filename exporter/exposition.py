@@ -109,8 +109,8 @@ class Exposition:
         self._openmetrics_wanted = False
 
     def register_runtime(self, collector: Collector) -> None:
-        """A live collector of what the exporter learnt while running (server info, failed state writes):
-        in every scrape, and in what `--once` prints."""
+        """A live collector of what the exporter learnt while running (server info, failed state writes) or
+        runs by (the collections' intervals): in every scrape, and in what `--once` prints."""
         self.live.register(collector)
         self._run_info.append(collector)
 

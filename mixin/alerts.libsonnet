@@ -36,7 +36,9 @@ local oneLine(text) = std.strReplace(std.rstripChars(text, '\n'), '\n', ' ');
     },
 
     // The last run of a report failed, and no run has succeeded since. The exporter keeps serving the last
-    // good data, so dashboards look fine while they age.
+    // good data, so dashboards look fine while they age. The description says what is certain when it
+    // fires: the last run's reason and the failure counters (a window such as increase(...[1h]) sees
+    // nothing of failures counted before Prometheus's first scrape, e.g. since start-up).
     {
       alert: 'NCentralPatchReportFailing',
       expr: 'ncentral_patch_report_last_run_success{%(selector)s} == 0' % c,
@@ -46,28 +48,34 @@ local oneLine(text) = std.strReplace(std.rstripChars(text, '\n'), '\n', ' ');
         summary: 'N-central patch report {{ $labels.report }} is failing on {{ $labels.instance }}',
         description: oneLine(|||
           Runs of report {{ $labels.report }} on {{ $labels.instance }} have been failing for more than
-          %(reportFailingFor)s (last_run_success = {{ $value }}). Failures in the last hour by reason:
-          {{ with printf `sum by (reason) (increase(ncentral_patch_report_failures_total{%(selector)s,instance=%%q,report=%%q}[1h])) > 0` $labels.instance $labels.report | query }}{{ range $i, $s := . }}{{ if $i }}, {{ end }}{{ $s.Labels.reason }}: {{ $s.Value | printf "%%.0f" }}{{ end }}{{ else }}none recorded{{ end }}.
-          Check the exporter log for the error.
+          %(reportFailingFor)s (last_run_success = {{ $value }}).
+          {{ with printf `ncentral_patch_report_last_run_failure_reason{%(selector)s,instance=%%q,report=%%q}` $labels.instance $labels.report | query }}The last run failed with reason {{ (. | first).Labels.reason }}.{{ else }}The last run's reason is not known.{{ end }}
+          Failed runs counted by the exporter, by reason:
+          {{ with printf `sort_desc(ncentral_patch_report_failures_total{%(selector)s,instance=%%q,report=%%q} > 0)` $labels.instance $labels.report | query }}{{ range $i, $s := . }}{{ if $i }}, {{ end }}{{ $s.Labels.reason }}: {{ $s.Value | printf "%%.0f" }}{{ end }}{{ else }}none{{ end }}.
+          The exporter log has the error.
         ||| % t),
       },
     },
 
-    // No successful run for longer than the staleness factor times the report interval. (A report that
-    // has not succeeded once since the exporter started has no timestamp yet; NCentralPatchReportFailing
-    // covers it.)
+    // No successful run for longer than `stalenessFactor` times the collection's interval, which the
+    // exporter exports per report (and for the customer scan). A report that has not succeeded once since
+    // the exporter started has no timestamp yet; NCentralPatchReportFailing covers it.
     {
       alert: 'NCentralPatchDataStale',
-      expr: 'time() - ncentral_patch_report_last_success_timestamp_seconds{%(selector)s} > %(stalenessFactor)g * 3600' % c,
+      expr: |||-
+        time() - ncentral_patch_report_last_success_timestamp_seconds{%(selector)s}
+        > %(stalenessFactor)g * ncentral_patch_report_interval_seconds{%(selector)s}
+      ||| % c,
       'for': c.dataStaleFor,
       labels: { severity: 'critical' },
       annotations: {
         summary: 'N-central patch data of report {{ $labels.report }} on {{ $labels.instance }} is stale',
         description: oneLine(|||
           The last successful run of report {{ $labels.report }} on {{ $labels.instance }} was
-          {{ $value | humanizeDuration }} ago, more than two report intervals. The patch metrics no longer
-          reflect N-central.
-        |||),
+          {{ $value | humanizeDuration }} ago, more than %(stalenessFactor)g times its interval
+          ({{ with printf `ncentral_patch_report_interval_seconds{%(selector)s,instance=%%q,report=%%q}` $labels.instance $labels.report | query }}{{ . | first | value | humanizeDuration }}{{ end }}).
+          The patch metrics no longer reflect N-central.
+        ||| % c),
       },
     },
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,12 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 from helpers import (
     PROMETHEUS_DIR,
+    REPO,
     AlertmanagerServer,
+    ChildProcess,
     PrometheusServer,
     ReadyExporter,
+    free_port,
+    parse_samples,
     prometheus_test_config,
     wait_for,
     write_yaml,
@@ -99,8 +105,8 @@ def test_alert_names_labels_and_annotations() -> None:
     assert by_name["NCentralPatchExporterDown"]["expr"] == f'up{{job="{JOB}"}} == 0'
     assert by_name["NCentralPatchNoApprovalBacklog"]["labels"]["severity"] == "warning"
     assert 'approval_status="no_approval"' in by_name["NCentralPatchNoApprovalBacklog"]["expr"]
-    # The staleness threshold is two report intervals, written so the interval is easy to find and change.
-    assert "> 2 * 3600" in by_name["NCentralPatchDataStale"]["expr"]
+    # Stale is relative to each collection's own interval, which the exporter exports.
+    assert "> 2 * ncentral_patch_report_interval_seconds{" in by_name["NCentralPatchDataStale"]["expr"]
 
 
 def test_every_alert_is_unit_tested_firing_and_not_firing() -> None:
@@ -263,8 +269,41 @@ def test_report_failing_alert_reaches_alertmanager_webhook(
         assert alert["labels"]["instance"] == exporter
         assert alert["labels"]["severity"] == "warning"
         assert alert["annotations"]["summary"] == f"N-central patch report all is failing on {exporter}"
-        # The description's query template ran in the real Prometheus and found the reason.
-        assert "report_failed: " in alert["annotations"]["description"], alert["annotations"]
+        # The description's query templates ran in the real Prometheus: the last run's reason, and the counts.
+        assert re.fullmatch(
+            rf"Runs of report all on {re.escape(exporter)} have been failing for more than 30 minutes "
+            r"\(last_run_success = 0\)\. The last run failed with reason report_failed\. Failed runs counted by "
+            r"the exporter, by reason: report_failed: [1-9]\d*\. The exporter log has the error\.",
+            alert["annotations"]["description"],
+        ), alert["annotations"]
 
         simulator.set_outcome("COMPLETED")
         wait_for(lambda: webhook.alerts("NCentralPatchReportFailing", "resolved"), timeout=20)
+
+
+def test_report_failing_since_start_up_names_reason_and_count(
+    tmp_path: Path, sim: Simulator, alertmanager: str, webhook: Webhook,
+) -> None:
+    """A report that failed before Prometheus's first scrape and has not run since: its failure counter
+    never rises in Prometheus's view, and the alert still says why and how often it failed."""
+    sim.set_outcome("FAILED")
+    config = write_yaml(tmp_path / "config.yml", {
+        "ncentral": {"url": sim.url, "api_token": sim.jwt, "request_timeout": "5s", "retry_backoff": "10ms"},
+        "reports": [{"name": "all", "interval": "1h", "poll_interval": "50ms", "poll_max_interval": "200ms",
+                     "timeout": "10s"}],
+    })
+    address = f"127.0.0.1:{free_port()}"
+    exporter = ChildProcess(
+        [sys.executable, "-m", "exporter", f"--web.listen-address={address}", f"--config.file={config}"],
+        tmp_path / "exporter.log", f"http://{address}/-/healthy", cwd=REPO,
+    )
+    with exporter:
+        failed = ("ncentral_patch_report_failures_total", frozenset({("report", "all"), ("reason", "report_failed")}))
+        wait_for(lambda: parse_samples(requests.get(f"http://{address}/metrics", timeout=5).text).get(failed))
+        with PrometheusServer(tmp_path, address, [fast_rules(tmp_path)], alertmanager):
+            (alert, *_) = wait_for(lambda: webhook.alerts("NCentralPatchReportFailing", "firing"), timeout=20)
+    assert alert["annotations"]["description"] == (
+        f"Runs of report all on {address} have been failing for more than 30 minutes (last_run_success = 0). "
+        "The last run failed with reason report_failed. Failed runs counted by the exporter, by reason: "
+        "report_failed: 1. The exporter log has the error."
+    )

@@ -26,6 +26,7 @@ from exporter.errors import REASONS
 from exporter.exposition import Exposition
 from exporter.report import ApprovalCount, InstallCount, ReportData
 from exporter.reports import InFlight, ReportResult, ReportSettings
+from exporter.simulator import Simulator
 from exporter.store import CollectionState, Store
 from exporter.web import WebServer
 from exporter.webconfig import WebConfig
@@ -295,3 +296,48 @@ def test_a_new_run_reaches_http_scrapes_plain_and_gzipped(served: tuple[Exporter
     _, zipped = fetch(port, "gzip")
     assert select(parse_samples(gzip.decompress(zipped).decode()), "ncentral_patch_installs") == {}
     assert steady(gzip.decompress(zipped)) == steady(stock(app.exposition, app.collector))
+
+
+
+def test_every_collection_exports_its_interval_and_a_reload_changes_it() -> None:
+    """The staleness alert divides by it: one per report and for the customer scan, from the config in force
+    (a reload changes it before any run), and in what --once prints."""
+    ncentral = NCentralSettings(url="http://127.0.0.1:9", token="not-used-0123456789")
+    configs = [Config(ncentral=ncentral, collections=(ReportSettings(name="all", interval=7200.0),
+                                                      CustomerSettings(interval=86400.0)))]
+    app = Exporter(configs[0], load_config=lambda: configs[-1])
+
+    def intervals(text: bytes) -> dict[str, float]:
+        found = select(parse_samples(text.decode()), "ncentral_patch_report_interval_seconds")
+        return {dict(labels)["report"]: value for labels, value in found.items()}
+
+    try:
+        assert intervals(metrics_body(app.exposition)) == {"all": 7200.0, CUSTOMERS: 86400.0}
+        configs.append(replace(configs[0], collections=(ReportSettings(name="all", interval=1800.0),
+                                                        ReportSettings(name="servers", interval=600.0),
+                                                        CustomerSettings(interval=86400.0))))
+        assert app.reload() is None
+        assert intervals(metrics_body(app.exposition)) == {"all": 1800.0, "servers": 600.0, CUSTOMERS: 86400.0}
+        assert intervals(app.exposition.render_reports()) == {"all": 1800.0, "servers": 600.0, CUSTOMERS: 86400.0}
+    finally:
+        app.shutdown()
+
+
+def test_the_last_run_failure_reason_is_served_until_a_run_succeeds(sim: Simulator) -> None:
+    config = Config(ncentral=NCentralSettings(url=sim.url, token=sim.jwt, retries=0),
+                    collections=(ReportSettings(name="all", poll_interval=0.01),))
+    app = Exporter(config)
+
+    def reasons() -> dict[frozenset[tuple[str, str]], float]:
+        samples = parse_samples(metrics_body(app.exposition).decode())
+        return select(samples, "ncentral_patch_report_last_run_failure_reason")
+
+    try:
+        assert reasons() == {}  # no run yet
+        sim.add_fault("403", endpoint="submit")
+        assert not app.run("all")
+        assert reasons() == {frozenset({("report", "all"), ("reason", "forbidden")}): 1.0}
+        assert app.run("all")
+        assert reasons() == {}
+    finally:
+        app.shutdown()
