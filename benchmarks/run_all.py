@@ -3,9 +3,10 @@ baselines measured in the same run.
 
     .venv/bin/python -m benchmarks.run_all [--quick]
 
-About 6 minutes on 2 cores, 3 of them the web front under abuse and one the customer scan (up to ~6
-while the simulator's responses wait on delayed ACKs); `--quick` shortens every phase, for a smoke run,
-not for figures.
+About 12 minutes on 2 cores, 3 of them the web front under abuse, one the customer scan (up to ~6
+while the simulator's responses wait on delayed ACKs) and six the patch status scan (10,000 calls at 50 ms,
+two at a time, then its one-at-a-time baseline); `--quick` shortens every phase, for a smoke run, not for
+figures.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ FULL = {
     "bench_startup": ["--runs", "7"],
     "bench_customers": ["--runs", "3"],
     "bench_abuse": [],
+    "bench_patch_status": ["--runs", "1"],
 }
 QUICK = {
     "bench_scrape": ["--seconds", "1", "--requests", "2000"],
@@ -39,6 +41,8 @@ QUICK = {
     "bench_startup": ["--runs", "3"],
     "bench_customers": ["--runs", "1", "--customers", "50", "--devices", "1000"],
     "bench_abuse": ["--scrapes", "30", "--connections", "200", "--slow", "300"],
+    "bench_patch_status": ["--runs", "1", "--customers", "20", "--devices", "400", "--latency", "0.01",
+                           "--baseline-devices", "100"],
 }
 
 

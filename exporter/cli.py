@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--check-connection", action="store_true",
                         help="check, step by step, that N-central answers and accepts the token; exit 0 or 1")
     parser.add_argument("--once", action="store_true",
-                        help="run every collection once (each report, and the customer scan when configured), "
+                        help="run every collection once (each report, and each scan that is configured), "
                         "print their metrics to stdout, exit 0 if every one succeeded")
     parser.add_argument("--demo", action="store_true",
                         help="run against a built-in N-central simulator on loopback")

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter import customers, reports
+from exporter import customers, patch_status, reports
 from exporter.collection import Settings
 from exporter.kind import Kind
 
 KINDS: tuple[Kind[Any], ...] = (
     reports.KIND,
     customers.KIND,
+    patch_status.KIND,
 )
 
 

@@ -17,7 +17,12 @@ local oneLine(text) = std.strReplace(std.rstripChars(text, '\n'), '\n', ' ');
     staleShareFor: words.duration(c.staleShareFor),
     staleShareThreshold: words.percent(c.staleShareThreshold),
     endOfLifeFor: words.duration(c.endOfLifeFor),
+    complianceFor: words.duration(c.complianceFor),
+    complianceThreshold: words.percent(c.complianceThreshold),
   },
+
+  local seconds = { s: 1, m: 60, h: 3600, d: 86400, w: 604800 },
+  local inSeconds(text) = std.parseInt(std.substr(text, 0, std.length(text) - 1)) * seconds[text[std.length(text) - 1]],
 
   local alerts = [
     // Prometheus cannot scrape the exporter: every patch metric of that target is missing.
@@ -198,6 +203,49 @@ local oneLine(text) = std.strReplace(std.rstripChars(text, '\n'), '\n', ' ');
           {{ $value }} devices on an operating system its vendor no longer patches (customers.end_of_life_os).
           ncentral_customer_os_devices{end_of_life="true"} names the systems. Plan their upgrade.
         ||| % t),
+      },
+    },
+
+    // A customer's patch compliance (devices whose patch service is normal over all its devices with a
+    // patch service) stays low; from the patch status scan. A customer without a single normal device
+    // counts as 0 %, one with no patch service at all is not measured.
+    {
+      alert: 'NCentralCustomerPatchCompliance',
+      expr: |||-
+        (
+          sum by (job, instance, customer_id, customer) (ncentral_customer_patch_status_devices{%(selector)s, state="normal"})
+          or 0 * sum by (job, instance, customer_id, customer) (ncentral_customer_patch_status_devices{%(selector)s, state!="not_monitored"})
+        )
+        / sum by (job, instance, customer_id, customer) (ncentral_customer_patch_status_devices{%(selector)s, state!="not_monitored"})
+        < %(complianceThreshold)g
+      ||| % c,
+      'for': c.complianceFor,
+      labels: { severity: 'warning' },
+      annotations: {
+        summary: 'Patch compliance of customer {{ $labels.customer }} is {{ $value | humanizePercentage }}',
+        description: oneLine(|||
+          For more than %(complianceFor)s, only {{ $value | humanizePercentage }} of the devices with a patch
+          service of customer "{{ $labels.customer }}" (id {{ $labels.customer_id }}) on {{ $labels.instance }}
+          have had it in state normal (threshold %(complianceThreshold)s). Review them in N-central (Patch Status).
+        ||| % t),
+      },
+    },
+
+    // Devices whose patch service has been in a state other than normal for longer than the exporter's
+    // `patch_status.sla` (from the service's transitionTime): the problems MSP contracts are written
+    // against. Fires while any such device is counted.
+    {
+      alert: 'NCentralCustomerPatchSLABreached',
+      expr: 'sum by (job, instance, customer_id, customer) (ncentral_customer_patch_sla_breached_devices{%(selector)s}) > 0' % c,
+      'for': c.slaBreachedFor,
+      labels: { severity: 'warning' },
+      annotations: {
+        summary: '{{ $value }} devices of customer {{ $labels.customer }} are past the patch SLA',
+        description: oneLine(|||
+          {{ $value }} devices of customer "{{ $labels.customer }}" (id {{ $labels.customer_id }}) on
+          {{ $labels.instance }} have had their patch service in a state other than normal for longer than
+          the SLA (patch_status.sla). Fix them in N-central (Patch Status).
+        |||),
       },
     },
   ],

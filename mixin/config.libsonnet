@@ -22,8 +22,10 @@
     reportFailingFor: '30m',
 
     // NCentralPatchDataStale: the last success is older than this many report intervals
-    // (`reports[].interval`, `customers.interval`; each collection exports its own).
+    // (`reports[].interval`, `customers.interval`; each collection exports its own). The patch status
+    // scan runs far less often: its interval (`patch_status.interval`) is its own.
     stalenessFactor: 2,
+    patchStatusInterval: '6h',
     dataStaleFor: '10m',
 
     // NCentralPatchInstallFailuresPresent (informational) and NCentralPatchInstallFailuresRising: the
@@ -46,6 +48,9 @@
     // are stale: for the alerts and panels on those metrics.
     complianceThreshold: 0.9,
     complianceFor: '1d',
+    // NCentralCustomerPatchSLABreached: how long a count of devices past the exporter's patch_status.sla
+    // must stand (it changes only with a patch status scan).
+    slaBreachedFor: '15m',
     staleShareThreshold: 0.1,
     staleShareFor: '6h',
 

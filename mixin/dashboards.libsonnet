@@ -22,6 +22,21 @@ local d = import 'lib/dashboard.libsonnet';
     ['orange', c.customerBehindThreshold / 2],
     ['red', c.customerBehindThreshold],
   ]),
+  // Patch compliance: red below the alert's threshold.
+  local complianceSteps = d.thresholds([['red', null], ['green', c.complianceThreshold]]),
+  // Per customer from the patch status scan: normal devices, devices with a patch service, their ratio (0,
+  // not missing, for a customer without a single normal device).
+  local patch = {
+    normal: 'sum by (customer_id, customer) (ncentral_customer_patch_status_devices{%(customer)s, state="normal"})' % m,
+    monitored: 'sum by (customer_id, customer) (ncentral_customer_patch_status_devices{%(customer)s, state!="not_monitored"})' % m,
+    compliance: '(\n%s\nor\n0 * %s\n)\n/\n%s' % [self.normal, self.monitored, self.monitored],
+  },
+  // A bar per customer: the 20 with the most devices of `expr`.
+  local topCustomers(title, description, expr, steps) = d.bargauge(title, w=12, h=9) {
+    description: description,
+    targets: [d.target('topk(20,\nsum by (customer_id, customer) (%s)\n)' % expr, legend='{{customer}} ({{customer_id}})', instant=true)],
+    fieldConfig+: { defaults+: { unit: 'short', decimals: 0, min: 0, thresholds: steps } },
+  },
 
   // The stale-agent share's colours: orange from half the alert's threshold, red from it.
   local staleSteps = d.thresholds([
@@ -870,13 +885,98 @@ local d = import 'lib/dashboard.libsonnet';
         ],
       },
     ]),
+    d.row('Patch compliance', [
+      d.gauge('Patch compliance (estate)', w=6, h=10) {
+        description: 'Devices whose patch service is normal divided by all devices with a patch service (devices not monitored for patching left out), over the selected customers; from the patch status scan.',
+        targets: [d.target('sum(ncentral_customer_patch_status_devices{%(customer)s, state="normal"})\n/\nsum(ncentral_customer_patch_status_devices{%(customer)s, state!="not_monitored"})' % m, legend='compliance', instant=true)],
+        fieldConfig+: { defaults+: { unit: 'percentunit', min: 0, max: 1, decimals: 1, thresholds: complianceSteps } },
+      },
+      d.table('Patch compliance per customer', w=18, h=10) {
+        description: 'Per customer: the share of its devices with a patch service whose patch service is normal (normal / (all - not monitored)), worst first; the devices behind it, those not monitored for patching and those past the SLA.',
+        targets: [
+          d.target(patch.compliance, instant=true, format='table'),
+          d.target(patch.normal, instant=true, format='table'),
+          d.target(patch.monitored, instant=true, format='table'),
+          d.target('sum by (customer_id, customer) (ncentral_customer_patch_status_devices{%(customer)s, state="not_monitored"})' % m, instant=true, format='table'),
+          d.target('sum by (customer_id, customer) (ncentral_customer_patch_sla_breached_devices{%(customer)s})' % m, instant=true, format='table'),
+        ],
+        fieldConfig+: {
+          defaults+: {
+            unit: 'short',
+            decimals: 0,
+            thresholds: d.thresholds([['green', null]]),
+            custom: { align: 'auto', cellOptions: { type: 'auto' }, filterable: true },
+          },
+          overrides: [{
+            matcher: { id: 'byName', options: 'Compliance' },
+            properties: [
+              { id: 'unit', value: 'percentunit' },
+              { id: 'decimals', value: 1 },
+              { id: 'min', value: 0 },
+              { id: 'max', value: 1 },
+              { id: 'thresholds', value: complianceSteps },
+              { id: 'custom.cellOptions', value: { type: 'color-background', mode: 'basic' } },
+            ],
+          }],
+        },
+        options+: { sortBy: [{ displayName: 'Compliance', desc: false }] },
+        transformations: [
+          { id: 'merge', options: {} },
+          {
+            id: 'organize',
+            options: {
+              excludeByName: { Time: true },
+              indexByName: { customer: 0, customer_id: 1, 'Value #A': 2, 'Value #B': 3, 'Value #C': 4, 'Value #D': 5, 'Value #E': 6 },
+              renameByName: {
+                customer: 'Customer',
+                customer_id: 'Customer id',
+                'Value #A': 'Compliance',
+                'Value #B': 'Normal',
+                'Value #C': 'With a patch service',
+                'Value #D': 'Not monitored',
+                'Value #E': 'Past the SLA',
+              },
+            },
+          },
+          { id: 'sortBy', options: { sort: [{ field: 'Compliance', desc: false }] } },
+        ],
+      },
+      topCustomers(
+        'Devices not monitored for patching per customer',
+        'Per customer (the 20 with the most), devices without a patch service (patch management never enabled): outside the compliance ratio, and unpatched as far as anyone knows.',
+        'ncentral_customer_patch_status_devices{%(customer)s, state="not_monitored"}' % m,
+        d.thresholds([['blue', null]]),
+      ),
+      topCustomers(
+        'Devices past the patch SLA per customer',
+        'Per customer (the 20 with the most), devices whose patch service has been in a state other than normal for longer than patch_status.sla (from its transitionTime).',
+        'ncentral_customer_patch_sla_breached_devices{%(customer)s}' % m,
+        d.thresholds([['green', null], ['red', 1]]),
+      ),
+      d.timeseries('Devices per patch state over time', w=24, h=8) {
+        description: 'Devices of the selected customers per state of their patch service (not_monitored: none), as of each patch status scan.',
+        targets: [d.target('sum by (state) (ncentral_customer_patch_status_devices{%(customer)s})' % m, legend='{{state}}')],
+        fieldConfig+: {
+          defaults+: {
+            unit: 'short',
+            decimals: 0,
+            min: 0,
+            custom: { drawStyle: 'line', lineWidth: 1, fillOpacity: 60, showPoints: 'never', spanNulls: true, stacking: { mode: 'normal', group: 'A' } },
+            thresholds: d.thresholds([['green', null]]),
+          },
+        },
+        options+: {
+          legend: { displayMode: 'table', placement: 'right', showLegend: true, calcs: ['lastNotNull'] },
+        },
+      },
+    ]),
   ],
 
   grafanaDashboards+:: {
     'ncentral-patch-overview.json': d.dashboard(
       uid='ncentral-patch-overview',
       title='N-central patch overview',
-      description='Patch approval status, approval backlog, install outcomes, per-customer patch health and exporter health from ncentral-patch-exporter.',
+      description='Patch approval status, approval backlog, install outcomes, per-customer patch health, patch compliance and exporter health from ncentral-patch-exporter.',
       tags=['ncentral', 'n-able', 'patching', 'prometheus'],
       variables=variables,
       rows=rows,

@@ -47,6 +47,8 @@ EXPECTED_ALERTS = {
     "NCentralPatchCustomerBehind",
     "NCentralCustomerAgentsStale",
     "NCentralEndOfLifeDevices",
+    "NCentralCustomerPatchCompliance",
+    "NCentralCustomerPatchSLABreached",
 }
 FAST_FOR = "1s"
 

@@ -243,7 +243,7 @@ def test_once_counts_a_failed_scan_and_prints_what_the_run_learnt(sim: Simulator
     assert sample(samples, "ncentral_patch_exporter_state_write_failures_total") == 0
     assert not any(name.startswith(("process_", "python_")) for name, _ in samples)
     help_text = " ".join(build_parser().format_help().split())
-    assert "each report, and the customer scan when configured" in help_text
+    assert "each report, and each scan that is configured" in help_text
 
 
 def test_check_config_mentions_the_customer_scan(sim: Simulator, tmp_path: Path) -> None:

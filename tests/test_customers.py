@@ -412,8 +412,8 @@ def test_landing_page_lists_the_20_worst_customers_escaped(sim: Simulator, make_
     assert "Restricted Holdings" not in worst_table  # its active issues never read: it comes last
 
 
-def test_demo_once_prints_the_customer_metrics() -> None:
-    result = run_command("--demo", "--once", timeout=60)
+def test_demo_once_prints_the_customer_and_patch_status_metrics() -> None:
+    result = run_command("--demo", "--once", timeout=120)
     assert result.returncode == 0, result.stderr
     samples = parse_samples(result.stdout)
     estate = demo_estate()
@@ -425,6 +425,13 @@ def test_demo_once_prints_the_customer_metrics() -> None:
     assert sample(samples, "ncentral_patch_report_last_run_success", report=CUSTOMERS) == 1
     names = {dict(labels)["customer"] for labels in devices}
     assert {"Müller & Söhne GmbH", "東京テクノロジー株式会社", 'Smith "Quotes" & <Sons>'} <= names
+    # The patch status scan, on the named demo customers: every state, and devices past the SLA.
+    states = select(samples, "ncentral_customer_patch_status_devices")
+    assert {dict(labels)["state"] for labels in states} >= {
+        "normal", "warning", "failed", "misconfigured", "no_data", "stale", "disconnected", "not_monitored",
+    }
+    assert sum(select(samples, "ncentral_customer_patch_sla_breached_devices").values()) > 0
+    assert sample(samples, "ncentral_patch_report_last_run_success", report="patch_status") == 1
 
 
 def test_customer_metrics_and_config_keys_are_documented() -> None:
@@ -442,7 +449,7 @@ def test_customer_metrics_and_config_keys_are_documented() -> None:
 
 def test_example_customers_section_is_valid_when_uncommented() -> None:
     example = (REPO / "config.example.yaml").read_text(encoding="utf-8")
-    block = example[example.index("# customers:"):].splitlines()
+    block = example[example.index("# customers:"):].split("\n\n")[0].splitlines()
     section = yaml.safe_load("\n".join(line.removeprefix("# ") for line in block))
     settings = scan_settings(parse_config({"ncentral": {"url": "https://n.example", "api_token": "x"}, **section},
                                           env={}))

@@ -41,6 +41,8 @@ DEVICE_CLASS_METRICS = {"ncentral_patch_approvals"}
 CUSTOMER_METRICS = {
     "ncentral_customer_devices", "ncentral_customer_patch_issue_devices", "ncentral_customer_stale_devices",
     "ncentral_customer_os_devices",
+    "ncentral_customer_patch_status_devices",
+    "ncentral_customer_patch_sla_breached_devices", "ncentral_customer_patch_scan_stale_devices",
 }
 # A metric name in a PromQL expression and, if present, its label matchers.
 SELECTOR = re.compile(r"\b(ncentral_[a-z_]+|up)\b(\s*\{[^}]*\})?")
@@ -270,6 +272,20 @@ def label_values(prometheus: PrometheusServer, query: str, start: float) -> list
     return sorted(values)
 
 
+def all_selected(
+    prometheus: PrometheusServer, dashboard: dict[str, Any], started: float, *, custom_all: bool = True
+) -> dict[str, list[str]]:
+    """Each variable's values with "All" selected, in dashboard order (each narrows by the ones before);
+    without `custom_all`, every value even where Grafana sends a custom all value instead."""
+    variables = variables_of(dashboard)
+    values: dict[str, list[str]] = {}
+    for name in (*FILTER_VARIABLES, *CUSTOMER_VARIABLES):
+        values[name] = label_values(prometheus, interpolate(variable_query(variables[name]), values), started)
+        if custom_all:
+            values[name] = all_of(variables[name], values[name])
+    return values
+
+
 @pytest.fixture
 def demo_prometheus(tmp_path: Path) -> Iterator[tuple[PrometheusServer, str, float]]:
     """Prometheus (with the shipped rules) scraping the exporter in --demo mode, with a few scrapes in."""
@@ -285,6 +301,10 @@ def demo_prometheus(tmp_path: Path) -> Iterator[tuple[PrometheusServer, str, flo
         # report's and the customer scan's (on its own worker) in either order.
         for result in ("ncentral_patch_approvals", "ncentral_customer_stale_devices"):
             wait_for(partial(prometheus.query, result), timeout=30)
+        # The patch status scan (one call per device) takes longer than the reports; a few samples of it
+        # too, so a range query's last step (up to a second before its end) finds one.
+        wait_for(lambda: prometheus.query("count_over_time(ncentral_customer_patch_status_devices[1m]) >= 3"),
+                 timeout=60)
         yield prometheus, exporter.address, started
 
 
@@ -302,7 +322,8 @@ def test_every_dashboard_query_returns_data(demo_prometheus: tuple[PrometheusSer
         values[name] = all_of(variables[name], values[name])
     assert values["job"] == ["ncentral-patch-exporter"]
     assert values["instance"] == [exporter]
-    assert values["report"] == ["all", "customers"]  # the customer scan's run health is under "customers"
+    # The scans' run health is under their names.
+    assert values["report"] == ["all", "customers", "patch_status"]
     assert {"Laptops - Windows", "Workstations - Windows"} <= set(values["device_class"])
 
     end = time.time()
@@ -340,9 +361,7 @@ def test_customer_row_against_prometheus(demo_prometheus: tuple[PrometheusServer
     prometheus, _, started = demo_prometheus
     dashboard = load_dashboard()
     variables = variables_of(dashboard)
-    values: dict[str, list[str]] = {}
-    for name in (*FILTER_VARIABLES, *CUSTOMER_VARIABLES):
-        values[name] = label_values(prometheus, interpolate(variable_query(variables[name]), values), started)
+    values = all_selected(prometheus, dashboard, started, custom_all=False)
     estate = demo_estate()
     published = estate.customers  # the refused one too: its devices come from the device list
     assert values["customer"] == sorted({c.name for c in published})
@@ -386,3 +405,29 @@ def test_customer_row_against_prometheus(demo_prometheus: tuple[PrometheusServer
     systems = prometheus.query(interpolate(panels["Operating systems"]["targets"][0]["expr"], values))
     assert {(row["metric"]["os"], row["metric"]["end_of_life"]): float(row["value"][1]) for row in systems} == (
         Counter((d.os, str(end_of_life(d.os)).lower()) for d in estate.devices))
+
+
+def test_patch_compliance_row_against_prometheus(demo_prometheus: tuple[PrometheusServer, str, float]) -> None:
+    """Each customer's compliance is its normal devices over those with a patch service, 0 (not missing) for
+    a customer without one normal device; the estate gauge is the same ratio over all of them."""
+    prometheus, _, started = demo_prometheus
+    dashboard = load_dashboard()
+    values = all_selected(prometheus, dashboard, started)
+    panels = {panel["title"]: panel for panel in panels_of(dashboard)}
+    exprs = {target["refId"]: target["expr"] for target in panels["Patch compliance per customer"]["targets"]}
+
+    def per_customer(expr: str) -> dict[str, float]:
+        return {row["metric"]["customer_id"]: float(row["value"][1])
+                for row in prometheus.query(interpolate(expr, values))}
+
+    compliance, normal, monitored = per_customer(exprs["A"]), per_customer(exprs["B"]), per_customer(exprs["C"])
+    assert compliance and set(compliance) == set(monitored)
+    for customer_id, share in compliance.items():
+        assert share == pytest.approx(normal.get(customer_id, 0.0) / monitored[customer_id]), customer_id
+    (estate,) = prometheus.query(interpolate(panels["Patch compliance (estate)"]["targets"][0]["expr"], values))
+    assert float(estate["value"][1]) == pytest.approx(sum(normal.values()) / sum(monitored.values()))
+    # Customers without a single normal device (asked as a state no device has): compliance 0, not missing.
+    none_normal = prometheus.query(interpolate(exprs["A"].replace('state="normal"', 'state="no_such_state"'),
+                                               values))
+    assert {row["metric"]["customer_id"] for row in none_normal} == set(monitored)
+    assert all(float(row["value"][1]) == 0 for row in none_normal)

@@ -13,8 +13,9 @@ from exporter.app import Exporter
 from exporter.cli import build_parser
 from exporter.config import Config, NCentralSettings
 from exporter.config_file import load_config
+from exporter.patch_status import PATCH_STATUS, PatchStatusSettings
 from exporter.reports import ReportSettings
-from exporter.simulator import Simulator
+from exporter.simulator import Simulator, demo_estate
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 
@@ -22,11 +23,13 @@ README = (REPO / "README.md").read_text(encoding="utf-8")
 def emitted_metric_names(sim: Simulator) -> set[str]:
     config = Config(
         ncentral=NCentralSettings(url=sim.url, token=sim.jwt, retries=0),
-        collections=(ReportSettings(name="all", poll_interval=0.01),),
+        collections=(ReportSettings(name="all", poll_interval=0.01), PatchStatusSettings()),
     )
+    sim.set_estate(demo_estate(customers=3, devices=40))
     app = Exporter(config)
     try:
         assert app.run("all")
+        assert app.run(PATCH_STATUS)
         sim.add_fault("403", endpoint="submit")
         assert not app.run("all")  # failure metrics too
         text = metrics_body(app.exposition).decode()
@@ -82,6 +85,12 @@ def test_every_config_key_is_documented_in_the_example_and_readme(tmp_path: Path
     assert expected <= keys, expected - keys
     for key in expected - {"ncentral", "storage", "reports"}:
         assert f"`{key}`" in README, key
+    # The patch status section, commented out in the example: each of its keys there and in the README.
+    section = example[example.index(f"# {PATCH_STATUS}:"):]
+    for field in fields(PatchStatusSettings):
+        if field.name != "name":
+            assert f"#   {field.name}: " in section, field.name
+            assert f"`{PATCH_STATUS}.{field.name}`" in README, field.name
 
 
 def test_ci_runs_the_readme_test_command() -> None:

@@ -268,7 +268,8 @@ def test_demo_check_config_names_the_built_in_config_not_a_file(tmp_path: Path) 
     result = run_command("--demo", "--check-config", "--config.file", str(absent))
     assert result.returncode == 0, result.stderr
     assert result.stdout == ("built-in demo configuration (--demo; --config.file is not read): "
-                             "OK (1 report(s): all; customer scan every 60s, timeout 600s)\n")
+                             "OK (1 report(s): all; customer scan every 60s, timeout 600s; "
+                             "patch status scan every 600s, timeout 3600s)\n")
     assert str(absent) not in result.stdout
     bad = run_command("--demo", "--check-config", "--web.listen-address", "bogus")
     assert bad.returncode == 2

@@ -12,14 +12,18 @@ an error page quoting the credentials it was sent.
 For the customer scan it holds an estate of customers (names that need escaping, non-ASCII ones, two
 sharing a name, one whose active issues answer 403), devices and active issues on patch and other
 services, and serves `GET /api/devices` and `GET /api/org-units/{id}/active-issues` paged with a page cap
-smaller than the 1000 asked for, answering 429 to calls beyond its concurrency limit per endpoint.
+smaller than the 1000 asked for, answering 429 to calls beyond its concurrency limit per endpoint. For the
+patch status scan it serves `GET /api/devices/{id}/service-monitor-status`: each device's services (the
+patch service in every state, some devices without it, some with both, some deleted: 404) with N-central's
+time forms, within a limit of 3 calls in flight.
 
 A report's filters and start date narrow its counts as N-central's would, deterministically (`filters`).
 
 The package, bottom up: `data` (the release, report data, submit validation), `filters` (how a report's
-filters narrow its data), `estate` (the customer estate), `api` (endpoints, answers as data, error
-bodies), `faults` (each fault's answer), `state` (what it holds, and the knobs), `front` (the HTTP front),
-`server` (`Simulator`: state served between start and stop), `__main__` (`python -m exporter.simulator`).
+filters narrow its data), `services` (each device's monitoring services), `estate` (the customer estate),
+`api` (endpoints, answers as data, error bodies), `faults` (each fault's answer), `state` (what it holds,
+and the knobs), `front` (the HTTP front), `server` (`Simulator`: state served between start and stop),
+`__main__` (`python -m exporter.simulator`).
 """
 
 from exporter.simulator.api import ENDPOINTS, RecordedRequest

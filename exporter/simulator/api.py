@@ -15,6 +15,7 @@ from typing import Any
 ENDPOINTS: tuple[str, ...] = ("authenticate", "refresh", "validate", "health", "submit", "poll")
 ENDPOINTS += ("server_info", "server_info_extra")  # GET /api/server-info and /api/server-info/extra
 ENDPOINTS += ("devices", "active_issues")  # GET /api/devices and /api/org-units/{id}/active-issues
+ENDPOINTS += ("service_monitor_status",)  # GET /api/devices/{id}/service-monitor-status
 
 _ROUTES = {
     ("POST", "/api/auth/authenticate"): "authenticate",
@@ -36,6 +37,8 @@ def endpoint(method: str, path: str) -> str:
         return "poll"
     if method == "GET" and path.startswith("/api/org-units/") and path.endswith("/active-issues"):
         return "active_issues"
+    if method == "GET" and path.startswith("/api/devices/") and path.endswith("/service-monitor-status"):
+        return "service_monitor_status"
     return "unknown"
 
 

@@ -1,4 +1,5 @@
-"""The customer estate the simulated N-central holds: customers, their devices and active issues.
+"""The customer estate the simulated N-central holds: customers, their devices, their active issues and
+their monitoring services.
 
 The demo estate has names that need escaping, non-ASCII ones, two customers sharing a name and one whose
 active issues answer 403; devices spread unevenly, with a realistic mix of operating systems (some
@@ -14,10 +15,13 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from exporter.simulator.services import DeviceServices, demo_services, other_services, service_json
+
 # N-central serves fewer items per page than the 1000 the exporter asks for, and answers 429 to calls
 # beyond its concurrency limit per endpoint.
 DEFAULT_PAGE_CAP = 500
 DEFAULT_CONCURRENCY_LIMIT = 2
+ENDPOINT_CONCURRENCY_LIMITS = {"service_monitor_status": 3}
 
 PATCH_SERVICE = "Patch Status v2"
 LEGACY_PATCH_SERVICE = "Patch Status"
@@ -86,6 +90,7 @@ class Estate:
     customers: tuple[EstateCustomer, ...]
     devices: tuple[EstateDevice, ...]
     issues: tuple[EstateIssue, ...] = ()
+    services: tuple[DeviceServices, ...] = ()  # a device left out has a few services, none a patch service
 
     def customer(self, org_unit: str) -> EstateCustomer | None:
         return next((c for c in self.customers if str(c.customer_id) == org_unit), None)
@@ -112,6 +117,26 @@ class Estate:
             }
             for device in self.devices
         ]
+
+    def service_answer(self, device_id: int, now: float) -> tuple[int, list[dict[str, Any]]]:
+        """What the device's service-monitor-status answers at Unix time `now`: 200 and its services, or the
+        status it is refused with (404 for a device not in the estate)."""
+        if device_id not in self._device_ids:
+            return 404, []
+        entry = self._services.get(device_id)
+        if entry is None:
+            entry = DeviceServices(device_id, other_services(random.Random(device_id), OTHER_SERVICES, 2))
+        if entry.refused is not None:
+            return entry.refused, []
+        return 200, [service_json(service, index, device_id, now) for index, service in enumerate(entry.services)]
+
+    @functools.cached_property
+    def _device_ids(self) -> frozenset[int]:
+        return frozenset(device.device_id for device in self.devices)
+
+    @functools.cached_property
+    def _services(self) -> dict[int, DeviceServices]:
+        return {entry.device_id: entry for entry in self.services}
 
     def issue_json(self, customer_id: int) -> list[dict[str, Any]]:
         return self._issue_json.get(customer_id, [])
@@ -175,7 +200,8 @@ def demo_estate(customers: int = 40, devices: int = 3000, seed: int = 12) -> Est
     """A deterministic estate: the demo names first (one customer refusing its active issues), devices
     spread unevenly, each customer with its own share of devices with patch issues (some with two patch
     services failing), and issues on other services too; each customer with its own share of agents silent
-    for over a week, some never checked in, and the second device one minute ahead of the clock."""
+    for over a week, some never checked in, and the second device one minute ahead of the clock; every
+    device's services (see `demo_services`)."""
     rng = random.Random(seed)
     lives = random.Random(seed + 1)  # operating systems and check-ins: the counts above stay as they were
     names = [*DEMO_CUSTOMER_NAMES, FORBIDDEN_CUSTOMER]
@@ -203,4 +229,6 @@ def demo_estate(customers: int = 40, devices: int = 3000, seed: int = 12) -> Est
                 issues.append(EstateIssue(device.device_id, LEGACY_PATCH_SERVICE))
         if rng.random() < 0.15:
             issues.append(EstateIssue(device.device_id, rng.choice(OTHER_SERVICES)))
-    return Estate(members, tuple(estate_devices), tuple(issues))
+    services = demo_services([device.device_id for device in estate_devices], PATCH_SERVICE, LEGACY_PATCH_SERVICE,
+                             OTHER_SERVICES, seed + 1)
+    return Estate(members, tuple(estate_devices), tuple(issues), services)

@@ -119,6 +119,7 @@ class Handler(BaseHTTPRequestHandler):
             "server_info_extra": self._server_info_extra,
             "devices": self._devices,
             "active_issues": self._active_issues,
+            "service_monitor_status": self._service_monitor_status,
         }
         answer = answers.get(request.endpoint)
         if request.endpoint in ("submit", "poll") and not self.sim.has_patch_reports():
@@ -221,6 +222,19 @@ class Handler(BaseHTTPRequestHandler):
                 return error(customer.refused, "Access denied to this organization unit")
             items = estate.issue_json(customer.customer_id)
             return paged(items, cap, request.path, lambda first, end: items[first:end])
+
+        return self._estate_call(request, answer)
+
+    def _service_monitor_status(self, request: RecordedRequest) -> Answer:
+        tail = request.route.removeprefix("/api/devices/").removesuffix("/service-monitor-status")
+
+        def answer(estate: Estate, _cap: int) -> Answer:
+            status, services = estate.service_answer(int(tail), time.time()) if tail.isdigit() else (404, [])
+            if status == 404:
+                return error(404, f"Device with ID {tail} was not found!")
+            if status != 200:
+                return error(status, "Access denied to this device")
+            return json_answer(200, {"data": services, "totalItems": len(services)})
 
         return self._estate_call(request, answer)
 

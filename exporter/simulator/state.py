@@ -17,7 +17,13 @@ from typing import Any
 
 from exporter.simulator.api import ENDPOINTS, RecordedRequest
 from exporter.simulator.data import DEFAULT_DATA, FIRST_REPORT_ID, OUTCOMES, REPORT_MESSAGES, release_has_patch_reports
-from exporter.simulator.estate import DEFAULT_CONCURRENCY_LIMIT, DEFAULT_PAGE_CAP, Estate, demo_estate
+from exporter.simulator.estate import (
+    DEFAULT_CONCURRENCY_LIMIT,
+    DEFAULT_PAGE_CAP,
+    ENDPOINT_CONCURRENCY_LIMITS,
+    Estate,
+    demo_estate,
+)
 from exporter.simulator.faults import FAULTS, Fault
 from exporter.simulator.filters import filtered
 
@@ -65,6 +71,7 @@ class State:
         self._estate = demo_estate()
         self._page_cap = DEFAULT_PAGE_CAP
         self._concurrency_limit = DEFAULT_CONCURRENCY_LIMIT
+        self._concurrency_limits = dict(ENDPOINT_CONCURRENCY_LIMITS)
         self._latency = 0.0
         self._in_flight: dict[str, int] = {}
         self._max_in_flight = 0
@@ -157,19 +164,24 @@ class State:
         with self._lock:
             self._page_cap = items
 
-    def set_concurrency_limit(self, calls: int) -> None:
-        """Calls in flight per endpoint beyond this are answered 429."""
+    def set_concurrency_limit(self, calls: int, *, endpoint: str | None = None) -> None:
+        """Calls in flight to `endpoint` beyond this are answered 429; without `endpoint`, to each endpoint
+        that has no limit of its own."""
         with self._lock:
-            self._concurrency_limit = calls
+            if endpoint is None:
+                self._concurrency_limit = calls
+            else:
+                self._concurrency_limits[endpoint] = calls
 
     def set_latency(self, seconds: float) -> None:
-        """How long each devices or active-issues call takes to answer."""
+        """How long each devices, active-issues or service-monitor-status call takes to answer."""
         with self._lock:
             self._latency = seconds
 
     @property
     def max_in_flight(self) -> int:
-        """The most devices/active-issues calls that were in flight at once (any endpoint) since reset."""
+        """The most devices/active-issues/service-monitor-status calls that were in flight at once (any
+        endpoint) since reset."""
         with self._lock:
             return self._max_in_flight
 
@@ -252,7 +264,7 @@ class State:
     def enter(self, endpoint: str) -> bool:
         """Count a call to `endpoint` in flight; False (and not counted) beyond the concurrency limit."""
         with self._lock:
-            if self._in_flight.get(endpoint, 0) >= self._concurrency_limit:
+            if self._in_flight.get(endpoint, 0) >= self._concurrency_limits.get(endpoint, self._concurrency_limit):
                 return False
             self._in_flight[endpoint] = self._in_flight.get(endpoint, 0) + 1
             self._max_in_flight = max(self._max_in_flight, sum(self._in_flight.values()))
