@@ -239,17 +239,18 @@ def normalise_url(given: str, notices: list[Notice] | None = None) -> str:
     if shown_url != given:
         raise ConfigError("ncentral.url: must not contain a user name or password (user:password@); the exporter "
                           f"authenticates with the API token only, got {shown_url!r}")
+    shown = re.split(r"[?#]", given, maxsplit=1)[0]  # scheme, host and path: a query may hold a secret
     try:
         parts = urlsplit(given)
         port = parts.port
     except ValueError:
-        raise ConfigError(f"ncentral.url: invalid port in {given!r} (a number from 1 to 65535)") from None
+        raise ConfigError(f"ncentral.url: invalid port in {shown!r} (a number from 1 to 65535)") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in given):
-        raise ConfigError(f"ncentral.url: must start with http:// or https:// and name a host, got {given!r}")
+        raise ConfigError(f"ncentral.url: must start with http:// or https:// and name a host, got {shown!r}")
     if port == 0:
-        raise ConfigError(f"ncentral.url: invalid port in {given!r} (a number from 1 to 65535)")
+        raise ConfigError(f"ncentral.url: invalid port in {shown!r} (a number from 1 to 65535)")
     if parts.query or parts.fragment:
-        raise ConfigError(f"ncentral.url: must be the server's base URL, without ?query or #fragment, got {given!r}")
+        raise ConfigError(f"ncentral.url: must be the server's base URL, without ?query or #fragment, got {shown!r}")
     path = parts.path.rstrip("/")
     if path.lower().endswith("/api"):
         path = path[:-4].rstrip("/")

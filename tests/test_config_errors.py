@@ -185,3 +185,13 @@ def test_the_standalone_simulator_help_names_the_command() -> None:
     assert "__main__" not in result.stdout
 
 
+
+
+@pytest.mark.parametrize("url", ["https://h.example.com/n?key=SECRETQ", "https://h.example.com:0/n?key=SECRETQ",
+                                 "https://h.example.com/n#SECRETQ"])
+def test_a_url_error_quotes_scheme_host_and_path_only(tmp_path: Path, url: str) -> None:
+    path = write_yaml(tmp_path / "config.yaml", {"ncentral": {"url": url, "api_token": "x"}})
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path), env={})
+    message = str(caught.value)
+    assert "ncentral.url" in message and "h.example.com" in message and "SECRETQ" not in message

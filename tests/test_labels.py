@@ -47,7 +47,8 @@ def test_a_token_in_n_centrals_text_is_scrubbed_before_it_becomes_a_label_or_pag
     ]})
     sim.set_estate(Estate(
         (EstateCustomer(1000, f"Acme {sim.jwt}"),),
-        (EstateDevice(2_000_000, 1000, f"Servers {sim.jwt}"), EstateDevice(2_000_001, 1000, "Servers")),
+        (EstateDevice(2_000_000, 1000, f"Servers {sim.jwt}", os=f"Windows {sim.jwt}"),
+         EstateDevice(2_000_001, 1000, "Servers")),
         (EstateIssue(2_000_000, PATCH_SERVICE),),
     ))
     sim.add_fault("echo_token", endpoint="server_info", count=None)
@@ -66,6 +67,8 @@ def test_a_token_in_n_centrals_text_is_scrubbed_before_it_becomes_a_label_or_pag
                   approval_status="redacted") == 1
     assert sample(samples, "ncentral_customer_devices", customer_id="1000", customer="Acme <redacted>",
                   device_class="Servers <redacted>") == 1
+    assert sample(samples, "ncentral_customer_os_devices", customer_id="1000", customer="Acme <redacted>",
+                  os="Windows <redacted>", end_of_life="false") == 1
     assert "Laptops &lt;redacted&gt;" in page and "Acme &lt;redacted&gt;" in page
     for secret in (sim.jwt, *sim.issued_tokens):
         assert secret not in metrics and secret not in page
