@@ -172,7 +172,7 @@ class CustomerSettings:
     include: re.Pattern[str] | None = None
     exclude: re.Pattern[str] | None = None
     timeout: float = 600.0  # the scan's deadline: its retries, backoffs and remaining pages stay within it
-    # most series one scan may publish: SERIES_PER_CLASS per customer and device class, SERIES_PER_OS per customer and OS
+    # most series a scan may publish: SERIES_PER_CLASS per customer and device class, SERIES_PER_OS per customer and OS
     max_series: int = 20_000
     max_devices: int = 500_000  # most devices one scan may list (each is held while the scan runs)
     stale_after: float = 7 * 86400.0  # an agent silent longer than this is stale

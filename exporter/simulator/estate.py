@@ -203,7 +203,7 @@ def demo_estate(customers: int = 40, devices: int = 3000, seed: int = 12) -> Est
     for over a week, some never checked in, and the second device one minute ahead of the clock; every
     device's services (see `demo_services`)."""
     rng = random.Random(seed)
-    lives = random.Random(seed + 1)  # operating systems and check-ins, drawn apart so they leave `rng`'s draws unchanged
+    lives = random.Random(seed + 1)  # operating systems and check-ins: drawn apart, so `rng`'s draws stay as they are
     names = [*DEMO_CUSTOMER_NAMES, FORBIDDEN_CUSTOMER]
     names += [f"Customer {index:03d}" for index in range(len(names), customers)]
     members = tuple(
