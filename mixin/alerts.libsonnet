@@ -21,9 +21,6 @@ local oneLine(text) = std.strReplace(std.rstripChars(text, '\n'), '\n', ' ');
     complianceThreshold: words.percent(c.complianceThreshold),
   },
 
-  local seconds = { s: 1, m: 60, h: 3600, d: 86400, w: 604800 },
-  local inSeconds(text) = std.parseInt(std.substr(text, 0, std.length(text) - 1)) * seconds[text[std.length(text) - 1]],
-
   local alerts = [
     // Prometheus cannot scrape the exporter: every patch metric of that target is missing.
     {

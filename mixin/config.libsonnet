@@ -22,10 +22,9 @@
     reportFailingFor: '30m',
 
     // NCentralPatchDataStale: the last success is older than this many report intervals
-    // (`reports[].interval`, `customers.interval`; each collection exports its own). The patch status
-    // scan runs far less often: its interval (`patch_status.interval`) is its own.
+    // (`reports[].interval`, `customers.interval`, `patch_status.interval`; each collection exports its
+    // own as ncentral_patch_report_interval_seconds).
     stalenessFactor: 2,
-    patchStatusInterval: '6h',
     dataStaleFor: '10m',
 
     // NCentralPatchInstallFailuresPresent (informational) and NCentralPatchInstallFailuresRising: the
