@@ -15,8 +15,9 @@ from typing import Any
 
 import yaml
 
-from exporter.config import ConfigError, mapping
+from exporter.config import MAX_CONFIG_FILE, ConfigError, mapping
 from exporter.errors import os_reason
+from exporter.files import read_regular
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +135,11 @@ def _strings(value: object, key: str) -> tuple[str, ...]:
 
 
 def load_web_config(path: str) -> WebConfig:
-    """Read the file; relative paths in it are relative to the file, as in exporter-toolkit."""
+    """Read the file; relative paths in it are relative to the file, as in exporter-toolkit. Only a regular
+    file of at most the config's size cap is read, and opening never blocks (a FIFO is refused, so neither
+    start-up nor the web front's re-read on the event loop can hang on one)."""
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        raw = yaml.safe_load(read_regular(path, MAX_CONFIG_FILE).decode("utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read web config file: {os_reason(exc)}") from None
     except (yaml.YAMLError, ValueError, RecursionError):

@@ -241,16 +241,24 @@ def test_a_config_over_1_MiB_is_refused(tmp_path: Path) -> None:
     assert str(error.value) == f"{path}: cannot read config file: larger than 1 MiB"
 
 
-@pytest.mark.parametrize("fifo_is", ["config", "token-file"])
+@pytest.mark.parametrize("fifo_is", ["config", "token-file", "web-config"])
 def test_a_fifo_ends_check_config_at_once_with_one_line(tmp_path: Path, fifo_is: str) -> None:
     """Opening a FIFO nobody writes to would wait for good (and a signal would not end the wait)."""
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
+    token = fifo if fifo_is == "token-file" else tmp_path / "token"
+    if fifo_is != "token-file":
+        token.write_text("jwt")
     path = str(fifo) if fifo_is == "config" else write(
-        tmp_path, f"ncentral:\n  url: https://a.b\n  api_token_file: {fifo}\n")
-    result = run_command("--config.file", path, "--check-config", timeout=20)
+        tmp_path, f"ncentral:\n  url: https://a.b\n  api_token_file: {token}\n")
+    flags = ("--web.config.file", str(fifo)) if fifo_is == "web-config" else ()
+    result = run_command("--config.file", path, *flags, "--check-config", timeout=20)
     assert result.returncode == 2
-    key = "cannot read config file" if fifo_is == "config" else f"ncentral.api_token_file: cannot read {fifo}"
+    where, key = {
+        "config": (path, "cannot read config file"),
+        "token-file": (path, f"ncentral.api_token_file: cannot read {fifo}"),
+        "web-config": (f"--web.config.file: {fifo}", "cannot read web config file"),
+    }[fifo_is]
     assert result.stderr.splitlines() == [
-        f"ncentral-patch-exporter: error: {path}: {key}: a FIFO (named pipe), not a regular file"
+        f"ncentral-patch-exporter: error: {where}: {key}: a FIFO (named pipe), not a regular file"
     ]

@@ -4,6 +4,7 @@ file), its metrics, the landing page's customers table and `--demo --once`."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import re
@@ -35,6 +36,7 @@ from exporter.customers import (
     CUSTOMERS,
     CustomerCount,
     CustomerData,
+    CustomerSettings,
     OsCount,
     checkin_time,
     customers_table,
@@ -441,7 +443,10 @@ def test_customer_metrics_and_config_keys_are_documented() -> None:
                  "ncentral_customer_stale_devices", "ncentral_customer_os_devices",
                  "ncentral_customer_scan_errors_total"):
         assert f"`{name}`" in readme, name
-    for key in ("interval", "patch_services", "include", "exclude", "stale_after", "end_of_life_os"):
+    # every setting is a key of the section, but for the collection's name (always "customers")
+    keys = [field.name for field in dataclasses.fields(CustomerSettings) if field.name != "name"]
+    assert {"interval", "stale_after", "end_of_life_os", "max_series"} <= set(keys)
+    for key in keys:
         assert f"`customers.{key}`" in readme, key
         assert re.search(rf"^\s*#?\s*{key}:", example, re.MULTILINE), key
     assert re.search(r"^#?\s*customers:", example, re.MULTILINE)

@@ -13,7 +13,9 @@ from exporter.app import Exporter
 from exporter.cli import build_parser
 from exporter.config import Config, NCentralSettings
 from exporter.config_file import load_config
+from exporter.customers import CUSTOMERS, CustomerSettings
 from exporter.patch_status import PATCH_STATUS, PatchStatusSettings
+from exporter.registry import KINDS
 from exporter.reports import ReportSettings
 from exporter.simulator import Simulator, demo_estate
 
@@ -23,12 +25,15 @@ README = (REPO / "README.md").read_text(encoding="utf-8")
 def emitted_metric_names(sim: Simulator) -> set[str]:
     config = Config(
         ncentral=NCentralSettings(url=sim.url, token=sim.jwt, retries=0),
-        collections=(ReportSettings(name="all", poll_interval=0.01), PatchStatusSettings()),
+        collections=(ReportSettings(name="all", poll_interval=0.01), CustomerSettings(), PatchStatusSettings()),
     )
+    # every kind in the registry runs here, so a kind added later is checked too
+    assert {collection.kind for collection in config.collections} == {kind.name for kind in KINDS}
     sim.set_estate(demo_estate(customers=3, devices=40))
     app = Exporter(config)
     try:
         assert app.run("all")
+        assert app.run(CUSTOMERS)
         assert app.run(PATCH_STATUS)
         sim.add_fault("403", endpoint="submit")
         assert not app.run("all")  # failure metrics too
@@ -46,7 +51,8 @@ def documented(name: str) -> bool:
 
 def test_every_emitted_metric_is_in_the_readme(sim: Simulator) -> None:
     names = emitted_metric_names(sim)
-    assert "ncentral_patch_installs" in names
+    assert {"ncentral_patch_installs", "ncentral_customer_stale_devices",
+            "ncentral_customer_patch_status_devices"} <= names
     assert "process_resident_memory_bytes" in names
     missing = sorted(name for name in names if not documented(name))
     assert missing == []

@@ -639,6 +639,13 @@ def test_renewed_certificate_is_served_without_restart(tmp_path: Path) -> None:
         assert served_certificate(exporter.port) == der_of(new_cert)
         assert exporter.log().count("web config reload failed; keeping the old settings") == 1
         assert "missing.crt" in exporter.log()
+        # A FIFO in its place is refused at once: reading it would block the event loop for good.
+        web_config.unlink()
+        os.mkfifo(web_config)
+        assert served_certificate(exporter.port) == der_of(new_cert)
+        assert requests.get(f"{base}/metrics", verify=str(new_cert), timeout=5).status_code == 200
+        assert exporter.log().count("web config reload failed; keeping the old settings") == 2
+        web_config.unlink()
 
         # Inline PEM, as exporter-toolkit accepts it; the first certificate again.
         web_config.write_text(yaml.safe_dump({"tls_server_config": {"cert": cert.read_text(),
