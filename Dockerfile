@@ -17,12 +17,13 @@ FROM python:3.12-slim AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 
-RUN python -m venv /opt/venv
+# No pip inside it: the base image's pip installs into it, so the runtime gets no second copy of pip.
+RUN python -m venv --without-pip /opt/venv
 
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY exporter/ ./exporter/
-RUN /opt/venv/bin/pip install .
+RUN python -m pip --python /opt/venv/bin/python install .
 
 # --- final stage: the same base image, the virtual environment, a fixed non-root user ----------------
 FROM python:3.12-slim

@@ -1,6 +1,7 @@
 // The alert rules. An alert is one object in `alerts` below: name, expression, wait, severity, summary
 // and description. Every alert gets a runbook_url to the README section named after it (write that
-// section), and one unit test at least in prometheus/alerts.test.yml, firing and not firing.
+// section), and one unit test at least in prometheus/alerts.test.yml (alerts.hours.test.yml when it waits
+// hours), firing and not firing.
 local words = import 'lib/words.libsonnet';
 local oneLine(text) = std.strReplace(std.rstripChars(text, '\n'), '\n', ' ');
 

@@ -286,9 +286,11 @@ def all_selected(
     return values
 
 
-@pytest.fixture
-def demo_prometheus(tmp_path: Path) -> Iterator[tuple[PrometheusServer, str, float]]:
-    """Prometheus (with the shipped rules) scraping the exporter in --demo mode, with a few scrapes in."""
+@pytest.fixture(scope="module")
+def demo_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrometheusServer, str, float]]:
+    """Prometheus (with the shipped rules) scraping the exporter in --demo mode, with a few scrapes in; one
+    for the module, as the tests only query it."""
+    tmp_path = tmp_path_factory.mktemp("dashboards")
     started = time.time()
     exporter = ReadyExporter(tmp_path, "--demo")
     # Prometheus first: its target discovery takes a few seconds, which the exporter's start-up overlaps.
