@@ -107,9 +107,13 @@ class ScheduleCollector(Collector):
             "Seconds between the collection's scheduled runs (reports[].interval, customers.interval).",
             labels=["report"],
         )
-        for collection in self._collections():
-            interval.add_metric([collection.name], collection.interval)
+        for name, seconds in self.inputs():
+            interval.add_metric([name], seconds)
         return iter([interval])
+
+    def inputs(self) -> tuple[tuple[str, float], ...]:
+        """What `collect` renders: the same inputs, the same metrics."""
+        return tuple((collection.name, collection.interval) for collection in self._collections())
 
 
 @dataclass(frozen=True)
@@ -133,7 +137,7 @@ class ExporterCollector(Collector):
             "ncentral_patch_exporter_build_info", "The exporter's version; always 1.", labels=["version"]
         )
         build.add_metric([__version__], 1.0)
-        status = self._reload_status()
+        status = self.inputs()
         reload_ok = GaugeMetricFamily(
             "ncentral_patch_exporter_config_last_reload_successful",
             "Whether the last configuration reload succeeded (1) or was refused (0).",
@@ -145,6 +149,10 @@ class ExporterCollector(Collector):
             value=status.success_time,
         )
         return iter([build, reload_ok, reload_time])
+
+    def inputs(self) -> ReloadStatus:
+        """What `collect` renders: the same inputs, the same metrics."""
+        return self._reload_status()
 
 
 class RuntimeCollector(Collector):
@@ -161,12 +169,16 @@ class RuntimeCollector(Collector):
             "Deployment Product Version, server-info's API service version); always 1.",
             labels=["version", "api_version"],
         )
-        server = self._server()
+        server, write_failures = self.inputs()
         if server is not None:
             info.add_metric([server.version or "unknown", server.api_version or "unknown"], 1.0)
         writes = CounterMetricFamily(
             "ncentral_patch_exporter_state_write_failures",
             "State file writes that failed (see the log for why); the results stay in memory.",
-            value=self._state_write_failures(),
+            value=write_failures,
         )
         return iter([info, writes])
+
+    def inputs(self) -> tuple[ServerInfo | None, int]:
+        """What `collect` renders: the same inputs, the same metrics."""
+        return self._server(), self._state_write_failures()

@@ -5,7 +5,8 @@ bytes) is `http1`.
 One event loop thread owns every socket: it accepts, does the TLS handshake, reads requests and writes
 answers, all without blocking. A connection costs a thread only while its request is being handled: a
 request that has fully arrived goes to a small, fixed pool of worker threads, and bcrypt checks to one
-thread of their own. So idle, slow or half-open connections cost a file descriptor and a few KiB, never a
+thread of their own; a scrape whose report part is rendered already is answered on the loop itself (cached
+bytes and a small live part), so slow requests never queue it. So idle, slow or half-open connections cost a file descriptor and a few KiB, never a
 thread, and they are bounded too:
 
 - a request must arrive whole within `READ_TIMEOUT` of its first byte (of the connection, for the first
@@ -421,6 +422,11 @@ class WebServer:
             return text(405, hint, {"Allow": ", ".join(allowed)})
         if request.path == "/-/reload":
             return await self._reload()
+        if request.path == self.telemetry_path and self.app.exposition.rendered(
+                wants_openmetrics(request.headers.get("accept", ""))):
+            # Cached bytes, and a live part rendered only when it changed: answered here, as that costs less
+            # than handing the request to a worker thread and the answer back.
+            return self._handle(request)
         if self.max_requests and self._in_flight >= self.max_requests:
             return text(503, f"Limit of concurrent requests reached ({self.max_requests}), try again later.\n")
         self._in_flight += 1

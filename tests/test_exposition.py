@@ -14,12 +14,21 @@ from functools import partial
 from types import MappingProxyType
 
 import pytest
-from helpers import metrics_body, parse_samples, sample, select, wait_for
+from helpers import Samples, metrics_body, parse_samples, sample, select, wait_for
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from exporter.app import Exporter
+from exporter.client import ServerInfo
 from exporter.collection import Result
-from exporter.collector import CollectionCollector, ExporterCollector
+from exporter.collector import (
+    CollectionCollector,
+    ExporterCollector,
+    ReloadStatus,
+    RuntimeCollector,
+    ScheduleCollector,
+)
 from exporter.config import Config, NCentralSettings
 from exporter.customers import CUSTOMERS, CustomerCount, CustomerData, CustomerSettings
 from exporter.errors import REASONS
@@ -235,6 +244,60 @@ def test_gzip_is_one_member_that_decodes_to_the_plain_body(
         assert decoder.unused_data == b""
         assert steady(text) == steady(metrics_body(exposition, openmetrics=openmetrics))
         assert gzip.decompress(zipped) == text  # the trailer's CRC-32 and length are checked here
+
+
+class _Counted:
+    """A live collector that counts its renders; its one input is `generation`."""
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self.collected = 0
+
+    def collect(self) -> Iterator[Metric]:
+        self.collected += 1
+        yield GaugeMetricFamily("test_generation", "The test's input.", value=self.generation)
+
+    def inputs(self) -> int:
+        return self.generation
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_the_live_part_is_rendered_again_exactly_when_an_input_changes(
+    store: Store, reports: CollectionCollector, clock: Clock, openmetrics: bool
+) -> None:
+    """The live part (reload status, server, failed state writes, intervals) is kept between scrapes while
+    its inputs are equal, and each input's change reaches the next scrape, plain and gzip."""
+    status = [ReloadStatus(successful=True, success_time=1000.0)]
+    server: list[ServerInfo | None] = [None]
+    intervals = [REPORTS]
+    exposition = Exposition(store, reports, ExporterCollector(lambda: status[0]))
+    exposition.register_runtime(RuntimeCollector(lambda: server[0], lambda: store.write_failures))
+    exposition.register_runtime(ScheduleCollector(lambda: intervals[0]))
+    counted = _Counted()
+    exposition.register_runtime(counted)
+    fill(store, "all", DATA, clock.now)
+
+    def both() -> Samples:
+        plain = metrics_body(exposition, openmetrics=openmetrics)
+        assert gzip.decompress(metrics_body(exposition, gzipped=True, openmetrics=openmetrics)) == plain
+        return parse_samples(plain.decode())
+
+    for _ in range(3):
+        assert sample(both(), "test_generation") == 0
+    assert counted.collected == 1  # rendered once for six scrapes
+    counted.generation = 1
+    assert sample(both(), "test_generation") == 1
+    assert counted.collected == 2
+    assert sample(both(), "ncentral_patch_exporter_config_last_reload_successful") == 1
+
+    status[0] = ReloadStatus(successful=False, success_time=1000.0)
+    assert sample(both(), "ncentral_patch_exporter_config_last_reload_successful") == 0
+    server[0] = ServerInfo("2025.4.0.12", "3.1.0")
+    assert sample(both(), "ncentral_server_info", version="2025.4.0.12", api_version="3.1.0") == 1
+    store.write_failures += 1
+    assert sample(both(), "ncentral_patch_exporter_state_write_failures_total") == 1
+    intervals[0] = (replace(REPORTS[0], interval=120.0), REPORTS[1])
+    assert sample(both(), "ncentral_patch_report_interval_seconds", report="all") == 120
 
 
 # --- through the real HTTP server ----------------------------------------------------------------------

@@ -490,17 +490,53 @@ def test_100_continue_only_for_http_1_1(app: Exporter, version: str, continues: 
 
 
 class _Blocking:
-    """An exposition whose scrapes wait for `release`: requests that stay in flight."""
+    """An exposition whose scrapes wait for `release`: requests that stay in flight (on worker threads, as
+    when the report part is still to be rendered)."""
 
     def __init__(self, inner: object) -> None:
         self.inner = inner
         self.entered = threading.Semaphore(0)
         self.release = threading.Event()
 
+    def rendered(self, openmetrics: bool = False) -> bool:
+        return False
+
     def render_parts(self, **kwargs: bool) -> tuple[bytes, bytes]:
         self.entered.release()
         assert self.release.wait(30)
         return self.inner.render_parts(**kwargs)  # type: ignore[attr-defined, no-any-return]
+
+
+def test_a_scrape_of_rendered_metrics_is_answered_while_every_worker_is_busy(
+    app: Exporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the report part is rendered, a scrape needs no worker thread: slow requests holding all of them
+    do not queue it."""
+    release = threading.Event()
+    held = threading.Semaphore(0)
+
+    def slow_ready() -> str | None:
+        held.release()
+        assert release.wait(30)
+        return None
+
+    monkeypatch.setattr(app, "not_ready", slow_ready)
+    server = serve(app)
+    url = f"http://127.0.0.1:{server.address[1]}"
+    try:
+        assert requests.get(f"{url}/metrics", timeout=10).status_code == 200  # renders the report part
+        with concurrent.futures.ThreadPoolExecutor(web.WORKERS) as pool:
+            waiting = [pool.submit(requests.get, f"{url}/-/ready", timeout=30) for _ in range(web.WORKERS)]
+            for _ in range(web.WORKERS):
+                assert held.acquire(timeout=10)  # every worker thread is held
+            scrape = requests.get(f"{url}/metrics", timeout=5)
+            assert scrape.status_code == 200
+            assert "ncentral_patch_report_runs_total" in scrape.text
+            release.set()
+            assert [answer.result().status_code for answer in waiting] == [200] * web.WORKERS
+    finally:
+        release.set()
+        server.shutdown()
 
 
 @pytest.mark.parametrize("limit", [1, 0])
