@@ -55,7 +55,7 @@ from exporter.errors import (
     Stopped,
     UpstreamError,
 )
-from exporter.kind import Kind, Memo
+from exporter.kind import CustomerColumn, Kind, Memo
 from exporter.labels import label_value
 from exporter.lifecycle import DEFAULT_END_OF_LIFE_OS, EndOfLife, is_end_of_life
 from exporter.live_client import CollectionRun
@@ -845,9 +845,13 @@ def families(data: CustomerData | None) -> list[Metric]:
 # --- landing page ------------------------------------------------------------------------------------
 
 
-def customers_section(state: CollectionState | None, next_run: dt.datetime | None, now: float, memo: Memo) -> str:
-    """The customer scan's outcome and the customers with the largest share of devices with a patch problem;
-    empty while the scan has neither run nor been scheduled."""
+def customers_section(
+    state: CollectionState | None, next_run: dt.datetime | None, now: float, memo: Memo,
+    columns: Sequence[CustomerColumn] = (),
+) -> str:
+    """The customer scan's outcome and the customers with the largest share of devices with a patch problem
+    (with `columns`, the other kinds' figures per customer); empty while the scan has neither run nor been
+    scheduled."""
     data = KIND.result(state, CustomerData)
     if state is None or (data is None and state.last_run_time is None and next_run is None):
         return ""
@@ -859,14 +863,15 @@ def customers_section(state: CollectionState | None, next_run: dt.datetime | Non
         f"<tr><th>next scan</th><td>{page.next_run(next_run)}</td></tr></table>"
     ]
     if data is not None:
-        parts.append(memo(data, lambda: customers_table(data)))
+        parts.append(memo((data, *(column.source for column in columns)), lambda: customers_table(data, columns)))
     parts.append("</section>")
     return "".join(parts)
 
 
-def customers_table(data: CustomerData, limit: int = 20) -> str:
+def customers_table(data: CustomerData, columns: Sequence[CustomerColumn] = (), limit: int = 20) -> str:
     """The `limit` customers with the largest share of devices with a patch problem, as an HTML table, with
-    their stale and end-of-life devices. A customer whose active issues were never read comes last."""
+    their stale and end-of-life devices, then `columns`. A customer whose active issues were never read comes
+    last."""
 
     def share(part: int | None, whole: int) -> float:
         return part / whole if part is not None and whole else 0.0
@@ -881,14 +886,16 @@ def customers_table(data: CustomerData, limit: int = 20) -> str:
                  f'<td class="n">{issues}</td><td class="n">{share(issues, row.devices):.1%}</td>')
         return (f'<tr><td>{escape(row.customer)}</td><td class="n">{row.customer_id}</td>'
                 f'<td class="n">{row.devices}</td>{patch}<td class="n">{row.stale_devices}</td>'
-                f'<td class="n">{row.end_of_life_devices}</td></tr>')
+                f'<td class="n">{row.end_of_life_devices}</td>'
+                + "".join(f'<td class="n">{escape(column.cells.get(row.customer_id, ""))}</td>' for column in columns)
+                + "</tr>")
 
     body = "".join(cells(row) for row in worst[:limit])
     return (
         f"<h3>The {min(limit, len(worst))} of {len(worst)} customers with the largest share of devices "
         "with a patch problem</h3><table><tr><th>customer</th><th>id</th><th>devices</th>"
-        "<th>with a patch problem</th><th>share</th><th>stale</th><th>end-of-life OS</th></tr>"
-        f"{body}</table>{refused_table(data)}"
+        "<th>with a patch problem</th><th>share</th><th>stale</th><th>end-of-life OS</th>"
+        f"{''.join(f'<th>{escape(column.header)}</th>' for column in columns)}</tr>{body}</table>{refused_table(data)}"
     )
 
 
@@ -955,9 +962,9 @@ class CustomerScanKind(Kind[CustomerSettings]):
 
     def landing(
         self, collections: Sequence[tuple[CustomerSettings, CollectionState | None, dt.datetime | None]],
-        now: float, memo: Memo,
+        now: float, memo: Memo, columns: Sequence[CustomerColumn] = (),
     ) -> str:
-        return "".join(customers_section(state, next_run, now, memo) for _, state, next_run in collections)
+        return "".join(customers_section(state, next_run, now, memo, columns) for _, state, next_run in collections)
 
 
 KIND = CustomerScanKind()

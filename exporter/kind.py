@@ -10,7 +10,8 @@ store, the collector, the landing page, the scheduler, `--once` and `--check-con
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from prometheus_client.core import Metric
@@ -24,8 +25,18 @@ S = TypeVar("S", bound=Settings)
 R = TypeVar("R")
 
 # Renders a landing-page part once per result: `memo(result, render)` is `render()`, kept for as long as
-# the page keeps showing that same (immutable) result object.
+# the page keeps showing that same (immutable) result object; `result` may be a tuple of results, when
+# the part shows more than one.
 Memo = Callable[[object, Callable[[], str]], str]
+
+
+@dataclass(frozen=True, eq=False)
+class CustomerColumn:
+    """A per-customer figure one kind lends to the landing-page customer tables of the others."""
+
+    header: str  # plain text
+    cells: Mapping[int, str]  # customer id -> the cell's text (plain text; a customer left out gets none)
+    source: object  # the result the cells come from: a table showing them is memoised on it too
 
 
 class Kind(Generic[S]):
@@ -88,9 +99,16 @@ class Kind(Generic[S]):
         """Whether the exporter is not ready while this collection has no result (`/-/ready`)."""
         return False
 
+    def customer_column(self, states: Sequence[tuple[S, CollectionState | None]]) -> CustomerColumn | None:
+        """A per-customer figure of this kind's result, for the customer tables of other kinds' sections;
+        None for none."""
+        return None
+
     def landing(
-        self, collections: Sequence[tuple[S, CollectionState | None, dt.datetime | None]], now: float, memo: Memo
+        self, collections: Sequence[tuple[S, CollectionState | None, dt.datetime | None]], now: float, memo: Memo,
+        columns: Sequence[CustomerColumn] = (),
     ) -> str:
         """The kind's landing-page section (HTML, every value escaped) from (settings, state, next run) per
-        collection; "" for none. The costly part of a result goes through `memo`."""
+        collection; "" for none. The costly part of a result goes through `memo`. A table of customers
+        adds `columns`, the per-customer figures of the other kinds."""
         return ""

@@ -52,11 +52,15 @@ def render(
     demo: bool = False,
     memo: Memo = _render_now,
 ) -> bytes:
+    collections = {
+        kind: [(collection, snapshot.get(collection.name)) for collection in kind.of(config.collections)]
+        for kind in registry.KINDS
+    }
+    lent = {kind: column for kind in registry.KINDS if (column := kind.customer_column(collections[kind]))}
     sections = "".join(
         kind.landing(
-            [(collection, snapshot.get(collection.name), next_runs.get(collection.name))
-             for collection in kind.of(config.collections)],
-            now, memo,
+            [(collection, state, next_runs.get(collection.name)) for collection, state in collections[kind]],
+            now, memo, [column for lender, column in lent.items() if lender is not kind],
         )
         for kind in registry.KINDS
     )
@@ -86,20 +90,22 @@ class PageCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._parts: dict[int, tuple[object, str]] = {}
+        self._parts: dict[tuple[int, ...], tuple[tuple[object, ...], str]] = {}
 
     def page(
         self, config: Config, snapshot: Snapshot, next_runs: Mapping[str, dt.datetime | None],
         telemetry_path: str, demo: bool, now: float,
     ) -> bytes:
-        shown: dict[int, tuple[object, str]] = {}
+        shown: dict[tuple[int, ...], tuple[tuple[object, ...], str]] = {}
 
         def memo(result: object, render_part: Callable[[], str]) -> str:
+            results = result if isinstance(result, tuple) else (result,)
+            key = tuple(map(id, results))
             with self._lock:
-                cached = self._parts.get(id(result))
-            if cached is None or cached[0] is not result:
-                cached = (result, render_part())
-            shown[id(result)] = cached
+                cached = self._parts.get(key)
+            if cached is None or any(held is not given for held, given in zip(cached[0], results, strict=True)):
+                cached = (results, render_part())
+            shown[key] = cached
             return cached[1]
 
         body = render(config, snapshot, next_runs, telemetry_path, now, demo=demo, memo=memo)

@@ -42,7 +42,7 @@ from exporter.config import (
 )
 from exporter.customers import Device, parse_device
 from exporter.errors import Forbidden, InvalidResponse, NotSupported, UpstreamError
-from exporter.kind import Kind, Memo
+from exporter.kind import CustomerColumn, Kind, Memo
 from exporter.labels import label_value, snake_case
 from exporter.report import as_object
 from exporter.scan import Calls, Scan, parse_count, parse_int
@@ -504,9 +504,20 @@ class PatchStatusKind(Kind[PatchStatusSettings]):
     def families(self, states: Sequence[tuple[str, CollectionState]]) -> list[Metric]:
         return [family for _, state in states for family in families(self.result(state, PatchStatusData))]
 
+    def customer_column(
+        self, states: Sequence[tuple[PatchStatusSettings, CollectionState | None]]
+    ) -> CustomerColumn | None:
+        """Each scanned customer's patch compliance; "no patch service" for one without a device that has it."""
+        data = next((result for _, state in states if (result := self.result(state, PatchStatusData))), None)
+        if data is None:
+            return None
+        cells = {cid: f"{part / whole:.1%}" if whole else "no patch service"
+                 for cid, (part, whole) in data.per_customer.items()}
+        return CustomerColumn("patch compliance", cells, data)
+
     def landing(
         self, collections: Sequence[tuple[PatchStatusSettings, CollectionState | None, dt.datetime | None]],
-        now: float, memo: Memo,
+        now: float, memo: Memo, columns: Sequence[CustomerColumn] = (),
     ) -> str:
         return "".join(patch_status_section(state, next_run, now, memo) for _, state, next_run in collections)
 

@@ -32,7 +32,7 @@ from exporter.config import (
     positive_duration,
 )
 from exporter.errors import NotSupported, ReportTimeout, Stopped, UpstreamError
-from exporter.kind import Kind, Memo
+from exporter.kind import CustomerColumn, Kind, Memo
 from exporter.live_client import CollectionRun
 from exporter.report import (
     COMPLETED,
@@ -638,7 +638,7 @@ class PatchReports(Kind[ReportSettings]):
 
     def landing(
         self, collections: Sequence[tuple[ReportSettings, CollectionState | None, dt.datetime | None]],
-        now: float, memo: Memo,
+        now: float, memo: Memo, columns: Sequence[CustomerColumn] = (),
     ) -> str:
         return "".join(report_section(report, state, next_run, now, memo)
                        for report, state, next_run in collections)

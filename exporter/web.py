@@ -6,8 +6,8 @@ One event loop thread owns every socket: it accepts, does the TLS handshake, rea
 answers, all without blocking. A connection costs a thread only while its request is being handled: a
 request that has fully arrived goes to a small, fixed pool of worker threads, and bcrypt checks to one
 thread of their own; a scrape whose report part is rendered already is answered on the loop itself (cached
-bytes and a small live part), so slow requests never queue it. So idle, slow or half-open connections cost a file descriptor and a few KiB, never a
-thread, and they are bounded too:
+bytes and a small live part), so slow requests never queue it. So idle, slow or half-open connections cost
+a file descriptor and a few KiB, never a thread, and they are bounded too:
 
 - a request must arrive whole within `READ_TIMEOUT` of its first byte (of the connection, for the first
   request), an answer be taken within `WRITE_TIMEOUT`; one sweep a second closes the late ones (a timer per

@@ -24,7 +24,7 @@ from exporter.app import Exporter
 from exporter.collection import ResultType
 from exporter.config import ConfigError, Notice, mapping, positive_duration
 from exporter.config_file import load_config
-from exporter.kind import Kind, Memo
+from exporter.kind import CustomerColumn, Kind, Memo
 from exporter.live_client import CollectionRun
 from exporter.simulator import Simulator
 from exporter.store import CollectionState
@@ -104,7 +104,7 @@ class DeviceCountKind(Kind[DeviceCountSettings]):
 
     def landing(
         self, collections: Sequence[tuple[DeviceCountSettings, CollectionState | None, dt.datetime | None]],
-        now: float, memo: Memo,
+        now: float, memo: Memo, columns: Sequence[CustomerColumn] = (),
     ) -> str:
         return "".join(
             f'<section id="toy-{escape(settings.name)}">{result.devices} devices</section>'

@@ -427,3 +427,30 @@ def test_landing_page_shows_the_lowest_compliance(estate_sim: Simulator, make_ap
     assert rows == [("Alpha &amp; &lt;Co&gt; &quot;AG&quot;", str(ALPHA), "1", "6", "16.7%"),
                     ("Beta GmbH", str(BETA), "11", "16", "68.8%")]
     assert "12 of 22 devices with a patch service are normal" in section
+
+
+def test_the_customers_table_has_a_compliance_column_when_the_scan_is_on(estate_sim: Simulator, make_app: Any) -> None:
+    """With both scans on, the customer scan's table gains each customer's patch compliance, empty for a
+    customer the patch status scan leaves out; rendered again when either result changes."""
+    app = make_app({**customers_config(estate_sim), PATCH_STATUS: {"exclude": "^Test "}})
+    cache = landing.PageCache()
+
+    def customers_rows() -> list[tuple[str, str]]:
+        page = cache.page(app.config, app.store.snapshot, {}, "/metrics", False, 0.0).decode()
+        section = page[page.index(f'<section class="customers" id="{CUSTOMERS}">'):]
+        table = section[:section.index("</table>", section.index("<h3>"))]
+        header = re.findall(r"<th>([^<]*)</th>", table)
+        rows = re.findall(r"<tr><td>([^<]*)</td>(.*?)</tr>", table)
+        return [(name, re.findall(r'<td class="n">([^<]*)</td>', cells)[-1]) for name, cells in rows] \
+            if header[-1] == "patch compliance" else []
+
+    assert app.run(CUSTOMERS)
+    assert customers_rows() == []  # no patch status result yet: no column
+    assert app.run(PATCH_STATUS)
+    assert dict(customers_rows()) == {"Alpha &amp; &lt;Co&gt; &quot;AG&quot;": "16.7%", "Beta GmbH": "68.8%",
+                                      "Test Gamma": ""}
+    # Another patch status result: the table shows it, though the customer scan's result is the same.
+    # One of Alpha's failed devices deleted (and the deleted one back, without services): 1 of 5 normal.
+    estate_sim.set_estate(small_estate(d102=404, d107=None))
+    assert app.run(PATCH_STATUS)
+    assert dict(customers_rows())["Alpha &amp; &lt;Co&gt; &quot;AG&quot;"] == "20.0%"
