@@ -34,6 +34,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -422,11 +423,12 @@ class WebServer:
             return text(405, hint, {"Allow": ", ".join(allowed)})
         if request.path == "/-/reload":
             return await self._reload()
-        if request.path == self.telemetry_path and self.app.exposition.rendered(
-                wants_openmetrics(request.headers.get("accept", ""))):
+        if request.path == self.telemetry_path:
             # Cached bytes, and a live part rendered only when it changed: answered here, as that costs less
             # than handing the request to a worker thread and the answer back.
-            return self._handle(request)
+            answer = self._metrics(request, self.app.exposition.rendered_parts)
+            if answer is not None:
+                return answer
         if self.max_requests and self._in_flight >= self.max_requests:
             return text(503, f"Limit of concurrent requests reached ({self.max_requests}), try again later.\n")
         self._in_flight += 1
@@ -475,13 +477,9 @@ class WebServer:
         """A request that has fully arrived, authorised, with the right method for a known path (not /-/reload)."""
         app = self.app
         if request.path == self.telemetry_path:
-            gzipped = accepts_gzip(request.headers.get("accept-encoding", ""))
-            openmetrics = wants_openmetrics(request.headers.get("accept", ""))
-            parts = app.exposition.render_parts(gzipped=gzipped, openmetrics=openmetrics)
-            headers = {"Vary": "Accept-Encoding, Accept"}
-            if gzipped:
-                headers["Content-Encoding"] = "gzip"
-            return Response(200, parts, OPENMETRICS_CONTENT_TYPE if openmetrics else CONTENT_TYPE, headers)
+            answer = self._metrics(request, app.exposition.render_parts)
+            assert answer is not None
+            return answer
         if request.path == "/":
             page = self._landing.page(
                 app.config, app.store.snapshot, app.next_runs(), self.telemetry_path, self.demo, time.time()
@@ -489,6 +487,20 @@ class WebServer:
             return Response(200, (page,), "text/html; charset=utf-8")
         reason = app.not_ready()  # /-/ready
         return text(200, "Ready\n") if reason is None else text(503, f"Not ready: {reason}\n")
+
+    @staticmethod
+    def _metrics(request: Request, parts_of: Callable[..., tuple[bytes, bytes] | None]) -> Response | None:
+        """The /metrics answer in the format and encoding the request asks for, from `parts_of` (the
+        exposition's `render_parts`, or `rendered_parts`: None when the report part is still to be rendered)."""
+        gzipped = accepts_gzip(request.headers.get("accept-encoding", ""))
+        openmetrics = wants_openmetrics(request.headers.get("accept", ""))
+        parts = parts_of(gzipped=gzipped, openmetrics=openmetrics)
+        if parts is None:
+            return None
+        headers = {"Vary": "Accept-Encoding, Accept"}
+        if gzipped:
+            headers["Content-Encoding"] = "gzip"
+        return Response(200, parts, OPENMETRICS_CONTENT_TYPE if openmetrics else CONTENT_TYPE, headers)
 
 
 def _exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

@@ -498,8 +498,8 @@ class _Blocking:
         self.entered = threading.Semaphore(0)
         self.release = threading.Event()
 
-    def rendered(self, openmetrics: bool = False) -> bool:
-        return False
+    def rendered_parts(self, **kwargs: bool) -> None:
+        return None
 
     def render_parts(self, **kwargs: bool) -> tuple[bytes, bytes]:
         self.entered.release()
