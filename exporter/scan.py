@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor, Future
@@ -15,7 +16,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar
 
-from exporter.client import NCentralClient
+from exporter.client import NCentralClient, on_the_wire
 from exporter.collection import Settings
 from exporter.errors import (
     Forbidden,
@@ -116,22 +117,26 @@ class Superseded(Exception):
 
 @dataclass(frozen=True)
 class Calls:
-    """One scan's calls to N-central: its client, its pool of `window // 2` workers, its deadline and the
-    check that runs before each call."""
+    """One scan's calls to N-central: its client, its pool of workers (one more than the calls `wire` lets
+    on the wire at once, so one call is built or parsed while the others wait for N-central), its deadline
+    and the check that runs before each call."""
 
     client: NCentralClient
     pool: Executor
+    wire: threading.Semaphore
     deadline: float
     check: Callable[[], None]
     window: int  # results pending at most (twice the calls in flight)
 
     def get(self, path: str) -> dict[str, Any]:
-        """One GET, after the check. The client's 403/404 texts speak of the patch reports; these say what
-        they mean here."""
+        """One GET, checked before it is built and again once it has a slot on the wire (a worker may wait
+        for one while a shutdown or reload comes). The client's 403/404 texts speak of the patch reports;
+        these say what they mean here."""
         self.check()
         where = f"GET {path.partition('?')[0]}"
         try:
-            return self.client.get(path, self.deadline)
+            with on_the_wire(self.wire, self.check):
+                return self.client.get(path, self.deadline)
         except NotSupported as exc:
             raise NotSupported(f"{where}: HTTP 404 (this N-central has no such endpoint, org unit or device)",
                                status=exc.status) from None
@@ -236,8 +241,9 @@ class Scan(CollectionRun, Generic[S]):
         check = partial(self._check, settings, client, deadline)
         try:
             try:
-                with DaemonPool(self.max_in_flight, self.title.replace(" ", "-")) as pool:
-                    calls = Calls(client, pool, deadline, check, self.max_in_flight * 2)
+                with DaemonPool(self.max_in_flight + 1, self.title.replace(" ", "-")) as pool:
+                    wire = threading.BoundedSemaphore(self.max_in_flight)
+                    calls = Calls(client, pool, wire, deadline, check, self.max_in_flight * 2)
                     return self.collect(settings, calls, started)
             except (Stopped, Superseded):
                 raise

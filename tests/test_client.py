@@ -2,13 +2,19 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import http.client
+import http.server
+import threading
 import time
+import urllib.parse
+from pathlib import Path
 
 import pytest
+from test_web import make_certificate
 
-from exporter.client import USER_AGENT, NCentralClient, retry_after_seconds
+from exporter.client import USER_AGENT, NCentralClient, on_the_wire, retry_after_seconds
 from exporter.config import NCentralSettings
-from exporter.errors import AuthFailed, ConnectionFailed, HTTPError, InvalidResponse, RateLimited
+from exporter.errors import AuthFailed, ConnectionFailed, HTTPError, InvalidResponse, RateLimited, Stopped
 from exporter.report import COMPLETED, IN_PROGRESS
 from exporter.simulator import Simulator
 
@@ -259,3 +265,128 @@ def test_implausible_token_lifetimes_are_refused(sim: Simulator) -> None:
             client.submit({"startDate": "2025-08-01"}, deadline())
     assert sim.count("submit") == 0
 
+
+
+def test_a_netrc_entry_for_the_host_does_not_replace_the_bearer_token(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """requests would send a ~/.netrc login for the host as basic auth in place of the access token."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    client_for(sim).get("/api/devices?pageSize=5", deadline())
+    assert all(r.headers["Authorization"].startswith("Bearer ") for r in sim.requests)
+
+
+class _ForwardProxy(http.server.ThreadingHTTPServer):
+    """An HTTP forward proxy on loopback that passes each request on and keeps the request lines it saw."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+            def forward(self) -> None:
+                proxy.seen.append(f"{self.command} {self.path}")
+                target = urllib.parse.urlsplit(self.path)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                upstream = http.client.HTTPConnection(target.netloc, timeout=10)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in {"proxy-connection", "host"}}
+                upstream.request(self.command, urllib.parse.urlunsplit(("", "", *target[2:])), body or None, headers)
+                answer = upstream.getresponse()
+                data = answer.read()
+                self.send_response(answer.status)
+                for name, value in answer.getheaders():
+                    if name.lower() not in {"content-length", "connection", "transfer-encoding"}:
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                upstream.close()
+
+            do_GET = do_POST = forward
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+def test_the_proxy_environment_is_honoured(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY is read once, when the client is made; NO_PROXY naming the host turns it off."""
+    with _ForwardProxy() as proxy:
+        thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+        thread.start()
+        try:
+            for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+                monkeypatch.delenv(name, raising=False)
+            monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+            client_for(sim).get("/api/devices?pageSize=5", deadline())
+            assert f"GET {sim.url}/api/devices?pageSize=5" in proxy.seen
+            monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+            seen = len(proxy.seen)
+            client_for(sim).get("/api/devices?pageSize=5", deadline())
+            assert len(proxy.seen) == seen
+        finally:
+            proxy.shutdown()
+            thread.join(10)
+
+
+def test_the_ca_bundle_of_the_environment_applies_unless_ca_bundle_is_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """REQUESTS_CA_BUNDLE trusts an in-house CA as it does for any requests-based tool; ncentral.ca_bundle
+    wins over it."""
+    cert, key = make_certificate(tmp_path)
+    with Simulator(tls=(str(cert), str(key))) as sim:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+        client_for(sim).get("/api/devices?pageSize=5", deadline())
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+        with pytest.raises(ConnectionFailed, match="TLS error"):
+            client_for(sim, retries=0).get("/api/devices?pageSize=5", deadline())
+        client_for(sim, ca_bundle=str(cert)).get("/api/devices?pageSize=5", deadline())
+
+
+def test_calls_inside_on_the_wire_hold_the_gate_only_while_on_the_wire(sim: Simulator) -> None:
+    """Three threads, two slots: N-central, which would take more, never sees more than two calls at once."""
+    sim.set_latency(0.05)
+    sim.set_concurrency_limit(10)
+    client = client_for(sim)
+    client.get("/api/devices?pageSize=1", deadline())  # authenticated before the threads start
+    gate = threading.BoundedSemaphore(2)
+    sim.reset_max_in_flight()
+    errors: list[BaseException] = []
+
+    def calls() -> None:
+        try:
+            with on_the_wire(gate):
+                for _ in range(4):
+                    client.get("/api/devices?pageSize=1", deadline())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=calls) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert sim.max_in_flight == 2
+
+
+def test_a_call_whose_check_fails_once_it_has_its_slot_is_not_sent(sim: Simulator) -> None:
+    client = client_for(sim)
+    client.get("/api/devices?pageSize=1", deadline())
+    before = sim.count("devices")
+
+    def stopped() -> None:
+        raise Stopped
+
+    with on_the_wire(threading.BoundedSemaphore(1), stopped), pytest.raises(Stopped):
+        client.get("/api/devices?pageSize=1", deadline())
+    assert sim.count("devices") == before

@@ -190,17 +190,20 @@ class Handler(BaseHTTPRequestHandler):
     # --- the customer estate ---
 
     def _estate_call(self, request: RecordedRequest, answer: Callable[[Estate, int], Answer]) -> Answer:
-        """Authorise, enforce the concurrency limit, wait the latency, then answer from the estate and its
-        page cap."""
+        """Authorise, enforce the concurrency limit, answer from the estate and its page cap, and send the
+        answer once the latency has passed since the request arrived (the simulator's own work is part of
+        it, as a server's is of its answer time)."""
+        arrived = time.monotonic()
         if refusal := self._refusal(request):
             return refusal
         if not self.sim.enter(request.endpoint):
             return error(429, "Too many concurrent requests; retry when one ends")
         try:
             estate, cap, latency = self.sim.estate_terms()
+            reply = answer(estate, cap)
             if latency > 0:
-                self.server.stopping.wait(latency)
-            return answer(estate, cap)
+                self.server.stopping.wait(max(0.0, arrived + latency - time.monotonic()))
+            return reply
         finally:
             self.sim.leave(request.endpoint)
 
