@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from exporter import yaml_text
 from exporter.config import MAX_CONFIG_FILE, ConfigError, mapping
 from exporter.errors import os_reason
 from exporter.files import read_regular
@@ -139,11 +138,13 @@ def load_web_config(path: str) -> WebConfig:
     file of at most the config's size cap is read, and opening never blocks (a FIFO is refused, so neither
     start-up nor the web front's re-read on the event loop can hang on one)."""
     try:
-        raw = yaml.safe_load(read_regular(path, MAX_CONFIG_FILE).decode("utf-8"))
+        raw = yaml_text.load(read_regular(path, MAX_CONFIG_FILE).decode("utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read web config file: {os_reason(exc)}") from None
-    except (yaml.YAMLError, ValueError, RecursionError):
-        raise ConfigError(f"{path}: web config file is not valid YAML text") from None
+    except yaml_text.NotYAML as exc:
+        raise ConfigError(f"{path}: web config file is {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: web config file is not UTF-8 text") from None
     try:
         top = mapping(
             raw, "web config", {"tls_server_config", "http_server_config", "basic_auth_users"}, optional=True

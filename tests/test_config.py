@@ -159,6 +159,11 @@ BAD_CONFIGS: list[tuple[str, str, str]] = [
      "ncentral.api_token: the token contains non-ASCII characters"),
     ("alias-bomb", alias_bomb(6), "aliases (*name) expand the document by more than 10000 values"),
     ("alias-loop", MINIMAL + "reports: &r [*r]\n", "an alias refers to a node from inside itself"),
+    # Refused at the 65th level, not after a megabyte of recursion.
+    ("deep-flow", MINIMAL + "reports: " + "[" * 1_000_000 + "\n",
+     "not valid YAML at line 4, column 75: nested more than 64 levels deep"),
+    ("deep-block", MINIMAL + "reports:\n" + "".join(" " * level + "- \n" for level in range(1, 70)),
+     "not valid YAML at line 68, column 66: nested more than 64 levels deep"),
 ]
 
 

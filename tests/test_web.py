@@ -375,6 +375,11 @@ BAD_WEB_CONFIGS = [
     ("basic_auth_users:\n  prometheus: '$2y$03$" + "a" * 53 + "'\n", "(cost 04 to 31)"),
     ("http_server_config: {headers: {X-Frame-Options: \"deny\\r\\nSet-Cookie: x\"}}\n", "must be one line"),
     ("http_server_config: {headers: {Set-Cookie: x}}\n", "headers.Set-Cookie: not one of"),
+    # Read through the same bounded loader as the config file.
+    ("basic_auth_users: " + "{a: " * 100_000 + "\n",
+     "not valid YAML at line 1, column 276: nested more than 64 levels deep"),
+    ("".join(f"l{level}: &l{level} [" + ", ".join([f"*l{level - 1}" if level else "x"] * 9) + "]\n"
+             for level in range(7)), "aliases (*name) expand the document by more than 10000 values"),
 ]
 
 
