@@ -48,6 +48,7 @@ from exporter.report import as_object
 from exporter.scan import Calls, Scan, parse_count, parse_int
 from exporter.scrub import shown
 from exporter.store import CollectionState
+from exporter.timestamps import parse_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -60,50 +61,6 @@ DEVICE_ERROR_REASONS = ("not_found", "forbidden", "invalid_response")
 _REASON_OF: tuple[tuple[type[UpstreamError], str], ...] = (
     (NotSupported, "not_found"), (Forbidden, "forbidden"), (InvalidResponse, "invalid_response"),
 )
-
-
-# --- timestamps ------------------------------------------------------------------------------------------
-
-# N-able's `2024-02-28 15:25:05.939 -0500` (the offset may be missing) and RFC 3339
-# (`2024-02-28T20:25:05.939Z`, `…+01:00`), with or without seconds' fractions.
-_TIMESTAMP = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?"
-    r"\s*(?:(Z)|([+-])(\d{2}):?(\d{2}))?",
-    re.IGNORECASE,
-)
-
-
-class Timestamp(NamedTuple):
-    local: float  # the wall-clock reading as if it were UTC, in seconds since the epoch
-    offset: float | None  # seconds east of UTC, when the text gives one
-
-    def seconds(self, default_offset: float | None) -> float:
-        """Unix time, taking `default_offset` (else UTC) when the text gave none."""
-        offset = self.offset if self.offset is not None else default_offset
-        return self.local - (offset or 0.0)
-
-
-def parse_timestamp(value: object) -> Timestamp | None:
-    """A timestamp in one of N-central's forms; None for anything else (the caller decides what that means)."""
-    if not isinstance(value, str) or len(value) > 64:
-        return None
-    match = _TIMESTAMP.fullmatch(value.strip())
-    if match is None:
-        return None
-    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
-    try:
-        moment = dt.datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=dt.UTC)
-    except ValueError:
-        return None
-    local = moment.timestamp() + (float(f"0.{fraction}") if fraction else 0.0)
-    if zulu:
-        return Timestamp(local, 0.0)
-    if sign is None:
-        return Timestamp(local, None)
-    if int(off_h) > 23 or int(off_m) > 59:
-        return None
-    offset = (int(off_h) * 3600 + int(off_m) * 60) * (-1 if sign == "-" else 1)
-    return Timestamp(local, float(offset))
 
 
 # --- parsing: one device's service-monitor-status answer --------------------------------------------------

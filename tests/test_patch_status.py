@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from exporter.app import Exporter
 from exporter.config import ConfigError, log_notices
 from exporter.config_file import parse_config
 from exporter.customers import CUSTOMERS
-from exporter.patch_status import PATCH_STATUS, PatchService, PatchStatusSettings, parse_timestamp, patch_service
+from exporter.patch_status import PATCH_STATUS, PatchService, PatchStatusSettings, patch_service
 from exporter.simulator import (
     LEGACY_PATCH_SERVICE,
     PATCH_SERVICE,
@@ -33,6 +32,7 @@ from exporter.simulator import (
     Simulator,
 )
 from exporter.simulator.services import DAY, HOUR, DeviceServices, EstateService
+from exporter.timestamps import parse_timestamp
 
 WS, LAPTOP, SERVER = "Workstations - Windows", "Laptops - Windows", "Servers - Windows"
 ALPHA, BETA, GAMMA = 11, 12, 13
@@ -125,20 +125,6 @@ def config(sim: Simulator, section: dict[str, Any] | None = None, **ncentral: An
     document = customers_config(sim, **ncentral)
     del document[CUSTOMERS]
     return {**document, PATCH_STATUS: section if section is not None else {"exclude": "^Test "}}
-
-
-@pytest.fixture
-def make_app() -> Iterator[Any]:
-    apps: list[Exporter] = []
-
-    def make(document: dict[str, Any], storage: Path | None = None) -> Exporter:
-        app = Exporter(parse_config({**document, **({"storage": {"path": str(storage)}} if storage else {})}, env={}))
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        app.shutdown()
 
 
 def settings_of(document: dict[str, Any]) -> PatchStatusSettings:
@@ -256,6 +242,7 @@ def test_timestamps_without_an_offset_take_the_given_one_else_utc(text: str) -> 
 @pytest.mark.parametrize("value", [
     None, "", "yesterday", "2024-02-30 10:00:00", "2024-02-28 25:00:00", "2024-02-28", "2024-02-28 15:25",
     "2024-02-28 15:25:05 +2500", 1709133905, "2024-02-28 15:25:05.939 -0500 extra", "9" * 100,
+    "\u0662\u0660\u0662\u0664-02-28 15:25:05",  # digits, but not ASCII ones
 ])
 def test_unreadable_timestamps_are_none(value: object) -> None:
     assert parse_timestamp(value) is None
