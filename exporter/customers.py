@@ -16,24 +16,20 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import itertools
 import json
 import logging
 import re
 import sys
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, Future
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from html import escape
 from types import MappingProxyType
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from typing import Any, ClassVar, NamedTuple
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporter import page
-from exporter.client import NCentralClient
 from exporter.collection import ResultType
 from exporter.config import (
     SENSIBLE_MIN_INTERVAL,
@@ -51,24 +47,19 @@ from exporter.errors import (
     Forbidden,
     InvalidResponse,
     NotSupported,
-    ReportTimeout,
-    Stopped,
     UpstreamError,
 )
 from exporter.kind import CustomerColumn, Kind, Memo
 from exporter.labels import label_value
 from exporter.lifecycle import DEFAULT_END_OF_LIFE_OS, EndOfLife, is_end_of_life
-from exporter.live_client import CollectionRun
 from exporter.report import as_object
+from exporter.scan import Calls, Scan, parse_count, parse_int
 from exporter.scrub import shown
 from exporter.store import CollectionState
-from exporter.workers import DaemonPool
+from exporter.timestamps import parse_timestamp
 
 log = logging.getLogger(__name__)
 
-PAGE_SIZE = 1000  # the most N-central accepts; it may serve fewer, so paging follows totalPages
-MAX_IN_FLIGHT = 2  # N-central limits concurrent calls per endpoint and answers 429 beyond
-MAX_PAGES = 10_000  # a guard against an answer that never stops promising more pages
 # Per-customer failures that do not fail the run: the customer is skipped and keeps its last counts.
 CUSTOMER_ERROR_REASONS = (Forbidden.reason, NotSupported.reason)
 UNKNOWN_CLASS = "Unknown"
@@ -77,9 +68,6 @@ UNKNOWN_OS = "unknown"
 # and per customer and operating system.
 SERIES_PER_CLASS = 3
 SERIES_PER_OS = 1
-
-T = TypeVar("T")
-
 
 class CustomerCount(NamedTuple):
     customer_id: int
@@ -267,11 +255,6 @@ class Device(NamedTuple):
     unreadable_checkin: str | None = None  # the value as shown in a log, when it could not be read
 
 
-class Page(NamedTuple):
-    items: list[Any]
-    total_pages: int | None
-
-
 def customer_data(
     rows: Iterable[Sequence[object]], systems: Iterable[Sequence[object]], where: str
 ) -> CustomerData:
@@ -279,33 +262,21 @@ def customer_data(
     raises InvalidResponse, ValueError, TypeError or KeyError if they are not that."""
     counts = []
     for customer_id, customer, device_class, devices, issues, stale in rows:
-        count = _count(devices, where)
+        count = parse_count(devices, where)
         counts.append(CustomerCount(
-            _int(customer_id, where), label_value(customer, where), label_value(device_class, where), count,
-            min(_count(issues, where), count) if issues is not None else None, min(_count(stale, where), count),
+            parse_int(customer_id, where), label_value(customer, where), label_value(device_class, where), count,
+            min(parse_count(issues, where), count) if issues is not None else None,
+            min(parse_count(stale, where), count),
         ))
     os_counts = []
     for customer_id, customer, os_name, end_of_life, devices in systems:
         if not isinstance(end_of_life, bool):
             raise InvalidResponse(f"{where}: expected true or false, got {shown(end_of_life)}")
         os_counts.append(OsCount(
-            _int(customer_id, where), label_value(customer, where), label_value(os_name, where), end_of_life,
-            _count(devices, where),
+            parse_int(customer_id, where), label_value(customer, where), label_value(os_name, where), end_of_life,
+            parse_count(devices, where),
         ))
     return CustomerData(rows=tuple(counts), systems=tuple(os_counts))
-
-
-def _int(value: object, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not -(2**63) <= value < 2**63:
-        raise InvalidResponse(f"{where}: expected an integer, got {shown(value)}")
-    return value
-
-
-def _count(value: object, where: str) -> int:
-    count = _int(value, where)
-    if count < 0:
-        raise InvalidResponse(f"{where}: count is negative: {count}")
-    return count
 
 
 def _optional_text(value: object, where: str) -> str | None:
@@ -314,51 +285,15 @@ def _optional_text(value: object, where: str) -> str | None:
     return label_value(value, where)
 
 
-def parse_page(body: Mapping[str, Any], where: str) -> Page:
-    """A paged answer. `totalPages` is what paging follows; the page size served may be smaller than the
-    one asked for. Without `totalPages` (some list endpoints answer only data and totalItems), a page
-    count is derived from `totalItems` and the size of this page."""
-    items = body.get("data")
-    if not isinstance(items, list):
-        raise InvalidResponse(f"{where}: answer has no data list (got {shown(items)})")
-    total_pages = body.get("totalPages")
-    if total_pages is not None:
-        pages = _count(total_pages, f"{where}: totalPages")
-    elif body.get("totalItems") is not None and items:
-        total_items = _count(body.get("totalItems"), f"{where}: totalItems")
-        pages = -(-total_items // len(items))
-    else:
-        return Page(items, None)
-    if pages > MAX_PAGES:
-        raise InvalidResponse(f"{where}: implausible page count {pages}")
-    return Page(items, pages)
-
-
-# RFC 3339's date-time (a space for the T, as RFC 3339 allows); the offset may be missing (then it is UTC).
-_DATE_TIME = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:([Zz])|([+-])(\d{2}):(\d{2}))?", re.ASCII
-)
-
-
 def checkin_time(value: object) -> float | None:
-    """`lastApplianceCheckinTime` as seconds since the epoch; None when null or absent (never checked in).
-    Raises ValueError for a value that is not an RFC 3339 date-time."""
+    """`lastApplianceCheckinTime` as seconds since the epoch (UTC when it has no offset); None when null or
+    absent (never checked in). Raises ValueError for a value that is not an RFC 3339 date-time."""
     if value is None:
         return None
-    match = _DATE_TIME.fullmatch(value.strip()) if isinstance(value, str) else None
-    if match is None:
+    stamp = parse_timestamp(value, strict=True)
+    if stamp is None:
         raise ValueError("not an RFC 3339 date-time")
-    year, month, day, hour, minute, second = (int(part) for part in match.groups()[:6])
-    leap = second == 60  # a leap second: the same instant as the next second's start
-    try:
-        zone = dt.UTC
-        if match.group(9) is not None:
-            offset = dt.timedelta(hours=int(match.group(10)), minutes=int(match.group(11)))
-            zone = dt.timezone(-offset if match.group(9) == "-" else offset)
-        stamp = dt.datetime(year, month, day, hour, minute, second - leap, tzinfo=zone).timestamp()
-    except (ValueError, OverflowError):
-        raise ValueError("not an RFC 3339 date-time: a field is out of range") from None
-    return stamp + leap + (float(match.group(7)) if match.group(7) else 0.0)
+    return stamp.seconds()
 
 
 def parse_device(raw: object, where: str) -> Device | None:
@@ -366,10 +301,10 @@ def parse_device(raw: object, where: str) -> Device | None:
     check-in time that cannot be read is kept as `unreadable_checkin` (the device counts as stale): the
     rest of the device is still good."""
     raw = as_object(raw, where)
-    device_id = _int(raw.get("deviceId"), f"{where}.deviceId")
+    device_id = parse_int(raw.get("deviceId"), f"{where}.deviceId")
     if raw.get("customerId") is None:
         return None
-    customer_id = _int(raw.get("customerId"), f"{where}.customerId")
+    customer_id = parse_int(raw.get("customerId"), f"{where}.customerId")
     customer = _optional_text(raw.get("customerName"), f"{where}.customerName") or f"customer {customer_id}"
     device_class = _optional_text(raw.get("deviceClass"), f"{where}.deviceClass") or UNKNOWN_CLASS
     os_name = _optional_text(raw.get("supportedOs"), f"{where}.supportedOs") or UNKNOWN_OS
@@ -386,14 +321,10 @@ def patch_issue_device(settings: CustomerSettings, raw: object, where: str) -> i
     service = _optional_text(raw.get("serviceName"), f"{where}.serviceName")
     if service is None or not settings.is_patch_service(service):
         return None
-    return _int(raw.get("deviceId"), f"{where}.deviceId")
+    return parse_int(raw.get("deviceId"), f"{where}.deviceId")
 
 
 # --- the scan ----------------------------------------------------------------------------------------
-
-
-class _Superseded(Exception):
-    """A reload changed what the scan publishes or replaced its client: the scan starts again."""
 
 
 @dataclass
@@ -435,123 +366,41 @@ class DeviceTally:
         return device.last_checkin is None or self.now - device.last_checkin > self.stale_after
 
 
-class CustomerScan(CollectionRun):
-    """Runs the scan. Each client has its own halt event (see LiveClient): a reload that replaces it halts
-    its waits, and the scan checks between pages and customers whether it was replaced, so a scan against
-    the old server stops early and starts again with the new one."""
+class CustomerScan(Scan[CustomerSettings]):
+    """Runs the scan (see `Scan`: shutdown, reloads and the timeout are checked before each call)."""
 
-    max_in_flight: ClassVar[int] = MAX_IN_FLIGHT  # another value only for the benchmark's baseline
+    title = "customer scan"
 
-    def run(self, name: str = CUSTOMERS) -> bool:
-        """Scan once; True on success. Never raises for N-central's faults. A reload that changes what the
-        scan publishes or the N-central settings during the scan starts it again at once with the new ones."""
-        while True:
-            config, client = self._clients.current()
-            settings = _configured(config)
-            if settings is None or self._stop.is_set():
-                return False
-            outcome = self._attempt(settings, client)
-            if outcome is not None and not (outcome is False and self._replaced(client)):
-                return outcome
-            halt = self._clients.halt_of(client)
-            if _configured(self._running.get()) is None or self._stop.is_set() or (halt is not None and halt.is_set()):
-                return False  # gone, stopping, or halted without a reload: nothing to start again
-            log.info("configuration reloaded during the customer scan; starting it again",
-                     extra={"report": CUSTOMERS})
+    @property
+    def name(self) -> str:
+        return CUSTOMERS
 
-    def _check(self, settings: CustomerSettings, client: NCentralClient, deadline: float) -> None:
-        """Before each page and each customer: stop on shutdown, give way to a reload, keep the deadline."""
-        if self._stop.is_set():
-            raise Stopped
-        current = _configured(self._running.get())
-        if current is None or current.fingerprint != settings.fingerprint or self._replaced(client):
-            raise _Superseded
-        if self._monotonic() >= deadline:
-            raise ReportTimeout(f"customer scan not done within its {settings.timeout:g}s timeout")
+    def settings(self, config: Config) -> CustomerSettings | None:
+        return _configured(config)
 
-    def _attempt(self, settings: CustomerSettings, client: NCentralClient) -> bool | None:
-        """One scan: True or False as recorded in the store; None when a reload superseded it (nothing
-        recorded) or shutdown stopped it."""
-        started, scanned_at = self._monotonic(), self._wall()
-        # Retries and backoffs stay within the scan's timeout; so do the pages and customers not yet asked.
-        deadline = started + settings.timeout
-        check = partial(self._check, settings, client, deadline)
-        try:
-            try:
-                with DaemonPool(self.max_in_flight, "customer-scan") as pool:
-                    devices = self._devices(client, pool, deadline, check, settings, scanned_at)
-                    wanted = sorted(cid for cid, name in devices.names.items() if settings.wanted(name))
-                    issues, failed = self._issues(client, pool, settings, wanted, devices, deadline, check)
-                return self._record_success(
-                    settings, client, devices, wanted, issues, failed, scanned_at, self._monotonic() - started
-                )
-            except (Stopped, _Superseded):
-                raise
-            except Exception as exc:
-                failure = self._failure(exc, log, "the customer scan", CUSTOMERS)
-            return self._record_failure(settings, client, failure, self._monotonic() - started)
-        except (Stopped, _Superseded):
-            if self._stop.is_set():
-                log.info("customer scan interrupted by shutdown", extra={"report": CUSTOMERS})
-                return False
-            return None  # a reload halted the client or changed the settings: the caller starts again
+    def collect(self, settings: CustomerSettings, calls: Calls, started: float) -> bool | None:
+        scanned_at = self._wall()
+        devices = self._devices(calls, settings, scanned_at)
+        wanted = sorted(cid for cid, name in devices.names.items() if settings.wanted(name))
+        issues, failed = self._issues(calls, settings, wanted, devices)
+        previous = KIND.result(self._store.snapshot.get(CUSTOMERS), CustomerData)
+        rows, systems = counted(settings, devices, wanted, issues, previous, scanned_at)
+        errors = dict(previous.scan_errors if previous is not None else CustomerData(()).scan_errors)
+        for error in failed.values():
+            errors[error.reason] = errors.get(error.reason, 0) + 1
+        refused = tuple(
+            RefusedCustomer(customer_id, devices.names[customer_id], error.reason, error.status)
+            for customer_id, error in failed.items()
+        )
+        data = CustomerData(rows, MappingProxyType(errors), systems, refused)
+        recorded = self.succeeded(settings, calls.client, started, lambda state: replace(state, result=data), {
+            "customers": len(wanted), "devices": len(devices.device_class), "customers_refused": len(failed),
+        })
+        if recorded:
+            _log_refusals(previous.refused if previous is not None else (), refused)
+        return recorded
 
-    # --- calls ---
-
-    def _pages(
-        self,
-        client: NCentralClient,
-        path: str,
-        deadline: float,
-        parse: Callable[[Any, str], T],
-        pool: Executor | None,
-        check: Callable[[], None],
-    ) -> Iterator[T]:
-        """Every item of a paged list, parsed: page 1, then the pages `totalPages` promises (through `pool`
-        when given, else one after the other). Each page is parsed where it is fetched, so the raw JSON of
-        only a few pages is ever alive at once. `check` runs before each page."""
-
-        def page(number: int) -> tuple[list[T], int | None]:
-            check()
-            where = f"GET {path}"
-            separator = "&" if "?" in path else "?"
-            try:
-                body = client.get(f"{path}{separator}pageNumber={number}&pageSize={PAGE_SIZE}", deadline)
-            # The client's 403/404 texts speak of the patch reports; these say what they mean here.
-            except NotSupported as exc:
-                raise NotSupported(f"{where}: HTTP 404 (this N-central has no such endpoint or org unit)",
-                                   status=exc.status) from None
-            except Forbidden as exc:
-                raise Forbidden(f"{where}: HTTP 403 (the API user may not read this; create it at the SO "
-                                "level with a role that can view devices and their status)",
-                                status=exc.status) from None
-            items, total_pages = parse_page(body, f"{where} page {number}")
-            return [parse(item, f"{where} page {number} data[{i}]") for i, item in enumerate(items)], total_pages
-
-        first, total_pages = page(1)
-        yield from first
-        if total_pages is None or total_pages <= 1:
-            return
-        numbers = range(2, total_pages + 1)
-        if pool is None:
-            for number in numbers:
-                items, _ = page(number)
-                if not items:
-                    return  # the list shrank while we paged: nothing more to read
-                yield from items
-            return
-        for items, _ in _in_order(pool, [partial(page, number) for number in numbers], self.max_in_flight * 2):
-            yield from items
-
-    def _devices(
-        self,
-        client: NCentralClient,
-        pool: Executor,
-        deadline: float,
-        check: Callable[[], None],
-        settings: CustomerSettings,
-        now: float,
-    ) -> DeviceTally:
+    def _devices(self, calls: Calls, settings: CustomerSettings, now: float) -> DeviceTally:
         """The device list counted, refused as `invalid_response` the moment it holds more devices than
         `max_devices` or would publish more series than `max_series` (memory stays bounded)."""
         tally = DeviceTally(now, settings.stale_after)
@@ -560,7 +409,7 @@ class CustomerScan(CollectionRun):
         # published) is kept; a renamed customer moves all its series in or out.
         series = 0
         unreadable, example = 0, ""  # check-in times of the customers kept that could not be read
-        for device in self._pages(client, "/api/devices", deadline, parse_device, pool, check):
+        for device in calls.pages("/api/devices", parse_device):
             if device is None:
                 skipped += 1
                 continue
@@ -595,14 +444,7 @@ class CustomerScan(CollectionRun):
         return tally
 
     def _issues(
-        self,
-        client: NCentralClient,
-        pool: Executor,
-        settings: CustomerSettings,
-        wanted: list[int],
-        devices: DeviceTally,
-        deadline: float,
-        check: Callable[[], None],
+        self, calls: Calls, settings: CustomerSettings, wanted: list[int], devices: DeviceTally
     ) -> tuple[dict[int, set[int]], dict[int, UpstreamError]]:
         """Per customer, its devices with an active issue on a patch service; and the customers whose
         active issues were refused (403/404)."""
@@ -612,7 +454,7 @@ class CustomerScan(CollectionRun):
             found: set[int] = set()
             try:
                 parse = partial(patch_issue_device, settings)
-                for device_id in self._pages(client, path, deadline, parse, None, check):
+                for device_id in calls.pages(path, parse, parallel=False):
                     # Only the customer's own devices, as listed: an issue may name a device that left.
                     if device_id is not None and devices.device_class.get(device_id, (None,))[0] == customer_id:
                         found.add(device_id)
@@ -623,92 +465,12 @@ class CustomerScan(CollectionRun):
         issues: dict[int, set[int]] = {}
         failed: dict[int, UpstreamError] = {}
         tasks = [partial(one, customer_id) for customer_id in wanted]
-        for customer_id, result in zip(wanted, _in_order(pool, tasks, self.max_in_flight * 2), strict=True):
+        for customer_id, result in zip(wanted, calls.in_order(tasks), strict=True):
             if isinstance(result, UpstreamError):
                 failed[customer_id] = result  # logged once the result is recorded, if it is news
             else:
                 issues[customer_id] = result
         return issues, failed
-
-    # --- outcome ---
-
-    def _record_success(
-        self,
-        settings: CustomerSettings,
-        client: NCentralClient,
-        devices: DeviceTally,
-        wanted: list[int],
-        issues: dict[int, set[int]],
-        failed: dict[int, UpstreamError],
-        scanned_at: float,
-        duration: float,
-    ) -> bool | None:
-        """True once the store took the result; None if a reload meanwhile made it refuse it."""
-        now = self._wall()
-        previous = KIND.result(self._store.snapshot.get(CUSTOMERS), CustomerData)
-        rows, systems = counted(settings, devices, wanted, issues, previous, scanned_at)
-        errors = dict(previous.scan_errors if previous is not None else CustomerData(()).scan_errors)
-        for error in failed.values():
-            errors[error.reason] = errors.get(error.reason, 0) + 1
-        refused = tuple(
-            RefusedCustomer(customer_id, devices.names[customer_id], error.reason, error.status)
-            for customer_id, error in failed.items()
-        )
-        data = CustomerData(rows, MappingProxyType(errors), systems, refused)
-
-        def change(state: CollectionState) -> CollectionState:
-            return replace(
-                state, result=data, last_success_time=now, last_duration=duration, last_run_success=True,
-                last_run_time=now, last_reason=None, last_error=None, runs_total=state.runs_total + 1,
-            )
-
-        if not self._update(settings, client, change):
-            return None
-        _log_refusals(previous.refused if previous is not None else (), refused)
-        log.info(
-            "customer scan succeeded",
-            extra={
-                "report": CUSTOMERS, "result": "success", "duration_seconds": round(duration, 3),
-                "customers": len(wanted), "devices": len(devices.device_class), "customers_refused": len(failed),
-            },
-        )
-        return True
-
-    def _record_failure(
-        self, settings: CustomerSettings, client: NCentralClient, exc: UpstreamError, duration: float
-    ) -> bool | None:
-        """False once the store took the failure; None if a reload meanwhile made it refuse it."""
-        now = self._wall()
-
-        def change(state: CollectionState) -> CollectionState:
-            return replace(
-                state, last_run_success=False, last_run_time=now, last_reason=exc.reason, last_error=exc.message,
-                runs_total=state.runs_total + 1, failures=state.with_failure(exc.reason),
-            )
-
-        if not self._update(settings, client, change):
-            return None
-        log.warning(
-            "customer scan failed",
-            extra={
-                "report": CUSTOMERS, "result": "failure", "reason": exc.reason,
-                "status": exc.status if exc.status is not None else "none",
-                "duration_seconds": round(duration, 3), "error": exc.message,
-            },
-        )
-        return False
-
-    def _update(
-        self, settings: CustomerSettings, client: NCentralClient, change: Callable[[CollectionState], CollectionState]
-    ) -> bool:
-        """Whether the store took the change: it refuses it when a reload changed the scan's settings or the
-        N-central server meanwhile."""
-        if not self._record(settings, client, change):
-            log.info("customer scan settings or N-central server changed during the run; its result is dropped",
-                     extra={"report": CUSTOMERS})
-            return False
-        return True
-
 
 def counted(
     settings: CustomerSettings,
@@ -767,28 +529,6 @@ def _log_refusals(before: Sequence[RefusedCustomer], now: Sequence[RefusedCustom
         if customer.customer_id not in still:
             log.info("customer's active issues readable again",
                      extra={"report": CUSTOMERS, "customer_id": customer.customer_id, "customer": customer.customer})
-
-
-def _in_order(pool: Executor, tasks: Sequence[Callable[[], T]], window: int) -> Iterator[T]:
-    """Run `tasks` on `pool` and yield their results in order, with at most `window` results pending (a
-    bound on memory); on the first failure the tasks not yet started are cancelled (those running finish)
-    and the failure is raised."""
-    futures: deque[Future[T]] = deque()
-    queued = iter(tasks)
-    try:
-        for task in itertools.islice(queued, window):
-            futures.append(pool.submit(task))
-        while futures:
-            result = futures.popleft().result()
-            for task in itertools.islice(queued, 1):
-                futures.append(pool.submit(task))
-            yield result
-    finally:
-        for future in futures:
-            future.cancel()
-        for future in futures:
-            if not future.cancelled():
-                future.exception()  # wait for it: no call may outlive the run
 
 
 # --- metrics -----------------------------------------------------------------------------------------
