@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import compileall
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from exporter.app import Exporter
+from exporter.config import Config
+from exporter.config_file import parse_config
 from exporter.simulator import Simulator
 
 TEST_JWT = "test-jwt-eyJhbGciOiJIUzI1NiJ9.dGVzdA.c2VjcmV0LXNpZ25hdHVyZQ"
@@ -26,3 +30,26 @@ def sim() -> Iterator[Simulator]:
         yield simulator
     finally:
         simulator.stop()
+
+
+MakeApp = Callable[..., Exporter]
+
+
+@pytest.fixture
+def make_app() -> Iterator[MakeApp]:
+    """Exporters made in the test, each shut down after it: `make_app(config)` from a Config, or from a
+    config document (as the YAML file would read), with `storage` as its state file's path; other keywords
+    go to Exporter (its clocks)."""
+    apps: list[Exporter] = []
+
+    def make(config: Config | Mapping[str, Any], storage: Path | None = None, **options: Any) -> Exporter:
+        if not isinstance(config, Config):
+            document = {**config, **({"storage": {"path": str(storage)}} if storage is not None else {})}
+            config = parse_config(document, env={})
+        app = Exporter(config, **options)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.shutdown()

@@ -8,7 +8,6 @@ import dataclasses
 import datetime as dt
 import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -117,22 +116,6 @@ def config(sim: Simulator, customers: dict[str, Any] | None = None, **ncentral: 
         "reports": [{"name": "all", "poll_interval": "10ms", "timeout": "10s"}],
         CUSTOMERS: customers if customers is not None else {},
     }
-
-
-@pytest.fixture
-def make_app() -> Iterator[Any]:
-    apps: list[Exporter] = []
-
-    def make(document: dict[str, Any], storage: Path | None = None) -> Exporter:
-        if storage is not None:
-            document = {**document, "storage": {"path": str(storage)}}
-        app = Exporter(parse_config(document, env={}))
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        app.shutdown()
 
 
 def published(app: Exporter) -> tuple[dict[tuple[int, str, str], tuple[float, float | None]], Samples]:

@@ -9,13 +9,14 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from conftest import MakeApp
 from helpers import (
     ExporterProcess,
     Samples,
@@ -53,10 +54,8 @@ def failures(app: Exporter, reason: str) -> float | None:
 
 
 @pytest.fixture
-def app(sim: Simulator) -> Iterator[Exporter]:
-    exporter = Exporter(make_config(sim))
-    yield exporter
-    exporter.shutdown()
+def app(sim: Simulator, make_app: MakeApp) -> Exporter:
+    return make_app(make_config(sim))
 
 
 def bounded(call: Callable[[], object], sim: Simulator, hang_bound: float = 20.0) -> BaseException | None:

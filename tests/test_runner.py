@@ -7,12 +7,13 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from conftest import MakeApp
 from helpers import (
     Samples,
     make_config,
@@ -39,10 +40,8 @@ def runner_config(sim: Simulator, **report: object) -> Config:
 
 
 @pytest.fixture
-def exporter(sim: Simulator) -> Iterator[Exporter]:
-    app = Exporter(runner_config(sim))
-    yield app
-    app.shutdown()
+def exporter(sim: Simulator, make_app: MakeApp) -> Exporter:
+    return make_app(runner_config(sim))
 
 
 def approvals(samples: Samples) -> dict[frozenset[tuple[str, str]], float]:

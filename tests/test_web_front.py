@@ -25,6 +25,7 @@ import bcrypt
 import pytest
 import requests
 import yaml
+from conftest import MakeApp
 from cryptography import x509
 from helpers import (
     REPO,
@@ -326,15 +327,10 @@ def test_connections_fit_the_open_file_limit(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[Exporter]:
-    config = Config(ncentral=NCentralSettings(url="https://ncentral.example.com:8443/api?x=1",
-                                              token="not-used-0123456789"),
-                    collections=(ReportSettings(name="all"),))
-    exporter = Exporter(config)
-    try:
-        yield exporter
-    finally:
-        exporter.shutdown()
+def app(make_app: MakeApp) -> Exporter:
+    return make_app(Config(ncentral=NCentralSettings(url="https://ncentral.example.com:8443/api?x=1",
+                                                     token="not-used-0123456789"),
+                           collections=(ReportSettings(name="all"),)))
 
 
 def serve(app: Exporter, **options: object) -> web.WebServer:
