@@ -185,6 +185,8 @@ def connection_cap(wanted: int) -> int:
 
 
 class WebServer:
+    reload_wait: float = RELOAD_WAIT  # seconds POST /-/reload waits for its reload; shorter only in tests
+
     def __init__(
         self,
         app: Exporter,
@@ -450,9 +452,10 @@ class WebServer:
             return text(503, "A reload is already in progress, try again later.\n")
         self._reloading = self._loop.run_in_executor(self._reloader, self.app.reload)
         try:
-            error = await asyncio.wait_for(asyncio.shield(self._reloading), RELOAD_WAIT)
+            error = await asyncio.wait_for(asyncio.shield(self._reloading), self.reload_wait)
         except TimeoutError:
-            return text(503, f"The reload is still running after {RELOAD_WAIT:g}s; see the log for its outcome.\n")
+            return text(503, f"The reload is still running after {self.reload_wait:g}s; see the log for its "
+                        "outcome.\n")
         return text(200, "Reloaded\n") if error is None else text(400, f"Reload refused: {error}\n")
 
     async def _authorised(self, auth: BasicAuth, request: Request) -> bool | None:

@@ -19,6 +19,7 @@ import bcrypt
 import pytest
 import requests
 import yaml
+from conftest import MakeApp
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -454,6 +455,36 @@ def test_a_slow_reload_holds_no_web_worker_and_another_is_refused() -> None:
         release.set()
         server.shutdown()
         app.shutdown()
+
+
+def test_a_reload_still_running_after_its_wait_is_answered_503_and_goes_on(make_app: MakeApp) -> None:
+    """POST /-/reload waits a bounded time for its reload: past it, 503 says the reload goes on (and is
+    logged); it ends on its own, and the next reload is taken."""
+    entered, release = threading.Event(), threading.Event()
+    config = Config(ncentral=NCentralSettings(url="https://nc.example.com", token="not-used-0123456789"),
+                    collections=(ReportSettings(name="all"),))
+
+    def slow_load() -> Config:
+        entered.set()
+        assert release.wait(30)
+        return config
+
+    app = make_app(config, load_config=slow_load)
+    server = web.WebServer(app, ("127.0.0.1", 0), "/metrics", WebConfig())
+    server.reload_wait = 0.2
+    server.start()
+    base = f"http://127.0.0.1:{server.address[1]}"
+    try:
+        waited = requests.post(f"{base}/-/reload", timeout=10)
+        assert entered.is_set()
+        assert (waited.status_code, waited.text) == (
+            503, "The reload is still running after 0.2s; see the log for its outcome.\n")
+        assert requests.post(f"{base}/-/reload", timeout=10).status_code == 503  # still the same one
+        release.set()
+        wait_for(lambda: requests.post(f"{base}/-/reload", timeout=10).status_code == 200 or None)
+    finally:
+        release.set()
+        server.shutdown()
 
 
 def test_reloads_onto_a_fifo_token_file_are_refused_and_scrapes_answered(sim: Simulator, tmp_path: Path) -> None:
