@@ -3,7 +3,7 @@ baselines measured in the same run.
 
     .venv/bin/python -m benchmarks.run_all [--quick]
 
-About 12 minutes on 2 cores, 3 of them the web front under abuse, one the customer scan (up to ~6
+About 13 minutes on 2 cores, 3 of them the web front under abuse, two the customer scan (up to ~6
 while the simulator's responses wait on delayed ACKs) and six the patch status scan (10,000 calls at 50 ms,
 two at a time, then its one-at-a-time baseline); `--quick` shortens every phase, for a smoke run, not for
 figures.

@@ -80,8 +80,11 @@ def serve_stock(series: int) -> int:
 
 
 def serve_simulator(
-    series: int, generation_time: float, data_file: str | None = None, estate: tuple[int, int, float] | None = None
+    series: int, generation_time: float, data_file: str | None = None, estate: tuple[int, int, float] | None = None,
+    bare_devices: bool = False,
 ) -> None:
+    import dataclasses
+
     from exporter.simulator import Simulator, demo_estate
 
     simulator = Simulator(jwt=SIMULATOR_JWT, generation_time=generation_time)
@@ -92,7 +95,12 @@ def serve_simulator(
         simulator.set_data(vendor_data(series))
     if estate is not None:
         customers, devices, latency = estate
-        simulator.set_estate(demo_estate(customers=customers, devices=devices))
+        demo = demo_estate(customers=customers, devices=devices)
+        if bare_devices:  # no operating system, every agent checked in ten minutes ago
+            demo = dataclasses.replace(demo, devices=tuple(
+                dataclasses.replace(device, os=None, checkin=600.0) for device in demo.devices
+            ))
+        simulator.set_estate(demo)
         simulator.set_latency(latency)
     simulator.start()
     print(f"PORT {simulator.port}", flush=True)
@@ -122,12 +130,14 @@ def main() -> None:
     parser.add_argument("--customers", type=int, help="simulator: a customer estate of this many customers ...")
     parser.add_argument("--devices", type=int, default=10_000, help="... with this many devices ...")
     parser.add_argument("--latency", type=float, default=0.0, help="... answering each call after this many s")
+    parser.add_argument("--bare-devices", action="store_true",
+                        help="... whose devices report no operating system and all checked in recently")
     parser.add_argument("--web-config", help="ours: serve with this --web.config.file (TLS, basic auth)")
     parser.add_argument("--max-connections", type=int, help="ours: --web.max-connections")
     args = parser.parse_args()
     if args.kind == "simulator":
         estate = (args.customers, args.devices, args.latency) if args.customers else None
-        serve_simulator(args.series, args.generation_time, args.data_file, estate)
+        serve_simulator(args.series, args.generation_time, args.data_file, estate, args.bare_devices)
         return
     port = serve_ours(args.series, args.web_config, args.max_connections) if args.kind == "ours" \
         else serve_stock(args.series)
