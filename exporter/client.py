@@ -101,6 +101,7 @@ def parse_version(text: str | None) -> tuple[int, ...] | None:
 # The shortest wall-clock bound of one HTTP call: a run may overrun its timeout by this much at most.
 _MIN_CALL = 1.0
 
+
 class _Wire(NamedTuple):
     gate: threading.Semaphore
     check: Callable[[], None]

@@ -424,9 +424,8 @@ def test_bad_certificate_files_are_one_line(tmp_path: Path) -> None:
         assert expected in str(error.value), (name, str(error.value))
 
 
-def test_a_slow_reload_holds_no_web_worker_and_another_is_refused() -> None:
-    """A reload runs on a thread of its own: while a slow one runs, scrapes are answered and every other
-    reload asked for gets 503 at once, rather than each holding a web worker until none is left."""
+def slow_reloads(make_app: MakeApp) -> tuple[Exporter, threading.Event, threading.Event]:
+    """An exporter whose reloads each wait until `release` is set; `entered` is set once one has begun."""
     entered, release = threading.Event(), threading.Event()
     config = Config(ncentral=NCentralSettings(url="https://nc.example.com", token="not-used-0123456789"),
                     collections=(ReportSettings(name="all"),))
@@ -436,7 +435,13 @@ def test_a_slow_reload_holds_no_web_worker_and_another_is_refused() -> None:
         assert release.wait(30)
         return config
 
-    app = Exporter(config, slow_load)
+    return make_app(config, load_config=slow_load), entered, release
+
+
+def test_a_slow_reload_holds_no_web_worker_and_another_is_refused(make_app: MakeApp) -> None:
+    """A reload runs on a thread of its own: while a slow one runs, scrapes are answered and every other
+    reload asked for gets 503 at once, rather than each holding a web worker until none is left."""
+    app, entered, release = slow_reloads(make_app)
     server = web.WebServer(app, ("127.0.0.1", 0), "/metrics", WebConfig())
     server.start()
     base = f"http://127.0.0.1:{server.address[1]}"
@@ -454,22 +459,12 @@ def test_a_slow_reload_holds_no_web_worker_and_another_is_refused() -> None:
     finally:
         release.set()
         server.shutdown()
-        app.shutdown()
 
 
 def test_a_reload_still_running_after_its_wait_is_answered_503_and_goes_on(make_app: MakeApp) -> None:
     """POST /-/reload waits a bounded time for its reload: past it, 503 says the reload goes on (and is
     logged); it ends on its own, and the next reload is taken."""
-    entered, release = threading.Event(), threading.Event()
-    config = Config(ncentral=NCentralSettings(url="https://nc.example.com", token="not-used-0123456789"),
-                    collections=(ReportSettings(name="all"),))
-
-    def slow_load() -> Config:
-        entered.set()
-        assert release.wait(30)
-        return config
-
-    app = make_app(config, load_config=slow_load)
+    app, entered, release = slow_reloads(make_app)
     server = web.WebServer(app, ("127.0.0.1", 0), "/metrics", WebConfig())
     server.reload_wait = 0.2
     server.start()
