@@ -196,8 +196,10 @@ def _silence(rng: random.Random, stale_rate: float) -> float | None:
     return rng.uniform(60, 5 * 86400)
 
 
+@functools.cache
 def demo_estate(customers: int = 40, devices: int = 3000, seed: int = 12) -> Estate:
-    """A deterministic estate: the demo names first (one customer refusing its active issues), devices
+    """A deterministic estate, built once per process for each set of arguments (it is immutable, and every
+    simulator starts with the default one): the demo names first (one customer refusing its active issues), devices
     spread unevenly, each customer with its own share of devices with patch issues (some with two patch
     services failing), and issues on other services too; each customer with its own share of agents silent
     for over a week, some never checked in, and the second device one minute ahead of the clock; every
