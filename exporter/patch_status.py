@@ -451,7 +451,7 @@ class PatchStatusKind(Kind[PatchStatusSettings]):
         return (parse_settings(value, notices),)
 
     def demo(self, interval: float) -> tuple[PatchStatusSettings, ...]:
-        # The named demo customers (about 1,000 devices, one call each), once per demo's ten minutes.
+        # The named demo customers (about 400 devices, one call each), once per demo's ten minutes.
         return (PatchStatusSettings(interval=10 * interval, exclude=re.compile("^Customer ")),)
 
     def summary(self, collections: Sequence[PatchStatusSettings]) -> str | None:

@@ -197,7 +197,7 @@ def _silence(rng: random.Random, stale_rate: float) -> float | None:
 
 
 @functools.cache
-def demo_estate(customers: int = 40, devices: int = 3000, seed: int = 12) -> Estate:
+def demo_estate(customers: int = 40, devices: int = 1200, seed: int = 12) -> Estate:
     """A deterministic estate, built once per process for each set of arguments (it is immutable, and every
     simulator starts with the default one): the demo names first (one customer refusing its active issues), devices
     spread unevenly, each customer with its own share of devices with patch issues (some with two patch
