@@ -142,6 +142,12 @@ def write_yaml(path: Path, document: Mapping[str, Any]) -> Path:
     return path
 
 
+def config_file(tmp_path: Path, sim: Simulator, **report: Any) -> str:
+    """The path of a config file for the exporter against `sim` (see `test_config`), for a test that needs
+    an exporter that serves but not the demo's collections."""
+    return str(write_yaml(tmp_path / "config.yaml", test_config(sim, **report)))
+
+
 def child_env(env: Mapping[str, str] | None) -> dict[str, str]:
     """This environment for a child exporter, without a token of the caller's unless `env` gives one."""
     full_env = {key: value for key, value in os.environ.items() if key != "NCENTRAL_API_TOKEN"}

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from helpers import (
     ExporterProcess,
+    config_file,
     parse_samples,
     sample,
     select,
@@ -125,7 +126,7 @@ def make_certificate(
     return cert_path, key_path
 
 
-def test_tls_and_basic_auth(tmp_path: Path) -> None:
+def test_tls_and_basic_auth(sim: Simulator, tmp_path: Path) -> None:
     cert, key = make_certificate(tmp_path)
     web_config = tmp_path / "web.yml"
     hashed = bcrypt.hashpw(b"s3cret-pass", bcrypt.gensalt(rounds=4)).decode()
@@ -137,7 +138,8 @@ def test_tls_and_basic_auth(tmp_path: Path) -> None:
                            check=False)
     assert check.returncode == 0, check.stdout + check.stderr
 
-    exporter = ExporterProcess(tmp_path, "--demo", "--web.config.file", str(web_config))
+    exporter = ExporterProcess(tmp_path, "--config.file", config_file(tmp_path, sim), "--web.config.file",
+                               str(web_config))
     base = f"https://127.0.0.1:{exporter.port}"
     try:
         def healthy() -> bool:
@@ -166,7 +168,7 @@ def test_tls_and_basic_auth(tmp_path: Path) -> None:
         exporter.stop()
 
 
-def test_client_certificates_and_allowed_sans(tmp_path: Path) -> None:
+def test_client_certificates_and_allowed_sans(sim: Simulator, tmp_path: Path) -> None:
     server_cert, server_key = make_certificate(tmp_path)
     ca_cert, ca_key = make_certificate(tmp_path, "ca", x509.DNSName("ca"))
     ca = (
@@ -183,7 +185,8 @@ def test_client_certificates_and_allowed_sans(tmp_path: Path) -> None:
         "client_auth_type": "RequireAndVerifyClientCert", "client_allowed_sans": ["scraper"],
     }}))
     # (Debian's promtool 2.42 predates client_allowed_sans, so it is not asked about this file.)
-    exporter = ExporterProcess(tmp_path, "--demo", "--web.config.file", str(web_config))
+    exporter = ExporterProcess(tmp_path, "--config.file", config_file(tmp_path, sim), "--web.config.file",
+                               str(web_config))
     base = f"https://127.0.0.1:{exporter.port}"
 
     def get(cert: tuple[Path, Path] | None) -> int:
@@ -207,10 +210,11 @@ def _answers(get: Callable[[tuple[Path, Path] | None], int], cert: tuple[Path, P
         return False
 
 
-def test_bad_web_config_exits_2(tmp_path: Path) -> None:
+def test_bad_web_config_exits_2(sim: Simulator, tmp_path: Path) -> None:
     web_config = tmp_path / "web.yml"
     web_config.write_text("basic_auth_users:\n  prometheus: plain-text-password\n")
-    exporter = ExporterProcess(tmp_path, "--demo", "--web.config.file", str(web_config))
+    exporter = ExporterProcess(tmp_path, "--config.file", config_file(tmp_path, sim), "--web.config.file",
+                               str(web_config))
     assert exporter.process.wait(timeout=15) == 2
     output = exporter.log().strip()
     assert len(output.splitlines()) == 1
@@ -328,11 +332,12 @@ def raw_request(port: int, data: bytes) -> bytes:
         return b"".join(chunks)
 
 
-def test_malformed_requests_get_answers_not_tracebacks(tmp_path: Path) -> None:
+def test_malformed_requests_get_answers_not_tracebacks(sim: Simulator, tmp_path: Path) -> None:
     hashed = bcrypt.hashpw(b"right", bcrypt.gensalt(rounds=4)).decode()
     web_config = tmp_path / "web.yml"
     web_config.write_text(yaml.safe_dump({"basic_auth_users": {"prometheus": hashed}}))
-    exporter = ExporterProcess(tmp_path, "--demo", "--web.config.file", str(web_config), "--log.format", "json")
+    exporter = ExporterProcess(tmp_path, "--config.file", config_file(tmp_path, sim), "--web.config.file",
+                               str(web_config), "--log.format", "json")
     try:
         exporter.wait_healthy()
         long_password = requests.get(f"{exporter.url}/metrics", auth=("prometheus", "a" * 100), timeout=5)

@@ -31,6 +31,7 @@ from helpers import (
     REPO,
     ExporterProcess,
     child_env,
+    config_file,
     free_port,
     parse_samples,
     run_command,
@@ -244,11 +245,12 @@ def ready(url: str, **options: object) -> bool:
         return False
 
 
-def test_idle_tls_connections_cost_a_few_kib_and_their_memory_is_reused(tmp_path: Path) -> None:
+def test_idle_tls_connections_cost_a_few_kib_and_their_memory_is_reused(sim: Simulator, tmp_path: Path) -> None:
     cert, key = make_certificate(tmp_path)
     web_config = tmp_path / "web.yml"
     web_config.write_text(yaml.safe_dump({"tls_server_config": {"cert_file": cert.name, "key_file": key.name}}))
-    exporter = ExporterProcess(tmp_path, "--demo", "--web.config.file", str(web_config))
+    exporter = ExporterProcess(tmp_path, "--config.file", config_file(tmp_path, sim), "--web.config.file",
+                               str(web_config))
     context = ssl.create_default_context(cafile=str(cert))
     held: list[socket.socket] = []
 
@@ -264,8 +266,8 @@ def test_idle_tls_connections_cost_a_few_kib_and_their_memory_is_reused(tmp_path
             answer = b""
             while not answer.endswith(b"Healthy\n"):
                 answer += tls.recv(4096)
-        # Accepted by the exporter: a silent connection shows nowhere else (the demo's own connections to
-        # its simulator come and go, hence the slack).
+        # Accepted by the exporter: a silent connection shows nowhere else (its own connections to
+        # N-central come and go, hence the slack).
         wait_for(lambda: open_fds(exporter.process) >= before_fds + silent + served - 5)
 
     def release() -> None:
@@ -293,7 +295,7 @@ def test_idle_tls_connections_cost_a_few_kib_and_their_memory_is_reused(tmp_path
         assert exporter.stop() == 0
 
 
-def test_connections_fit_the_open_file_limit(tmp_path: Path) -> None:
+def test_connections_fit_the_open_file_limit(sim: Simulator, tmp_path: Path) -> None:
     port = free_port()
     state = tmp_path / "state.json"
     log_path = tmp_path / "exporter.log"
@@ -301,8 +303,8 @@ def test_connections_fit_the_open_file_limit(tmp_path: Path) -> None:
     with log_path.open("wb") as log:
         # systemd's default soft limit is 1,024; 160, hard too, keeps the test small.
         process = subprocess.Popen(
-            ["prlimit", "--nofile=160:160", sys.executable, "-m", "exporter", "--demo", "--storage.path", str(state),
-             f"--web.listen-address=127.0.0.1:{port}"],
+            ["prlimit", "--nofile=160:160", sys.executable, "-m", "exporter", "--config.file",
+             config_file(tmp_path, sim), "--storage.path", str(state), f"--web.listen-address=127.0.0.1:{port}"],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=child_env(None),
         )
     clients: list[socket.socket] = []
@@ -565,11 +567,12 @@ def test_max_requests_answers_503_at_once_beyond_the_limit(app: Exporter, limit:
 # --- basic auth and the web config file ---------------------------------------------------------------------
 
 
-def test_wrong_password_flood_does_not_delay_an_authorised_scrape(tmp_path: Path) -> None:
+def test_wrong_password_flood_does_not_delay_an_authorised_scrape(sim: Simulator, tmp_path: Path) -> None:
     hashed = bcrypt.hashpw(b"right-password", bcrypt.gensalt(rounds=12)).decode()  # ~0.2 s a check
     web_config = tmp_path / "web.yml"
     web_config.write_text(yaml.safe_dump({"basic_auth_users": {"prometheus": hashed}}))
-    exporter = ExporterProcess(tmp_path, "--demo", "--web.config.file", str(web_config))
+    exporter = ExporterProcess(tmp_path, "--config.file", config_file(tmp_path, sim), "--web.config.file",
+                               str(web_config))
     good = ("prometheus", "right-password")
     stop = threading.Event()
     refused: list[int] = []
@@ -633,7 +636,7 @@ def der_of(path: Path) -> bytes:
     return x509.load_pem_x509_certificate(path.read_bytes()).public_bytes(serialization.Encoding.DER)
 
 
-def test_renewed_certificate_is_served_without_restart(tmp_path: Path) -> None:
+def test_renewed_certificate_is_served_without_restart(sim: Simulator, tmp_path: Path) -> None:
     first = tmp_path / "first"
     second = tmp_path / "second"
     first.mkdir()
@@ -644,7 +647,8 @@ def test_renewed_certificate_is_served_without_restart(tmp_path: Path) -> None:
     web_config.write_text(yaml.safe_dump({"tls_server_config": {"cert_file": "tls.crt", "key_file": "tls.key"}}))
     (tmp_path / "tls.crt").write_bytes(cert.read_bytes())
     (tmp_path / "tls.key").write_bytes(key.read_bytes())
-    exporter = ExporterProcess(tmp_path, "--demo", "--web.config.file", str(web_config))
+    exporter = ExporterProcess(tmp_path, "--config.file", config_file(tmp_path, sim), "--web.config.file",
+                               str(web_config))
     base = f"https://127.0.0.1:{exporter.port}"
     stalled: socket.socket | None = None
     try:
@@ -690,10 +694,11 @@ def test_renewed_certificate_is_served_without_restart(tmp_path: Path) -> None:
         assert exporter.stop() == 0
 
 
-def test_basic_auth_users_follow_the_file(tmp_path: Path) -> None:
+def test_basic_auth_users_follow_the_file(sim: Simulator, tmp_path: Path) -> None:
     web_config = tmp_path / "web.yml"
     web_config.write_text("{}\n")
-    exporter = ExporterProcess(tmp_path, "--demo", "--web.config.file", str(web_config))
+    exporter = ExporterProcess(tmp_path, "--config.file", config_file(tmp_path, sim), "--web.config.file",
+                               str(web_config))
     try:
         exporter.wait_healthy()
         assert exporter.get("/metrics").status_code == 200
