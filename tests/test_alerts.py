@@ -33,6 +33,8 @@ from helpers import (
 
 from exporter.simulator import Simulator
 
+pytestmark = pytest.mark.long
+
 ALERTS = PROMETHEUS_DIR / "alerts.yml"
 # The alerts that wait minutes are tested at 1m steps, those that wait hours at 5m steps.
 ALERTS_TESTS = (PROMETHEUS_DIR / "alerts.test.yml", PROMETHEUS_DIR / "alerts.hours.test.yml")

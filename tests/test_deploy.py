@@ -40,6 +40,8 @@ from helpers import free_port, wait_for
 
 from exporter import web
 
+pytestmark = pytest.mark.long
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"

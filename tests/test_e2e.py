@@ -29,6 +29,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.errors import REASONS
 from exporter.simulator import DEFAULT_DATA, Simulator
 
+pytestmark = pytest.mark.long
+
 VENDOR_COUNTS = {
     (summary["deviceClass"], status): count
     for summary in DEFAULT_DATA["deviceClassSummaries"]

@@ -44,6 +44,8 @@ from exporter.report import parse_poll
 from exporter.simulator import FIRST_REPORT_ID, Simulator
 from exporter.store import server_identity
 
+pytestmark = pytest.mark.long
+
 
 def approvals(app: Exporter) -> dict[frozenset[tuple[str, str]], float]:
     return select(scrape(app), "ncentral_patch_approvals")

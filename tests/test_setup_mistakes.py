@@ -33,6 +33,8 @@ from exporter.config import Config, ConfigError, parse_duration
 from exporter.config_file import load_config, parse_config
 from exporter.simulator import DEMO_JWT, Simulator
 
+pytestmark = pytest.mark.long
+
 GOOD_WEB_CONFIG = "basic_auth_users: {}\n"
 
 

@@ -42,6 +42,8 @@ from exporter.reports import ReportSettings
 from exporter.simulator import Simulator
 from exporter.webconfig import WebConfig, load_web_config
 
+pytestmark = pytest.mark.long
+
 SCRIPT_CLASS = "<script>alert(1)</script>"
 LOOPBACK_SAN = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
 

@@ -53,6 +53,8 @@ from exporter.simulator import Simulator
 from exporter.store import CollectionState
 from exporter.webconfig import WebConfig
 
+pytestmark = pytest.mark.long
+
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
     "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
