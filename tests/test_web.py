@@ -82,8 +82,7 @@ def test_landing_page_shows_reports_and_escapes_device_classes(sim: Simulator, t
 
 def test_ready_flips_from_503_to_200(sim: Simulator, tmp_path: Path) -> None:
     sim.set_generation_time(3600)
-    config = write_yaml(tmp_path / "config.yaml", test_config(sim))
-    exporter = ExporterProcess(tmp_path, "--config.file", str(config))
+    exporter = ExporterProcess(tmp_path, "--config.file", config_file(tmp_path, sim))
     try:
         exporter.wait_healthy()
         wait_for(lambda: sim.count("poll") >= 1)
@@ -301,8 +300,7 @@ def test_reload_with_changed_filters_starts_the_report_afresh(sim: Simulator, tm
 def test_landing_page_chart_renders_in_headless_chromium(sim: Simulator, tmp_path: Path) -> None:
     classes = ["Laptops - Windows", "Servers - Windows", SCRIPT_CLASS]
     sim.set_data(data_with_classes(*classes))
-    config = write_yaml(tmp_path / "config.yaml", test_config(sim))
-    exporter = ExporterProcess(tmp_path, "--config.file", str(config))
+    exporter = ExporterProcess(tmp_path, "--config.file", config_file(tmp_path, sim))
     try:
         exporter.wait_healthy()
         wait_for(lambda: exporter.get("/-/ready").status_code == 200)

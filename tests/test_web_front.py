@@ -36,9 +36,7 @@ from helpers import (
     parse_samples,
     run_command,
     sample,
-    test_config,
     wait_for,
-    write_yaml,
 )
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
@@ -202,8 +200,7 @@ def threads_of(process: subprocess.Popen[bytes]) -> int:
 
 
 def test_idle_and_slow_connections_cost_no_thread(sim: Simulator, tmp_path: Path) -> None:
-    config = write_yaml(tmp_path / "config.yaml", test_config(sim))
-    exporter = ExporterProcess(tmp_path, "--config.file", str(config))
+    exporter = ExporterProcess(tmp_path, "--config.file", config_file(tmp_path, sim))
     held: list[socket.socket] = []
     try:
         exporter.wait_healthy()
