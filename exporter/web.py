@@ -14,8 +14,9 @@ a file descriptor and a few KiB, never a thread, and they are bounded too:
   request would pile up cancelled timers under a pipelining flood);
 - every open connection counts against `max_connections` (lowered to what `RLIMIT_NOFILE` allows, minus
   `FD_RESERVE`); beyond it the connections still waiting for a request that have sent the least in the
-  longest time are closed, never one whose request has fully arrived; when every connection is being
-  answered, no more are accepted until one ends;
+  longest time are closed (within their first GRACE seconds, the oldest), never the one just accepted nor
+  one whose request has fully arrived; when every connection is being answered, no more are accepted
+  until one ends;
 - one connection gets one answer per turn of the event loop, however many requests it pipelines, and its
   pipelined requests wait while requests are handled on worker threads, so a flood on one connection
   delays the others by about one request, not by the flood;
@@ -133,10 +134,15 @@ class _Connection:
     framing: Framing | None = None
 
     def rank(self, now: float) -> tuple[bool, float, float]:
-        """Lowest first to be closed to make room: past its grace, the fewest bytes a second, the oldest."""
+        """Lowest first to be closed to make room: past its grace, the fewest bytes a second, the oldest.
+        Within its grace a connection's rate says nothing yet (a scrape accepted before its request arrived
+        has sent 0 bytes), so those go oldest first: a new connection gets as long as any to send its
+        request."""
         age = now - self.since
+        if age < GRACE:
+            return True, 0.0, self.since
         received = self.framing.received if self.framing is not None else 0
-        return age < GRACE, received / max(age, 1e-3), self.since
+        return False, received / age, self.since
 
     def close(self) -> None:
         if self.task is not None:
@@ -290,13 +296,13 @@ class WebServer:
                 self._cannot_accept(self._loop.time(), error=str(exc))
                 await asyncio.sleep(0.1)
                 continue
+            if len(self._connections) >= self.max_connections:  # room is made among the others, never by it
+                self._make_room(len(self._connections) + 1 - self.max_connections)
             now = self._loop.time()
             record = _Connection(deadline=now + READ_TIMEOUT, since=now)
             record.task = self._loop.create_task(self._connection(connection, str(peer[0]), record))
             self._connections.add(record)
             self._waiting.add(record)
-            if len(self._connections) > self.max_connections:
-                self._make_room(len(self._connections) - self.max_connections)
             await asyncio.sleep(0)  # the new connection reads what it was sent before the next accept
 
     def _make_room(self, excess: int) -> None:

@@ -409,6 +409,49 @@ def test_beyond_the_cap_the_slowest_waiting_connections_close_never_one_being_an
         server.shutdown()
 
 
+def test_a_new_connection_whose_request_has_not_arrived_yet_outlives_older_ones_in_their_grace(
+    app: Exporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every connection is within its grace, as in a storm of reconnecting slow-header clients. A scrape is
+    # accepted before its request arrives: it has sent nothing yet, and must not be the one closed for room.
+    monkeypatch.setattr(web, "GRACE", 60.0)
+    server = serve(app, max_connections=5)
+    port = server.address[1]
+    held: list[socket.socket] = []
+
+    def connect(data: bytes = b"") -> socket.socket:
+        connection = socket.create_connection(("127.0.0.1", port), timeout=10)
+        connection.sendall(data)
+        held.append(connection)
+        return connection
+
+    def healthy(connection: socket.socket) -> bytes:
+        """The answer, read to the end: the server has closed the connection and counts it no more."""
+        connection.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+        return answer
+
+    try:
+        slow = [connect(b"GET /metrics HTTP/1.1\r\nHost: x\r\n") for _ in range(4)]
+        assert healthy(connect()).startswith(b"HTTP/1.1 200 OK")  # the partial heads are read
+        scrape = connect()  # the 5th: at the cap
+        slow.append(connect(b"GET /metrics HTTP/1.1\r\nHost: x\r\n"))  # room is made among the older ones
+        late = connect()  # accepted at the cap: room is made among the others, never by it
+        for connection in (late, scrape):  # the scrape holds its place until late is in
+            answer = healthy(connection)
+            assert answer.startswith(b"HTTP/1.1 200 OK"), answer
+        assert closed_by_server(slow[0]) and closed_by_server(slow[1])  # the oldest go first
+        slow[2].settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            slow[2].recv(1)
+    finally:
+        for connection in held:
+            connection.close()
+        server.shutdown()
+
+
 def test_a_request_that_arrived_is_answered_through_a_burst_of_new_connections(app: Exporter) -> None:
     # Connections queued before the front starts accepting: a burst, beyond the cap, with one complete
     # request in the middle of it.
