@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -369,6 +369,26 @@ def settle(port: int) -> None:
                         timeout=10).status_code == 200
 
 
+@contextlib.contextmanager
+def raw_connections(server: web.WebServer) -> Iterator[Callable[..., socket.socket]]:
+    """`connect(data=b"")`: a raw connection to `server` that has sent `data`; all closed, then the server
+    shut down, at the end."""
+    held: list[socket.socket] = []
+
+    def connect(data: bytes = b"") -> socket.socket:
+        connection = socket.create_connection(("127.0.0.1", server.address[1]), timeout=10)
+        connection.sendall(data)
+        held.append(connection)
+        return connection
+
+    try:
+        yield connect
+    finally:
+        for connection in held:
+            connection.close()
+        server.shutdown()
+
+
 def test_beyond_the_cap_the_slowest_waiting_connections_close_never_one_being_answered(
     app: Exporter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -377,16 +397,8 @@ def test_beyond_the_cap_the_slowest_waiting_connections_close_never_one_being_an
     app.exposition = blocking  # type: ignore[assignment]
     server = serve(app, max_connections=4)
     port = server.address[1]
-    held: list[socket.socket] = []
-
-    def connect(data: bytes = b"") -> socket.socket:
-        connection = socket.create_connection(("127.0.0.1", port), timeout=10)
-        connection.sendall(data)
-        held.append(connection)
-        return connection
-
-    try:
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    with raw_connections(server) as connect, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        try:
             scrape = pool.submit(requests.get, f"http://127.0.0.1:{port}/metrics", timeout=30)
             assert blocking.entered.acquire(timeout=10)  # its request has arrived: it is being answered
             talker = connect(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 2000)  # the oldest
@@ -402,11 +414,8 @@ def test_beyond_the_cap_the_slowest_waiting_connections_close_never_one_being_an
                 talker.recv(1)  # it sent the most; it stays
             blocking.release.set()
             assert scrape.result().status_code == 200  # never closed to make room
-    finally:
-        blocking.release.set()
-        for connection in held:
-            connection.close()
-        server.shutdown()
+        finally:
+            blocking.release.set()
 
 
 def test_a_new_connection_whose_request_has_not_arrived_yet_outlives_older_ones_in_their_grace(
@@ -415,15 +424,6 @@ def test_a_new_connection_whose_request_has_not_arrived_yet_outlives_older_ones_
     # Every connection is within its grace, as in a storm of reconnecting slow-header clients. A scrape is
     # accepted before its request arrives: it has sent nothing yet, and must not be the one closed for room.
     monkeypatch.setattr(web, "GRACE", 60.0)
-    server = serve(app, max_connections=5)
-    port = server.address[1]
-    held: list[socket.socket] = []
-
-    def connect(data: bytes = b"") -> socket.socket:
-        connection = socket.create_connection(("127.0.0.1", port), timeout=10)
-        connection.sendall(data)
-        held.append(connection)
-        return connection
 
     def healthy(connection: socket.socket) -> bytes:
         """The answer, read to the end: the server has closed the connection and counts it no more."""
@@ -433,7 +433,7 @@ def test_a_new_connection_whose_request_has_not_arrived_yet_outlives_older_ones_
             answer += chunk
         return answer
 
-    try:
+    with raw_connections(serve(app, max_connections=5)) as connect:
         slow = [connect(b"GET /metrics HTTP/1.1\r\nHost: x\r\n") for _ in range(4)]
         assert healthy(connect()).startswith(b"HTTP/1.1 200 OK")  # the partial heads are read
         scrape = connect()  # the 5th: at the cap
@@ -446,10 +446,6 @@ def test_a_new_connection_whose_request_has_not_arrived_yet_outlives_older_ones_
         slow[2].settimeout(0.3)
         with pytest.raises(TimeoutError):
             slow[2].recv(1)
-    finally:
-        for connection in held:
-            connection.close()
-        server.shutdown()
 
 
 def test_a_request_that_arrived_is_answered_through_a_burst_of_new_connections(app: Exporter) -> None:
