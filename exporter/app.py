@@ -59,7 +59,8 @@ class Exporter:
                                      wall=wall, monotonic=monotonic, sleep=sleep)
             for kind in registry.KINDS
         }
-        self.scheduler = Scheduler(self.run, lambda: self.config.collections)
+        self.scheduler = Scheduler(self.run, lambda: self.config.collections,
+                                   lambda name: self.store.snapshot.get(name))
         self.reload_status = ReloadStatus()  # the one owner: `reload` swaps it, the metrics read it
         self.meta = ExporterCollector(lambda: self.reload_status)
         self.collector = CollectionCollector(self.store, lambda: self.config.collections, wall)
@@ -148,8 +149,8 @@ class Exporter:
     def _run_now(self, old: Config, new: Config) -> list[str]:
         """Collections a reload should run at once besides those with new filters: all of them when the
         N-central settings changed (URL, token, TLS, …), and any changed one whose last run failed, so a
-        fixed mistake shows at once rather than after the interval. (The scheduler skips a collection whose
-        job is running; a report run itself starts again with the new settings, see `Runner.run`.)"""
+        fixed mistake shows at once rather than after the interval. (A run under way starts again with the
+        new settings itself, see `Runner.run`; one that was ending runs once more, see `Scheduler`.)"""
         if new.ncentral != old.ncentral:
             return [collection.name for collection in new.collections]
         before = {collection.name: collection for collection in old.collections}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import threading
 from dataclasses import replace
 
 from helpers import wait_for
@@ -11,6 +12,7 @@ from helpers import wait_for
 from exporter.app import Exporter
 from exporter.config import Config, NCentralSettings
 from exporter.reports import ReportSettings
+from exporter.scheduler import Scheduler
 from exporter.simulator import FIRST_REPORT_ID, Simulator
 
 
@@ -82,3 +84,58 @@ def test_a_reload_removes_dropped_jobs_and_reschedules_a_changed_interval(sim: S
     interval = dt.timedelta(seconds=7200)
     assert next_run is not None
     assert before + interval <= next_run <= after + interval
+
+
+class _Collection:
+    def __init__(self, name: str) -> None:
+        self.name, self.interval, self.kind = name, 3600.0, "toy"
+
+
+def test_a_run_asked_for_as_the_last_one_ends_runs_then_and_only_if_nothing_was_recorded_since() -> None:
+    # APScheduler skips a job whose instance is still running; a reload's "run it at once" must not be lost
+    # to that, nor run twice when the run under way already recorded a result after the ask.
+    recorded: dict[str, object] = {"a": object()}
+    runs: list[str] = []
+    ending, release = threading.Event(), threading.Event()
+
+    def run(name: str) -> None:
+        runs.append(name)
+        if len(runs) == 1:
+            ending.set()  # the run has recorded what it will; it is ending
+            assert release.wait(10)
+
+    scheduler = Scheduler(run, lambda: [_Collection("a")], recorded.get)
+    scheduler.start()
+    try:
+        assert ending.wait(10)
+        scheduler.schedule(fresh=["a"])  # asked for at once while the first run is still ending
+        release.set()
+        wait_for(lambda: len(runs) == 2)  # not an hour later
+        soon = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=30)
+        wait_for(lambda: (scheduler.next_runs()["a"] or soon) > soon)  # nothing more is due at once
+    finally:
+        scheduler.shutdown()
+        assert scheduler.join(10)
+    assert runs == ["a", "a"]  # the ask ran once, not also as APScheduler's own run
+
+    runs.clear()
+    ending.clear()
+    release.clear()
+
+    def run_that_records(name: str) -> None:
+        runs.append(name)
+        if len(runs) == 1:
+            ending.set()
+            assert release.wait(10)
+            recorded["a"] = object()  # a reload interrupted it and it ran with the new settings: recorded
+
+    scheduler = Scheduler(run_that_records, lambda: [_Collection("a")], recorded.get)
+    scheduler.start()
+    try:
+        assert ending.wait(10)
+        scheduler.schedule(fresh=["a"])
+        release.set()
+    finally:
+        scheduler.shutdown()
+        assert scheduler.join(10)  # the job, and any run it would add, has ended
+    assert runs == ["a"]
