@@ -116,14 +116,14 @@ def parse_duration(value: object, key: str) -> float:
 def positive_duration(value: object, key: str) -> float:
     seconds = parse_duration(value, key)
     if seconds <= 0:
-        raise ConfigError(f"{key}: duration must be greater than zero, got {value!r}")
+        raise ConfigError(f"{key}: duration must be greater than zero, got {shown(value)}")
     return seconds
 
 
 def _size(value: object, key: str) -> int:
     match = _SIZE.match(str(value).strip()) if not isinstance(value, bool) else None
     if not match or int(match.group(1)) <= 0:
-        raise ConfigError(f"{key}: invalid size {value!r} (use bytes or e.g. 512KiB, 50MiB)")
+        raise ConfigError(f"{key}: invalid size {shown(value)} (use bytes or e.g. 512KiB, 50MiB)")
     return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
 
 
@@ -149,7 +149,7 @@ def string(value: object, key: str) -> str:
 
 def _bool(value: object, key: str) -> bool:
     if not isinstance(value, bool):
-        raise ConfigError(f"{key}: must be true or false, got {value!r}")
+        raise ConfigError(f"{key}: must be true or false, got {shown(value)}")
     return value
 
 
@@ -163,7 +163,7 @@ def choices(value: object, key: str, allowed: tuple[str, ...]) -> tuple[str, ...
     for item in value:
         canonical = by_lower.get(str(item).strip().lower())
         if canonical is None:
-            raise ConfigError(f"{key}: unknown value {item!r} (allowed: {', '.join(allowed)})")
+            raise ConfigError(f"{key}: unknown value {shown(item)} (allowed: {', '.join(allowed)})")
         if canonical not in chosen:
             chosen.append(canonical)
     return tuple(chosen)
@@ -238,19 +238,20 @@ def normalise_url(given: str, notices: list[Notice] | None = None) -> str:
     shown_url = _without_userinfo(given)
     if shown_url != given:
         raise ConfigError("ncentral.url: must not contain a user name or password (user:password@); the exporter "
-                          f"authenticates with the API token only, got {shown_url!r}")
-    shown = re.split(r"[?#]", given, maxsplit=1)[0]  # scheme, host and path: a query may hold a secret
+                          f"authenticates with the API token only, got {shown(shown_url, 200)}")
+    base = re.split(r"[?#]", given, maxsplit=1)[0]  # scheme, host and path: a query may hold a secret
     try:
         parts = urlsplit(given)
         port = parts.port
     except ValueError:
-        raise ConfigError(f"ncentral.url: invalid port in {shown!r} (a number from 1 to 65535)") from None
+        raise ConfigError(f"ncentral.url: invalid port in {shown(base, 200)} (a number from 1 to 65535)") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in given):
-        raise ConfigError(f"ncentral.url: must start with http:// or https:// and name a host, got {shown!r}")
+        raise ConfigError(f"ncentral.url: must start with http:// or https:// and name a host, got {shown(base, 200)}")
     if port == 0:
-        raise ConfigError(f"ncentral.url: invalid port in {shown!r} (a number from 1 to 65535)")
+        raise ConfigError(f"ncentral.url: invalid port in {shown(base, 200)} (a number from 1 to 65535)")
     if parts.query or parts.fragment:
-        raise ConfigError(f"ncentral.url: must be the server's base URL, without ?query or #fragment, got {shown!r}")
+        raise ConfigError("ncentral.url: must be the server's base URL, without ?query or #fragment, "
+                          f"got {shown(base, 200)}")
     path = parts.path.rstrip("/")
     if path.lower().endswith("/api"):
         path = path[:-4].rstrip("/")
@@ -271,7 +272,7 @@ def ncentral_settings(value: object, env: Mapping[str, str], notices: list[Notic
     url = normalise_url(string(raw["url"], "ncentral.url"), notices)
     retries = raw.get("retries", 4)
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 20:
-        raise ConfigError(f"ncentral.retries: must be a whole number from 0 to 20, got {retries!r}")
+        raise ConfigError(f"ncentral.retries: must be a whole number from 0 to 20, got {shown(retries)}")
     ca_bundle = raw.get("ca_bundle")
     if ca_bundle is not None:
         ca_bundle = string(ca_bundle, "ncentral.ca_bundle")

@@ -220,16 +220,32 @@ class PlainChannel(Channel):
         connection.setblocking(False)
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    # The loop's socket calls wait on a future held by their own frame; an error (a client's reset) is set on
+    # that future with a traceback through that frame: a reference cycle, which would hold every frame the
+    # error passes through (this connection, its SSLObject and buffers) until a full garbage collection.
+    # Dropping the traceback where the error leaves the loop's call breaks the cycle.
+
     async def recv(self) -> bytes:
-        return await self._loop.sock_recv(self._socket, READ_SIZE)
+        try:
+            return await self._loop.sock_recv(self._socket, READ_SIZE)
+        except OSError as exc:
+            exc.__traceback__ = None
+            raise
+
+    async def sendall(self, data: bytes | memoryview) -> None:
+        try:
+            await self._loop.sock_sendall(self._socket, data)
+        except OSError as exc:
+            exc.__traceback__ = None
+            raise
 
     async def send(self, head: bytes, body: tuple[bytes, ...]) -> None:
         if sum(len(part) for part in body) <= 16384:
-            await self._loop.sock_sendall(self._socket, b"".join((head, *body)))
+            await self.sendall(b"".join((head, *body)))
             return
-        await self._loop.sock_sendall(self._socket, head)
+        await self.sendall(head)
         for part in body:
-            await self._loop.sock_sendall(self._socket, part)
+            await self.sendall(part)
 
     def close(self) -> None:
         self._socket.close()
@@ -279,7 +295,7 @@ class TLSChannel(PlainChannel):
 
     async def _flush(self) -> None:
         if self._outgoing.pending:
-            await self._loop.sock_sendall(self._socket, self._outgoing.read())
+            await self.sendall(self._outgoing.read())
 
     async def recv(self) -> bytes:
         assert self._tls is not None

@@ -44,6 +44,7 @@ from exporter.report import (
     report_data,
     valid_report_id,
 )
+from exporter.scrub import shown
 from exporter.store import CollectionState, not_future, seconds
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class ReportResult:
         if in_flight_raw is not None:
             report_id = in_flight_raw["report_id"]
             if not valid_report_id(report_id):
-                raise TypeError(f"in_flight.report_id: expected a 32-bit report id, got {report_id!r}")
+                raise TypeError(f"in_flight.report_id: expected a 32-bit report id, got {shown(report_id)}")
             submitted_at = not_future(seconds(in_flight_raw["submitted_at"]), "in_flight.submitted_at", now)
             if submitted_at is None:
                 raise TypeError("in_flight.submitted_at: missing")
@@ -141,13 +142,14 @@ def _start_date(value: object, key: str) -> str:
     rolling = _ROLLING.match(text)
     if rolling:
         if not 0 < int(rolling.group(1)) <= 36500:
-            raise ConfigError(f"{key}: a rolling window must be 1d to 36500d, got {value!r}")
+            raise ConfigError(f"{key}: a rolling window must be 1d to 36500d, got {shown(value)}")
         return text
     try:
         return dt.date.fromisoformat(text).isoformat()
     except ValueError:
         raise ConfigError(
-            f"{key}: invalid start date {str(value)!r}{line_of(value)} (use YYYY-MM-DD or a rolling window like 90d)"
+            f"{key}: invalid start date {shown(str(value))}{line_of(value)} "
+            "(use YYYY-MM-DD or a rolling window like 90d)"
         ) from None
 
 
@@ -161,7 +163,7 @@ def _report(value: object, key: str) -> ReportSettings:
         raise ConfigError(f"{key}.name: required")
     name = raw["name"]
     if not isinstance(name, str) or not _REPORT_NAME.match(name):
-        raise ConfigError(f"{key}.name: must match [a-z0-9_-]+, got {name!r}")
+        raise ConfigError(f"{key}.name: must match [a-z0-9_-]+, got {shown(name)}")
     poll_interval = positive_duration(raw.get("poll_interval", "2s"), f"{key}.poll_interval")
     poll_max = positive_duration(raw.get("poll_max_interval", "30s"), f"{key}.poll_max_interval")
     if poll_max < poll_interval:

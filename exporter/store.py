@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import tempfile
 import threading
 import time
@@ -32,6 +33,7 @@ from exporter.collection import Result, Settings
 from exporter.config import NCentralSettings
 from exporter.errors import REASONS, os_reason
 from exporter.files import NOFOLLOW, FileRefused, check_regular, not_regular, read_regular, size_text
+from exporter.scrub import shown
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +270,7 @@ class Store:
             document = json.loads(read_regular(self._path, MAX_STATE_FILE).decode("utf-8"))
             version = document.get("version")
             if version not in (1, _STATE_VERSION):
-                raise ValueError(f"unknown state file version {version!r}")
+                raise ValueError(f"unknown state file version {shown(version)}")
             entries = document[_V1_ENTRIES if version == 1 else "collections"]
             if not isinstance(entries, dict):
                 raise TypeError("collections: expected an object")
@@ -311,9 +313,9 @@ class StateFileLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o600)  # non-inheritable (PEP 446)
         except OSError as exc:
-            if self.path.is_symlink():  # O_NOFOLLOW's ELOOP says it in other words
-                raise StateFileLocked(f"{path}: {_linked(self.path)}") from None
-            raise StateFileLocked(f"{path}: cannot create the lock file {self.path}: {os_reason(exc)}") from None
+            # O_NOFOLLOW's ELOOP and a directory's EISDIR say in other words what lock_problem says.
+            problem = lock_problem(self.path) or f"cannot create the lock file {self.path}: {os_reason(exc)}"
+            raise StateFileLocked(f"{path}: {problem}") from None
         self._file: BinaryIO | None = os.fdopen(fd, "r+b", buffering=0)
         try:
             check_regular(fd)
@@ -325,7 +327,8 @@ class StateFileLock:
                     f"{path}: the state file is in use by another exporter (lock {self.path} held)"
                 ) from None
             reason = getattr(exc, "strerror", None) or type(exc).__name__
-            raise StateFileLocked(f"{path}: cannot lock {self.path}: {reason}") from None
+            problem = lock_problem(self.path) or f"cannot lock {self.path}: {reason}"
+            raise StateFileLocked(f"{path}: {problem}") from None
 
     @property
     def held(self) -> bool:
@@ -337,8 +340,17 @@ class StateFileLock:
             self._file = None
 
 
-def _linked(lock: Path) -> str:
-    return f"the lock file {lock} is a symbolic link; remove it (the exporter does not follow a link there)"
+def lock_problem(lock: Path) -> str | None:
+    """Why `lock` cannot serve as the state file's lock file (a link, or something other than a regular
+    file), or None: start-up and --check-config refuse it with the same words."""
+    try:
+        mode = os.lstat(lock).st_mode
+    except OSError:
+        return None  # absent (it is created) or unreadable (opening it says why)
+    if stat.S_ISLNK(mode):
+        return f"the lock file {lock} is a symbolic link; remove it (the exporter does not follow a link there)"
+    kind = not_regular(mode)
+    return f"the lock file {lock} is {kind}; remove it (the exporter keeps its lock in a file there)" if kind else None
 
 
 def _sync_directory(directory: Path) -> None:
@@ -362,9 +374,9 @@ def check_storage_path(path: str) -> str | None:
         return f"{path} is a directory; give the state file's path, e.g. {target / 'state.json'}"
     if target.exists() and (kind := not_regular(target.stat().st_mode)) is not None:
         return f"{path} is {kind}; give the path of a state file the exporter may replace"
-    lock = target.with_name(target.name + ".lock")
-    if lock.is_symlink():
-        return _linked(lock)
+    problem = lock_problem(target.with_name(target.name + ".lock"))
+    if problem is not None:
+        return problem
     directory = target.parent
     if not directory.is_dir():
         return f"directory {directory} does not exist; create it (the exporter does not)"
@@ -400,20 +412,20 @@ def seconds(value: object) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e11:
-        raise TypeError(f"expected seconds, got {value!r}")
+        raise TypeError(f"expected seconds, got {shown(value)}")
     return float(value)
 
 
 def _optional_str(value: object) -> str | None:
     if value is not None and not isinstance(value, str):
-        raise TypeError(f"expected text, got {value!r}")
+        raise TypeError(f"expected text, got {shown(value)}")
     return value
 
 
 def not_future(value: float | None, key: str, now: float) -> float | None:
     """`value`, unless it is a time later than `now` by more than the clock skew allowed (raises ValueError)."""
     if value is not None and value > now + MAX_CLOCK_SKEW:
-        raise ValueError(f"{key}: {value!r} is in the future (now {now:.0f})")
+        raise ValueError(f"{key}: {shown(value)} is in the future (now {now:.0f})")
     return value
 
 
@@ -428,7 +440,7 @@ def _from_json(collection: Settings, raw: Any, now: float) -> CollectionState:
         kind = collection.kind
         result = {key: value for key, value in raw.items() if key not in _RUN_KEYS and value is not None} or None
     if not isinstance(kind, str):
-        raise TypeError(f"kind: expected text, got {kind!r}")
+        raise TypeError(f"kind: expected text, got {shown(kind)}")
     if result is not None and not isinstance(result, Mapping):
         raise TypeError(f"result: expected an object, got {type(result).__name__}")
     return CollectionState(

@@ -46,6 +46,7 @@ from exporter.config import ConfigError
 from exporter.exposition import CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE
 from exporter.http1 import Framing, PlainChannel, Request, Response, TLSChannel, text
 from exporter.numbers import decimal_int
+from exporter.scrub import shown
 from exporter.webconfig import WebConfig, file_state, load_web_config
 from exporter.workers import DaemonPool
 
@@ -70,7 +71,7 @@ def parse_listen_address(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     number = decimal_int(port, max_digits=6)
     if not sep or number is None or number > 65535:
-        raise ValueError(f"--web.listen-address: expected [HOST]:PORT, got {value!r}")
+        raise ValueError(f"--web.listen-address: expected [HOST]:PORT, got {shown(value, 200)}")
     return host.strip("[]"), number
 
 
@@ -296,14 +297,18 @@ class WebServer:
                 self._cannot_accept(self._loop.time(), error=str(exc))
                 await asyncio.sleep(0.1)
                 continue
-            if len(self._connections) >= self.max_connections:  # room is made among the others, never by it
-                self._make_room(len(self._connections) + 1 - self.max_connections)
-            now = self._loop.time()
-            record = _Connection(deadline=now + READ_TIMEOUT, since=now)
-            record.task = self._loop.create_task(self._connection(connection, str(peer[0]), record))
-            self._connections.add(record)
-            self._waiting.add(record)
+            self._admit(connection, str(peer[0]))
+            del connection  # this frame lives on: what it holds would outlive the connection
             await asyncio.sleep(0)  # the new connection reads what it was sent before the next accept
+
+    def _admit(self, connection: socket.socket, client: str) -> None:
+        if len(self._connections) >= self.max_connections:  # room is made among the others, never by it
+            self._make_room(len(self._connections) + 1 - self.max_connections)
+        now = self._loop.time()
+        record = _Connection(deadline=now + READ_TIMEOUT, since=now)
+        record.task = self._loop.create_task(self._connection(connection, client, record))
+        self._connections.add(record)
+        self._waiting.add(record)
 
     def _make_room(self, excess: int) -> None:
         """Close the waiting connections that sent the least in the longest time: `excess` of them, or a

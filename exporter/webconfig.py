@@ -17,6 +17,7 @@ from exporter import yaml_text
 from exporter.config import MAX_CONFIG_FILE, ConfigError, mapping
 from exporter.errors import os_reason
 from exporter.files import read_regular
+from exporter.scrub import shown
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +108,11 @@ def _tls(raw: Mapping[str, Any], base: Path) -> ssl.SSLContext | None:
     for key, attribute in (("min_version", "minimum_version"), ("max_version", "maximum_version")):
         if key in raw:
             if not isinstance(raw[key], str) or raw[key] not in _TLS_VERSIONS:
-                raise ConfigError(f"tls_server_config.{key}: unknown TLS version {raw[key]!r}")
+                raise ConfigError(f"tls_server_config.{key}: unknown TLS version {shown(raw[key])}")
             setattr(context, attribute, _TLS_VERSIONS[raw[key]])
     auth_type = raw.get("client_auth_type", "NoClientCert")
     if not isinstance(auth_type, str) or auth_type not in _CLIENT_AUTH:
-        raise ConfigError(f"tls_server_config.client_auth_type: unknown value {auth_type!r}")
+        raise ConfigError(f"tls_server_config.client_auth_type: unknown value {shown(auth_type)}")
     if "client_ca_file" in raw:
         ca_file = _file(base, raw["client_ca_file"], "tls_server_config.client_ca_file")
         try:

@@ -1,5 +1,6 @@
 """YAML text into plain data, bounded: PyYAML's safe loader, refusing nesting beyond MAX_DEPTH and aliases
-that expand the document beyond MAX_ALIAS_EXPANSION values before either can cost seconds or gigabytes.
+that expand the document beyond MAX_ALIAS_EXPANSION values or MAX_ALIAS_CHARACTERS characters before
+either can cost seconds or gigabytes.
 Both config files (the exporter's and the web config) are read through it."""
 
 from __future__ import annotations
@@ -74,39 +75,54 @@ _Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_ti
 # Levels of nesting a config may have (collections in collections); the deepest this exporter reads is 4.
 MAX_DEPTH = 64
 
-# Values that aliases (`*name`) may add to a config beyond those written out. An anchor shared a few times
-# (`<<: *defaults` in each report) adds hundreds; nine levels of nine aliases in 559 bytes would add
-# 387 million, and the first message quoting such a value would take gigabytes and minutes to build.
+# What aliases (`*name`) may add to a config beyond what is written out: values, and characters of text. An
+# anchor shared a few times (`<<: *defaults` in each report) adds hundreds of values and a few thousand
+# characters; nine levels of nine aliases in 559 bytes would add 387 million values, and one 100 KB string
+# aliased a thousand times 100 MB of text: every check or message that walked either would take gigabytes
+# and minutes.
 MAX_ALIAS_EXPANSION = 10_000
+MAX_ALIAS_CHARACTERS = 100_000
 
 
 def _check_aliases(root: yaml.Node) -> None:
-    """Refuse a document whose aliases expand it by more than MAX_ALIAS_EXPANSION values (a "billion laughs"
-    bomb) or refer to a node from inside itself; the node graph is walked once, each node sized once."""
-    sizes: dict[int, int] = {}
-    distinct = 0
+    """Refuse a document whose aliases expand it by more than MAX_ALIAS_EXPANSION values or
+    MAX_ALIAS_CHARACTERS characters (a "billion laughs" bomb), or refer to a node from inside itself; the
+    node graph is walked once, each node sized once."""
+    sizes: dict[int, tuple[int, int]] = {}
+    distinct = [0, 0]  # values and characters written out
 
-    def size(node: yaml.Node) -> int:
-        nonlocal distinct
+    def size(node: yaml.Node) -> tuple[int, int]:
         known = sizes.get(id(node))
         if known is not None:
-            if known < 0:
+            if known[0] < 0:
                 raise yaml.composer.ComposerError(None, None, "an alias refers to a node from inside itself",
                                                   node.start_mark)
             return known
-        sizes[id(node)] = -1
-        distinct += 1
-        total = 1
-        if isinstance(node, yaml.SequenceNode):
-            total += sum(size(item) for item in node.value)
-        elif isinstance(node, yaml.MappingNode):
-            total += sum(size(key) + size(value) for key, value in node.value)
-        sizes[id(node)] = total
-        if total - distinct > MAX_ALIAS_EXPANSION:
+        sizes[id(node)] = (-1, 0)
+        values, characters = 1, 0
+        if isinstance(node, yaml.ScalarNode):
+            characters = len(node.value)
+        else:
+            children = node.value if isinstance(node, yaml.SequenceNode) else (
+                child for pair in node.value for child in pair)
+            for child in children:
+                child_values, child_characters = size(child)
+                values += child_values
+                characters += child_characters
+        distinct[0] += 1
+        distinct[1] += len(node.value) if isinstance(node, yaml.ScalarNode) else 0
+        sizes[id(node)] = (values, characters)
+        if values - distinct[0] > MAX_ALIAS_EXPANSION:
             raise yaml.composer.ComposerError(
                 None, None, f"aliases (*name) expand the document by more than {MAX_ALIAS_EXPANSION} values",
                 node.start_mark,
             )
-        return total
+        if characters - distinct[1] > MAX_ALIAS_CHARACTERS:
+            raise yaml.composer.ComposerError(
+                None, None,
+                f"aliases (*name) expand the document by more than {MAX_ALIAS_CHARACTERS} characters of text",
+                node.start_mark,
+            )
+        return values, characters
 
     size(root)

@@ -158,6 +158,8 @@ BAD_CONFIGS: list[tuple[str, str, str]] = [
     ("token-not-ascii", "ncentral:\n  url: https://a.b\n  api_token: jwt\u20acsecret\n",
      "ncentral.api_token: the token contains non-ASCII characters"),
     ("alias-bomb", alias_bomb(6), "aliases (*name) expand the document by more than 10000 values"),
+    ("alias-text-bomb", MINIMAL + 'reports:\n  - name: [&s "' + "A" * 20_000 + '", ' + ", ".join(["*s"] * 10) + "]\n",
+     "aliases (*name) expand the document by more than 100000 characters of text"),
     ("alias-loop", MINIMAL + "reports: &r [*r]\n", "an alias refers to a node from inside itself"),
     # Refused at the 65th level, not after a megabyte of recursion.
     ("deep-flow", MINIMAL + "reports: " + "[" * 1_000_000 + "\n",
@@ -180,7 +182,7 @@ def test_bad_config_is_one_clear_line(tmp_path: Path, case: str, text: str, expe
 
 # The command's exit paths for a bad config, one subprocess each (the messages are checked in-process above).
 EXIT_PATHS = [("missing-file", "--check-config"), ("bad-filter", "--web.listen-address=127.0.0.1:0"),
-              ("no-token", "--once"), ("alias-bomb", "--check-config")]
+              ("no-token", "--once"), ("alias-bomb", "--check-config"), ("alias-text-bomb", "--check-config")]
 
 
 @pytest.mark.parametrize(("case", "mode"), EXIT_PATHS, ids=[mode.split("=")[0] for _, mode in EXIT_PATHS])
@@ -199,6 +201,28 @@ def test_check_config_ok(tmp_path: Path) -> None:
     result = run_command("--config.file", write(tmp_path, MINIMAL), "--check-config")
     assert result.returncode == 0
     assert result.stdout.strip().endswith("OK (1 report(s): all)")
+
+
+HUGE = ["A" * 100_000] * 100  # ten megabytes of text, as aliases or a big file could make it
+
+
+@pytest.mark.parametrize(("section", "key"), [
+    ("ncentral", "url"), ("ncentral", "verify_tls"), ("ncentral", "retries"), ("ncentral", "max_response_size"),
+    ("reports", "name"), ("reports", "start_date"), ("reports", "interval"), ("reports", "install_statuses"),
+    ("customers", "include"), ("customers", "interval"),
+])
+def test_a_huge_value_is_quoted_in_a_short_line(section: str, key: str) -> None:
+    value: object = HUGE if key != "install_statuses" else HUGE[:1]
+    data: dict[str, Any] = {"ncentral": {"url": "https://a.b", "api_token": "x"}}
+    if section == "ncentral":
+        data["ncentral"][key] = value
+    else:
+        data[section] = [{"name": "a", key: value}] if section == "reports" else {key: value}
+    with pytest.raises(ConfigError) as error:
+        parse_config(data, env={})
+    message = str(error.value)
+    assert message.startswith(f"{section}{'[0]' if section == 'reports' else ''}.{key}"), message
+    assert len(message) < 400, message[:400]
 
 
 def test_parse_config_requires_ncentral() -> None:

@@ -55,3 +55,34 @@ def test_the_filter_never_raises_into_the_logging_caller() -> None:
     record.field = Unprintable()
     assert logs.ScrubFilter().filter(record)
     assert (record.msg, record.args) == ("%d runs", ("not a number",))
+
+
+class Unquotable:
+    """A value whose repr must never be built: quoting a list that holds it after enough text stops first."""
+
+    def __repr__(self) -> str:
+        raise AssertionError("repr built beyond the cut")
+
+
+@pytest.mark.parametrize("value", [
+    ("x",), ("a, b",), (1, 2), (), {"a": {"b": [1, (2,)]}}, {1, 2}, set(), [None, True, 1.5, b"x"], {}, "it's",
+])
+def test_a_short_value_is_quoted_as_its_repr(value: object) -> None:
+    assert scrub.shown(value, 1000) == repr(value)
+
+
+def test_quoting_a_huge_value_builds_only_the_text_it_shows() -> None:
+    """A config value can be a megabyte of text or a list of a thousand such strings: the message quoting
+    it is one short line, built without the repr of the whole."""
+    assert scrub.shown(["x" * 50, Unquotable()]) == "['" + "x" * 35 + "..."
+    assert scrub.shown({"key": "v" * 50, "next": Unquotable()}, 30) == "{'key': '" + "v" * 18 + "..."
+    assert scrub.shown(["A" * 1_000_000] * 100) == "['" + "A" * 35 + "..."
+    assert scrub.shown(b"\0" * 1_000_000, 20) == "b'" + "\\x00" * 3 + "\\x0..."
+
+
+def test_a_secret_reaching_past_the_cut_is_scrubbed_whole(logged: tuple[logging.Logger, io.StringIO]) -> None:
+    scrub.register_secret(TOKEN)
+    for start in range(0, 45):
+        quoted = scrub.shown(["x" * start + TOKEN + "y" * 1000], 40)
+        assert len(quoted) <= 40
+        assert not any(TOKEN[:length] in quoted for length in range(4, len(TOKEN))), quoted

@@ -77,14 +77,27 @@ def test_a_state_path_that_is_not_a_regular_file_exits_2(sim: Simulator, tmp_pat
     ]
 
 
-def test_a_linked_lock_file_is_refused_and_its_target_never_created(sim: Simulator, tmp_path: Path) -> None:
-    state, elsewhere = tmp_path / "state.json", tmp_path / "elsewhere"
-    (tmp_path / "state.json.lock").symlink_to(elsewhere)  # dangling: following it would create `elsewhere`
+@pytest.mark.parametrize("lock_is", ["link", "fifo", "directory"])
+def test_a_lock_file_that_is_a_link_or_not_a_file_is_refused_alike(sim: Simulator, tmp_path: Path,
+                                                                    lock_is: str) -> None:
+    """--check-config says what start-up would, and a dangling link's target is never created."""
+    state, elsewhere, lock = tmp_path / "state.json", tmp_path / "elsewhere", tmp_path / "state.json.lock"
+    if lock_is == "link":
+        lock.symlink_to(elsewhere)  # dangling: following it would create `elsewhere`
+    elif lock_is == "fifo":
+        os.mkfifo(lock)
+    else:
+        lock.mkdir()
     config = write_yaml(tmp_path / "config.yaml", test_config(sim))
     result = run_command("--config.file", str(config), f"--storage.path={state}", "--check-config", timeout=20)
     assert result.returncode == 2
-    line = (f"the lock file {tmp_path / 'state.json.lock'} is a symbolic link; remove it (the exporter does not "
-            "follow a link there)")
+    line = {
+        "link": f"the lock file {lock} is a symbolic link; remove it (the exporter does not follow a link there)",
+        "fifo": f"the lock file {lock} is a FIFO (named pipe), not a regular file; remove it (the exporter keeps "
+                "its lock in a file there)",
+        "directory": f"the lock file {lock} is a directory, not a regular file; remove it (the exporter keeps its "
+                     "lock in a file there)",
+    }[lock_is]
     assert result.stderr.splitlines() == [f"ncentral-patch-exporter: error: --storage.path: {line}"]
     with pytest.raises(StateFileLocked) as refused:
         Store([ReportSettings(name="all")], str(state))

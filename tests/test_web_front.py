@@ -6,12 +6,14 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import contextlib
+import gc
 import gzip
 import http.client
 import os
 import re
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import threading
@@ -49,7 +51,7 @@ from exporter.report import ApprovalCount, ReportData
 from exporter.reports import ReportResult, ReportSettings
 from exporter.simulator import Simulator
 from exporter.store import CollectionState
-from exporter.webconfig import WebConfig
+from exporter.webconfig import WebConfig, load_web_config
 
 pytestmark = pytest.mark.long
 
@@ -292,6 +294,61 @@ def test_idle_tls_connections_cost_a_few_kib_and_their_memory_is_reused(sim: Sim
         for connection in held:
             connection.close()
         assert exporter.stop() == 0
+
+
+def tls_objects() -> int:
+    return sum(isinstance(item, ssl.SSLObject) for item in gc.get_objects())
+
+
+def client_hello(context: ssl.SSLContext) -> bytes:
+    """A client's first handshake message (its SSLObject is gone when this returns)."""
+    outgoing = ssl.MemoryBIO()
+    client = context.wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname="127.0.0.1")
+    try:
+        client.do_handshake()
+    except ssl.SSLWantReadError:
+        return outgoing.read()
+    raise AssertionError("a handshake done without the server")
+
+
+def reset(connection: socket.socket) -> None:
+    """Close with an RST, as a client that crashes or a middlebox that gives up does."""
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    connection.close()
+
+
+@pytest.mark.parametrize("reset_in", ["handshake", "keep-alive"])
+def test_a_tls_connection_reset_by_the_client_is_freed_without_waiting_for_the_garbage_collector(
+    app: Exporter, tmp_path: Path, reset_in: str,
+) -> None:
+    """A TLS connection's SSLObject and buffers go as its connection ends, not at a full collection: an
+    exception raised while another is being handled would tie them into a reference cycle, and rounds of
+    resets would grow memory by tens of MiB between collections."""
+    cert, key = make_certificate(tmp_path)
+    web_config = tmp_path / "web.yml"
+    web_config.write_text(yaml.safe_dump({"tls_server_config": {"cert_file": cert.name, "key_file": key.name}}))
+    server = web.WebServer(app, ("127.0.0.1", 0), "/metrics", load_web_config(str(web_config)))
+    server.start()
+    context = ssl.create_default_context(cafile=str(cert))
+    gc.collect()
+    gc.disable()
+    try:
+        assert tls_objects() == 0
+        for _ in range(20):
+            raw = socket.create_connection(("127.0.0.1", server.address[1]), timeout=10)
+            if reset_in == "handshake":  # the ClientHello, then gone before the handshake ends
+                raw.sendall(client_hello(context))
+                assert raw.recv(65536)  # the server's answer: it is in the handshake
+                reset(raw)
+            else:  # one request answered, then gone while the server waits for the next
+                tls = context.wrap_socket(raw, server_hostname="127.0.0.1")
+                tls.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert tls.recv(65536).startswith(b"HTTP/1.1 200 OK")
+                reset(tls)
+        wait_for(lambda: tls_objects() == 0)
+    finally:
+        gc.enable()
+        server.shutdown()
 
 
 def test_connections_fit_the_open_file_limit(sim: Simulator, tmp_path: Path) -> None:
