@@ -15,8 +15,9 @@ a file descriptor and a few KiB, never a thread, and they are bounded too:
 - every open connection counts against `max_connections` (lowered to what `RLIMIT_NOFILE` allows, minus
   `FD_RESERVE`); beyond it the connections still waiting for a request that have sent the least in the
   longest time are closed (within their first GRACE seconds, the oldest), never the one just accepted nor
-  one whose request has fully arrived; when every connection is being answered, no more are accepted
-  until one ends;
+  one whose request has fully arrived; when every connection is being answered, the ones whose client has
+  left an answer untaken for longer than STALL are closed, longest first (a 32nd of the cap a second), so
+  clients that pipeline requests and never read cannot keep the front full until WRITE_TIMEOUT;
 - one connection gets one answer per turn of the event loop, however many requests it pipelines, and its
   pipelined requests wait while requests are handled on worker threads, so a flood on one connection
   delays the others by about one request, not by the flood;
@@ -57,6 +58,7 @@ IDLE_TIMEOUT = 300.0  # seconds a keep-alive connection may wait for its next re
 WRITE_TIMEOUT = 60.0  # seconds for a client to take an answer
 MAX_CONNECTIONS = 1000  # open connections, the default of --web.max-connections
 FD_RESERVE = 64  # file descriptors kept for the state file, N-central connections, logging and /proc reads
+STALL = 5.0  # seconds an answer may go untaken before its connection may be closed to make room
 GRACE = 1.0  # seconds a new connection (or a request just begun) is closed only when no older one can be
 MAX_PENDING_AUTH = 100  # credentials waiting for a bcrypt check; beyond it, 503 at once
 WORKERS = 4  # threads handling requests (the GIL makes more pointless); bcrypt has one more of its own
@@ -133,6 +135,7 @@ class _Connection:
     since: float  # when it began waiting for its current request
     task: asyncio.Task[None] | None = None
     framing: Framing | None = None
+    answering: float | None = None  # when writing its current answer began; None when not writing one
 
     def rank(self, now: float) -> tuple[bool, float, float]:
         """Lowest first to be closed to make room: past its grace, the fewest bytes a second, the oldest.
@@ -235,7 +238,7 @@ class WebServer:
         self._room = asyncio.Event()
         self._cannot_accept = _Throttled("cannot accept a connection")
         self._full = _Throttled("connection limit reached, every connection being answered; accepting again "
-                                "once one ends")
+                                "once one ends or one left its answer untaken too long is closed")
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, name="web", daemon=True)
@@ -333,6 +336,19 @@ class WebServer:
             for record in [record for record in self._connections if record.deadline <= now]:
                 self._forget(record)
                 record.close()
+            if len(self._connections) >= self.max_connections and not self._waiting:
+                self._close_stalled(now)
+
+    def _close_stalled(self, now: float) -> None:
+        """The front is full of connections being answered: close those whose answer has gone untaken
+        longest, beyond STALL, at most a 32nd of the cap per sweep (a scrape answered on a slow link is never
+        closed while the front has room)."""
+        stalled = [record for record in self._connections
+                   if record.answering is not None and now - record.answering >= STALL]
+        for record in heapq.nsmallest(max(1, self.max_connections // 32), stalled,
+                                      key=lambda record: record.answering or now):
+            self._forget(record)
+            record.close()
 
     def _current(self) -> _Settings:
         """The settings, re-read first if the web config file or a certificate, key or CA file it names
@@ -403,8 +419,10 @@ class WebServer:
             settings = self._current()  # basic auth and headers follow the file per request, as in exporter-toolkit
             response = early or await self._respond(request, settings)
             close = response.close or request.wants_close or bool(request.body)
-            record.deadline = self._loop.time() + WRITE_TIMEOUT
+            record.answering = self._loop.time()
+            record.deadline = record.answering + WRITE_TIMEOUT
             await framing.answer(request, response, close, settings.config.headers)
+            record.answering = None
             if close:
                 return
             await asyncio.sleep(0)  # one answer per turn: the other connections go before the next request

@@ -527,6 +527,38 @@ def test_a_request_that_arrived_is_answered_through_a_burst_of_new_connections(a
         server.shutdown()
 
 
+def test_clients_that_pipeline_and_never_read_cannot_keep_the_front_full(
+    app: Exporter, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every slot taken by a connection whose answers are never read: beyond STALL, the longest stalled
+    ones are closed, and a fresh scrape is answered long before WRITE_TIMEOUT would free any."""
+    monkeypatch.setattr(web, "STALL", 0.2)
+    server = serve(app, max_connections=5)
+    with raw_connections(server) as connect:
+        hogs = []
+        for _ in range(5):
+            hog = connect()
+            hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            hog.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 2000)  # megabytes of answers, unread
+            hogs.append(hog)
+        scrape = requests.get(f"http://127.0.0.1:{server.address[1]}/metrics", timeout=20)
+        assert scrape.status_code == 200
+        assert any(drained_to_the_end(hog) for hog in hogs)  # the room was made by closing a hog
+
+
+def drained_to_the_end(connection: socket.socket) -> bool:
+    """Whether the server closed `connection` (reading what it had sent, without waiting for more)."""
+    connection.settimeout(0.05)
+    try:
+        while connection.recv(1 << 20):
+            pass
+    except ConnectionResetError:
+        return True  # closed with requests unread
+    except TimeoutError:
+        return False
+    return True
+
+
 def test_one_pipelining_connection_does_not_starve_the_others(app: Exporter) -> None:
     server = serve(app)
     port = server.address[1]
