@@ -149,8 +149,8 @@ class Exporter:
     def _run_now(self, old: Config, new: Config) -> list[str]:
         """Collections a reload should run at once besides those with new filters: all of them when the
         N-central settings changed (URL, token, TLS, …), and any changed one whose last run failed, so a
-        fixed mistake shows at once rather than after the interval. (A run under way starts again with the
-        new settings itself, see `Runner.run`; one that was ending runs once more, see `Scheduler`.)"""
+        fixed mistake shows at once rather than after the interval. (A run under way notices new settings
+        and starts again itself, each kind's run does; one that was ending runs once more, see `Scheduler`.)"""
         if new.ncentral != old.ncentral:
             return [collection.name for collection in new.collections]
         before = {collection.name: collection for collection in old.collections}

@@ -256,7 +256,7 @@ def _once(config: Config, signals: _Signals) -> int:
         log.warning("interrupted; no metrics printed")
         return 1
     ok = outcome.result()  # a bug in the run raises here, before anything is printed
-    sys.stdout.buffer.write(exporter.exposition.render_reports())
+    sys.stdout.buffer.write(exporter.exposition.render_collections())
     sys.stdout.flush()
     return 0 if ok else 1
 

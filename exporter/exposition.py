@@ -1,12 +1,13 @@
-"""The /metrics body: report metrics rendered once per store snapshot, the small live part when its inputs
-change, the runtime part at most once a second.
+"""The /metrics body: the collections' metrics rendered once per store snapshot, the small live part when
+its inputs change, the runtime part at most once a second.
 
-Report data changes once per run, so its text (and gzip form) is rendered once, by the job thread after
-the run (or by a scrape, when data has aged past `max_data_age`), and served as bytes. The same holds for
+A collection's result changes once per run, so the collections' text (and gzip form) is rendered once, by
+the job thread after the run (or by a scrape, when a result has aged past its `max_data_age`), and served
+as bytes. The same holds for
 the OpenMetrics form, rendered once a scrape has asked for it.
 
 A gzip answer is one RFC 1952 member (curl and browsers read no further than the first member): the
-cached report part is raw deflate ended with a sync flush (byte-aligned, not final), so the per-scrape
+cached collections part is raw deflate ended with a sync flush (byte-aligned, not final), so the per-scrape
 live part, deflated on its own and finished, can follow it in the same stream; the CRC-32 is continued
 over the live bytes and the trailer written per scrape.
 """
@@ -44,7 +45,7 @@ GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 
 @dataclass(frozen=True)
 class _Form:
-    """The report part in one format: its text, and the gzip header plus that text as sync-flushed raw
+    """The collections part in one format: its text, and the gzip header plus that text as sync-flushed raw
     deflate, with the CRC-32 and length the trailer continues from."""
 
     text: bytes
@@ -67,7 +68,7 @@ class _Form:
 
 @dataclass(frozen=True, eq=False)
 class _Rendered:
-    """The report part as rendered from one snapshot. The snapshot itself is the cache key: the store swaps
+    """The collections part as rendered from one snapshot. The snapshot itself is the cache key: the store swaps
     a new immutable one on every change, so whatever `families` reads from it is keyed, and holding it keeps
     its identity from being reused. `expired` is the one input that is not in the snapshot (a report's data
     ages out of the clock and the config's `max_data_age`), compared by value."""
@@ -116,7 +117,7 @@ class Exposition:
         self.live = CollectorRegistry(auto_describe=False)
         self._live_collectors: list[LiveCollector] = []
         self._live: dict[bool, tuple[tuple[object, ...], bytes]] = {}
-        self._tail: dict[bool, tuple[_Form, bytes, bytes]] = {}  # per format: (report part, live part, gzip tail)
+        self._tail: dict[bool, tuple[_Form, bytes, bytes]] = {}  # per format: (collections part, live part, gzip tail)
         self._add_live(exporter)
         self._run_info: list[LiveCollector] = []
         self._cached: _Rendered | None = None
@@ -136,17 +137,17 @@ class Exposition:
         self._live_collectors.append(collector)
 
     def refresh(self) -> None:
-        """Render the report part now (the job thread calls this after a run), not in the next scrape."""
-        self._report_part(self._openmetrics_wanted)
+        """Render the collections part now (the job thread calls this after a run), not in the next scrape."""
+        self._collections_part(self._openmetrics_wanted)
 
     def _fresh(self, openmetrics_form: bool, snapshot: Snapshot, expired: frozenset[str]) -> _Rendered | None:
-        """The report part of `snapshot` if rendered already (in OpenMetrics too when `openmetrics_form`)."""
+        """The collections part of `snapshot` if rendered already (in OpenMetrics too when `openmetrics_form`)."""
         cached = self._cached
         if cached is not None and cached.matches(snapshot, expired) and (cached.openmetrics or not openmetrics_form):
             return cached
         return None
 
-    def _report_part(self, openmetrics_form: bool = False) -> _Rendered:
+    def _collections_part(self, openmetrics_form: bool = False) -> _Rendered:
         snapshot = self._store.snapshot
         expired = self._collections.expired(snapshot)
         if (fresh := self._fresh(openmetrics_form, snapshot, expired)) is not None:
@@ -163,21 +164,21 @@ class Exposition:
             text = cached.text if cached is not None else _Form.of(generate_latest(registry))
             om: _Form | None = None
             if self._openmetrics_wanted:
-                # The report part comes first; the live part that follows it ends the body with `# EOF`.
+                # The collections part comes first; the live part that follows it ends the body with `# EOF`.
                 om = _Form.of(_openmetrics(registry).removesuffix(_EOF))
             self._cached = _Rendered(snapshot, expired, text, om)
             return self._cached
 
     def render_parts(self, *, gzipped: bool = False, openmetrics: bool = False) -> tuple[bytes, bytes]:
-        """The body as (cached report part, live part), to be written one after the other: the cached bytes
+        """The body as (cached collections part, live part), to be written one after the other: the cached bytes
         are never copied (joining them per scrape costs a body-sized allocation, 1.2 MB at 10,000 series,
         that glibc keeps resident in every handler thread's arena). OpenMetrics 1.0.0 when `openmetrics`,
         else the text format 0.0.4; one gzip member when `gzipped`."""
-        return self._parts(self._report_part(openmetrics), gzipped, openmetrics)
+        return self._parts(self._collections_part(openmetrics), gzipped, openmetrics)
 
     def rendered_parts(self, *, gzipped: bool = False, openmetrics: bool = False) -> tuple[bytes, bytes] | None:
-        """`render_parts` when the report part is rendered already, so the body costs only the live part;
-        None when the report part is still to be rendered."""
+        """`render_parts` when the collections part is rendered already, so the body costs only the live part;
+        None when the collections part is still to be rendered."""
         snapshot = self._store.snapshot
         rendered = self._fresh(openmetrics, snapshot, self._collections.expired(snapshot))
         return None if rendered is None else self._parts(rendered, gzipped, openmetrics)
@@ -215,7 +216,7 @@ class Exposition:
         self._runtime[openmetrics] = (now, text)
         return text
 
-    def render_reports(self) -> bytes:
+    def render_collections(self) -> bytes:
         """What `--once` prints for the textfile collector: the collections' metrics and what the run learnt
         (server info, failed state writes); no process or exporter build metrics."""
         registry = CollectorRegistry(auto_describe=False)

@@ -5,7 +5,7 @@ bytes) is `http1`.
 One event loop thread owns every socket: it accepts, does the TLS handshake, reads requests and writes
 answers, all without blocking. A connection costs a thread only while its request is being handled: a
 request that has fully arrived goes to a small, fixed pool of worker threads, and bcrypt checks to one
-thread of their own; a scrape whose report part is rendered already is answered on the loop itself (cached
+thread of their own; a scrape whose collections part is rendered already is answered on the loop itself (cached
 bytes and a small live part), so slow requests never queue it. So idle, slow or half-open connections cost
 a file descriptor and a few KiB, never a thread, and they are bounded too:
 
@@ -523,7 +523,7 @@ class WebServer:
     @staticmethod
     def _metrics(request: Request, parts_of: Callable[..., tuple[bytes, bytes] | None]) -> Response | None:
         """The /metrics answer in the format and encoding the request asks for, from `parts_of` (the
-        exposition's `render_parts`, or `rendered_parts`: None when the report part is still to be rendered)."""
+        exposition's `render_parts`, or `rendered_parts`: None when the collections part is still to be rendered)."""
         gzipped = accepts_gzip(request.headers.get("accept-encoding", ""))
         openmetrics = wants_openmetrics(request.headers.get("accept", ""))
         parts = parts_of(gzipped=gzipped, openmetrics=openmetrics)

@@ -381,7 +381,7 @@ def test_every_collection_exports_its_interval_and_a_reload_changes_it() -> None
                                                         CustomerSettings(interval=86400.0))))
         assert app.reload() is None
         assert intervals(metrics_body(app.exposition)) == {"all": 1800.0, "servers": 600.0, CUSTOMERS: 86400.0}
-        assert intervals(app.exposition.render_reports()) == {"all": 1800.0, "servers": 600.0, CUSTOMERS: 86400.0}
+        assert intervals(app.exposition.render_collections()) == {"all": 1800.0, "servers": 600.0, CUSTOMERS: 86400.0}
     finally:
         app.shutdown()
 
