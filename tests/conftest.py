@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from exporter.app import Exporter
+from exporter.app import ConfigLoader, Exporter
 from exporter.config import Config
 from exporter.config_file import parse_config
 from exporter.simulator import Simulator
@@ -43,16 +43,18 @@ MakeApp = Callable[..., Exporter]
 
 @pytest.fixture
 def make_app() -> Iterator[MakeApp]:
-    """Exporters made in the test, each shut down after it: `make_app(config)` from a Config, or from a
-    config document (as the YAML file would read), with `storage` as its state file's path; other keywords
-    go to Exporter (its clocks)."""
+    """The one way tests make an exporter: `make_app(config, load_config=None, storage=None, **clocks)`
+    from a Config, or from a config document (as the YAML file would read) with `storage` as its state
+    file's path; other keywords go to Exporter (its clocks, its client factory). Each is shut down after the
+    test (shutting down is idempotent: a test may end one itself, to restart on its state file)."""
     apps: list[Exporter] = []
 
-    def make(config: Config | Mapping[str, Any], storage: Path | None = None, **options: Any) -> Exporter:
+    def make(config: Config | Mapping[str, Any], load_config: ConfigLoader | None = None, *,
+             storage: Path | None = None, **options: Any) -> Exporter:
         if not isinstance(config, Config):
             document = {**config, **({"storage": {"path": str(storage)}} if storage is not None else {})}
             config = parse_config(document, env={})
-        app = Exporter(config, **options)
+        app = Exporter(config, load_config, **options)
         apps.append(app)
         return app
 

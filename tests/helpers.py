@@ -20,13 +20,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter import customers, reports
 from exporter.config import Config, NCentralSettings
 from exporter.customers import CustomerSettings
+from exporter.exposition import Exposition
 from exporter.reports import ReportResult, ReportSettings
 from exporter.simulator import Simulator
 from exporter.store import CollectionState
 
 if TYPE_CHECKING:
     from exporter.app import Exporter
-    from exporter.exposition import Exposition
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
@@ -122,19 +122,25 @@ def select(samples: Samples, name: str, **labels: str) -> dict[frozenset[tuple[s
     return {key: value for (sample_name, key), value in samples.items() if sample_name == name and wanted <= key}
 
 
-def test_config(sim: Simulator, **report: Any) -> dict[str, Any]:
-    """A config for the exporter against `sim`, with short intervals; `report` overrides report keys."""
+def config_document(
+    sim: Simulator, *, sections: Mapping[str, Any] | None = None, ncentral: Mapping[str, Any] | None = None,
+    **report: Any,
+) -> dict[str, Any]:
+    """The config document (as the YAML file would read) for the exporter against `sim`: one report `all`
+    with short intervals (`report` overrides its keys), fast retries (`ncentral` overrides those keys), and
+    the collection kinds' `sections` beside it (`{"customers": {...}}`)."""
     settings: dict[str, Any] = {
         "name": "all", "interval": "1h", "poll_interval": "20ms", "poll_max_interval": "100ms", "timeout": "10s",
     }
     settings.update(report)
     return {
-        "ncentral": {"url": sim.url, "api_token": sim.jwt, "request_timeout": "2s", "retry_backoff": "10ms"},
+        "ncentral": {"url": sim.url, "api_token": sim.jwt, "request_timeout": "2s", "retry_backoff": "10ms",
+                     **(ncentral or {})},
         "reports": [settings],
+        **(sections or {}),
     }
 
 
-test_config.__test__ = False  # type: ignore[attr-defined]  # not a pytest test despite its name
 
 
 def write_yaml(path: Path, document: Mapping[str, Any]) -> Path:
@@ -142,10 +148,10 @@ def write_yaml(path: Path, document: Mapping[str, Any]) -> Path:
     return path
 
 
-def config_file(tmp_path: Path, sim: Simulator, **report: Any) -> str:
-    """The path of a config file for the exporter against `sim` (see `test_config`), for a test that needs
-    an exporter that serves but not the demo's collections."""
-    return str(write_yaml(tmp_path / "config.yaml", test_config(sim, **report)))
+def config_file(tmp_path: Path, sim: Simulator, **document: Any) -> str:
+    """The path of a config file for the exporter against `sim`: `config_document(sim, **document)`, for a
+    test that needs an exporter that serves but not the demo's collections."""
+    return str(write_yaml(tmp_path / "config.yaml", config_document(sim, **document)))
 
 
 def child_env(env: Mapping[str, str] | None) -> dict[str, str]:
@@ -356,10 +362,11 @@ class ReadyExporter(ChildProcess):
 
 
 def metrics_body(exposition: Exposition, *, gzipped: bool = False, openmetrics: bool = False) -> bytes:
-    """The /metrics body as the web front writes it: the cached report part, then the live part."""
+    """The /metrics body as the web front writes it: the cached collections part, then the live part."""
     return b"".join(exposition.render_parts(gzipped=gzipped, openmetrics=openmetrics))
 
 
-def scrape(app: Exporter) -> Samples:
-    """Every sample of the exporter's /metrics body, as the web front would serve it."""
-    return parse_samples(metrics_body(app.exposition).decode())
+def scrape(source: Exporter | Exposition) -> Samples:
+    """Every sample of the exporter's (or an exposition's) /metrics body, as the web front would serve it."""
+    exposition = source if isinstance(source, Exposition) else source.exposition
+    return parse_samples(metrics_body(exposition).decode())

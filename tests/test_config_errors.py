@@ -7,12 +7,12 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import REPO, free_port, run_command, test_config, write_yaml
+from conftest import MakeApp
+from helpers import REPO, config_document, free_port, run_command, write_yaml
 
 from exporter.app import Exporter
 from exporter.config import ConfigError, log_notices
@@ -26,7 +26,7 @@ SHORT_SCAN = "customers.interval is below 15m"
 
 def noted(sim: Simulator, **extra: Any) -> dict[str, Any]:
     """A valid config whose parsing has two things to say: a normalised URL and a short scan interval."""
-    document = test_config(sim)
+    document = config_document(sim)
     document["ncentral"]["url"] = f"{sim.url}/api"
     document["customers"] = {"interval": "1m"}
     document.update(extra)
@@ -75,11 +75,9 @@ def test_a_locked_state_file_refuses_start_up_with_one_line(sim: Simulator, tmp_
 
 
 @pytest.fixture
-def reloading(sim: Simulator) -> Iterator[tuple[Exporter, list[dict[str, Any]]]]:
+def reloading(sim: Simulator, make_app: MakeApp) -> tuple[Exporter, list[dict[str, Any]]]:
     documents: list[dict[str, Any]] = []
-    app = Exporter(parse_config(test_config(sim), env={}), lambda: parse_config(documents[-1], env={}))
-    yield app, documents
-    app.shutdown()
+    return make_app(config_document(sim), lambda: parse_config(documents[-1], env={})), documents
 
 
 def test_a_reload_says_the_notices_only_when_accepted(
@@ -124,7 +122,7 @@ def test_a_url_with_credentials_is_refused_without_repeating_them(tmp_path: Path
 
 
 def test_the_command_refuses_credentials_in_the_url_in_one_line(sim: Simulator, tmp_path: Path) -> None:
-    document = test_config(sim)
+    document = config_document(sim)
     document["ncentral"]["url"] = "https://user:SECRETPW@h.example.com:99999"
     path = write_yaml(tmp_path / "config.yaml", document)
     result = run_command("--config.file", str(path), "--check-config")

@@ -4,10 +4,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import MakeApp
 from helpers import scan_settings
 from test_customers import config, published
 
@@ -21,13 +21,11 @@ PAGE = 100  # the simulator serves 100 devices a page: the demo estate's 1200 de
 
 
 @pytest.fixture
-def scan(sim: Simulator) -> Iterator[tuple[Exporter, list[dict[str, Any]]]]:
+def scan(sim: Simulator, make_app: MakeApp) -> tuple[Exporter, list[dict[str, Any]]]:
     sim.set_estate(demo_estate())  # 40 customers, 1200 devices, 5 device classes
     sim.set_page_cap(PAGE)
     documents = [config(sim)]
-    app = Exporter(parse_config(documents[0], env={}), lambda: parse_config(documents[-1], env={}))
-    yield app, documents
-    app.shutdown()
+    return make_app(documents[0], lambda: parse_config(documents[-1], env={})), documents
 
 
 @pytest.mark.parametrize(("bound", "named"), [
@@ -91,19 +89,16 @@ def test_the_bounds_default_to_what_an_msp_needs(sim: Simulator) -> None:
     assert (settings.max_series, settings.max_devices) == (20_000, 500_000)
 
 
-def test_the_bound_counts_each_customer_under_its_final_name(sim: Simulator) -> None:
+def test_the_bound_counts_each_customer_under_its_final_name(sim: Simulator, make_app: MakeApp) -> None:
     """A customer listed as an excluded name on every device but the last, which names it otherwise, is
     published under that last name with all its device classes: they all count against max_series."""
     devices = [EstateDevice(2_000_000 + index, 1000, f"Class {index:04d}", customer_name="Test Co")
                for index in range(1999)]
     devices.append(EstateDevice(2_001_999, 1000, "Class 1999"))
     sim.set_estate(Estate((EstateCustomer(1000, "Real Co"),), tuple(devices)))
-    app = Exporter(parse_config(config(sim, {"exclude": "^Test", "max_series": 100}), env={}))
-    try:
-        assert app.run(CUSTOMERS) is False
-        state = app.store.snapshot["customers"]
-        assert state.last_reason == "invalid_response"
-        assert state.last_error is not None and "customers.max_series=100" in state.last_error
-        assert published(app)[0] == {}
-    finally:
-        app.shutdown()
+    app = make_app(config(sim, {"exclude": "^Test", "max_series": 100}))
+    assert app.run(CUSTOMERS) is False
+    state = app.store.snapshot["customers"]
+    assert state.last_reason == "invalid_response"
+    assert state.last_error is not None and "customers.max_series=100" in state.last_error
+    assert published(app)[0] == {}

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import MakeApp
 from helpers import (
     parse_samples,
     run_command,
@@ -54,14 +55,6 @@ def hooked(after_get: Hook) -> Callable[[NCentralSettings, threading.Event], NCe
 
 
 @pytest.fixture
-def apps() -> Iterator[list[Exporter]]:
-    made: list[Exporter] = []
-    yield made
-    for app in made:
-        app.shutdown()
-
-
-@pytest.fixture
 def other_sim() -> Iterator[Simulator]:
     simulator = Simulator().start()
     try:
@@ -84,13 +77,12 @@ def once(action: Callable[[], object]) -> Callable[[], None]:
 # --- dispatch by kind -----------------------------------------------------------------------------------
 
 
-def test_a_report_named_customers_runs_when_the_scan_is_off(sim: Simulator, apps: list[Exporter]) -> None:
+def test_a_report_named_customers_runs_when_the_scan_is_off(sim: Simulator, make_app: MakeApp) -> None:
     document = config(sim)
     del document[CUSTOMERS]
     document["reports"] = [{"name": CUSTOMERS, "poll_interval": "10ms", "timeout": "10s"},
                            {"name": "all", "poll_interval": "10ms", "timeout": "10s"}]
-    app = Exporter(parse_config(document, env={}))
-    apps.append(app)
+    app = make_app(document)
     app.start()
     wait_for(lambda: app.not_ready() is None)
     state = app.store.snapshot[CUSTOMERS]
@@ -104,7 +96,7 @@ def test_a_report_named_customers_runs_when_the_scan_is_off(sim: Simulator, apps
 
 @pytest.mark.parametrize("change", ["n-central", "exclude"])
 def test_a_reload_inside_a_scan_starts_it_again_at_once_with_the_new_settings(
-    sim: Simulator, other_sim: Simulator, apps: list[Exporter], change: str, caplog: pytest.LogCaptureFixture
+    sim: Simulator, other_sim: Simulator, change: str, caplog: pytest.LogCaptureFixture, make_app: MakeApp
 ) -> None:
     """The scan under way stops before its next call (no more calls to the old server or for the old scope)
     and scans again at once; its dropped result is not logged as a success, and only the new one counts."""
@@ -125,8 +117,7 @@ def test_a_reload_inside_a_scan_starts_it_again_at_once_with_the_new_settings(
         if "active-issues" in path:
             reload_once()
 
-    app = Exporter(old, lambda: new, client_factory=hooked(after_get))
-    apps.append(app)
+    app = make_app(old, lambda: new, client_factory=hooked(after_get))
     holder.append(app)
     with caplog.at_level(logging.INFO, logger="exporter.customers"):
         assert app.run(CUSTOMERS)
@@ -149,7 +140,7 @@ def test_a_reload_inside_a_scan_starts_it_again_at_once_with_the_new_settings(
 # --- reports do not wait behind the scan -------------------------------------------------------------------
 
 
-def test_reports_and_readiness_do_not_wait_behind_a_long_scan(sim: Simulator, apps: list[Exporter]) -> None:
+def test_reports_and_readiness_do_not_wait_behind_a_long_scan(sim: Simulator, make_app: MakeApp) -> None:
     sim.set_estate(small_estate())
     entered, release = threading.Event(), threading.Event()
 
@@ -158,8 +149,7 @@ def test_reports_and_readiness_do_not_wait_behind_a_long_scan(sim: Simulator, ap
             entered.set()
             release.wait(30)  # the scan is as long as the test wants (a bound only against a hang)
 
-    app = Exporter(parse_config(config(sim), env={}), client_factory=hooked(after_get))
-    apps.append(app)
+    app = make_app(config(sim), client_factory=hooked(after_get))
     try:
         app.start()
         assert entered.wait(10)
@@ -178,7 +168,7 @@ def test_reports_and_readiness_do_not_wait_behind_a_long_scan(sim: Simulator, ap
 
 
 def test_a_scan_past_its_timeout_asks_nothing_more_and_fails_as_timeout(
-    sim: Simulator, apps: list[Exporter]
+    sim: Simulator, make_app: MakeApp
 ) -> None:
     sim.set_estate(small_estate())
     sim.set_page_cap(2)  # 12 devices → 6 pages
@@ -187,9 +177,8 @@ def test_a_scan_past_its_timeout_asks_nothing_more_and_fails_as_timeout(
     def after_get(path: str) -> None:
         offset[0] = 3601.0  # the first page's answer came back after the 10m timeout (and the 1h interval)
 
-    app = Exporter(parse_config(config(sim), env={}), client_factory=hooked(after_get),
+    app = make_app(config(sim), client_factory=hooked(after_get),
                    monotonic=lambda: time.monotonic() + offset[0])
-    apps.append(app)
     assert not app.run(CUSTOMERS)
     state = app.store.snapshot[CUSTOMERS]
     assert state.last_reason == "timeout"
@@ -208,7 +197,7 @@ def test_timeout_is_a_prometheus_duration_defaulting_to_10m(sim: Simulator) -> N
 
 
 def test_shutdown_stops_a_scan_before_its_next_call(
-    sim: Simulator, apps: list[Exporter], caplog: pytest.LogCaptureFixture
+    sim: Simulator, caplog: pytest.LogCaptureFixture, make_app: MakeApp
 ) -> None:
     sim.set_estate(demo_estate())  # 40 customers
     holder: list[Exporter] = []
@@ -218,8 +207,7 @@ def test_shutdown_stops_a_scan_before_its_next_call(
         if "active-issues" in path:
             halt_once()
 
-    app = Exporter(parse_config(config(sim), env={}), client_factory=hooked(after_get))
-    apps.append(app)
+    app = make_app(config(sim), client_factory=hooked(after_get))
     holder.append(app)
     with caplog.at_level(logging.INFO, logger="exporter.customers"):
         assert not app.run(CUSTOMERS)
@@ -258,11 +246,10 @@ def test_check_config_mentions_the_customer_scan(sim: Simulator, tmp_path: Path)
 
 
 def test_landing_page_sums_and_sorts_the_customers_once_per_scan(
-    sim: Simulator, apps: list[Exporter], monkeypatch: pytest.MonkeyPatch
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch, make_app: MakeApp
 ) -> None:
     sim.set_estate(small_estate())
-    app = Exporter(parse_config(config(sim), env={}))
-    apps.append(app)
+    app = make_app(config(sim))
     sums: list[CustomerData] = []
     per_customer = CustomerData.per_customer
 

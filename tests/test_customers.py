@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import TEST_JWT
+from conftest import TEST_JWT, MakeApp
 from helpers import (
     REPO,
     Samples,
+    config_document,
     parse_samples,
     reports_of,
     run_command,
@@ -110,12 +111,8 @@ def estate_sim(sim: Simulator) -> Simulator:
 
 
 def config(sim: Simulator, customers: dict[str, Any] | None = None, **ncentral: Any) -> dict[str, Any]:
-    return {
-        "ncentral": {"url": sim.url, "api_token": sim.jwt, "request_timeout": "5s", "retry_backoff": "10ms",
-                     **ncentral},
-        "reports": [{"name": "all", "poll_interval": "10ms", "timeout": "10s"}],
-        CUSTOMERS: customers if customers is not None else {},
-    }
+    """The shared test config with this `customers` section (all defaults when None)."""
+    return config_document(sim, sections={CUSTOMERS: customers or {}}, ncentral=ncentral)
 
 
 def published(app: Exporter) -> tuple[dict[tuple[int, str, str], tuple[float, float | None]], Samples]:
@@ -200,7 +197,7 @@ def test_interval_below_15m_warns(caplog: pytest.LogCaptureFixture) -> None:
 # --- end to end against the simulator -------------------------------------------------------------------
 
 
-def test_exact_counts_paging_and_refused_customer(estate_sim: Simulator, make_app: Any) -> None:
+def test_exact_counts_paging_and_refused_customer(estate_sim: Simulator, make_app: MakeApp) -> None:
     app = make_app(config(estate_sim))
     assert app.run(CUSTOMERS)
     counts, samples = published(app)
@@ -220,7 +217,7 @@ def test_exact_counts_paging_and_refused_customer(estate_sim: Simulator, make_ap
     assert estate_sim.max_in_flight <= 2
 
 
-def test_refused_customer_keeps_its_last_good_counts(estate_sim: Simulator, make_app: Any) -> None:
+def test_refused_customer_keeps_its_last_good_counts(estate_sim: Simulator, make_app: MakeApp) -> None:
     estate_sim.set_estate(small_estate(denied=None))
     app = make_app(config(estate_sim))
     assert app.run(CUSTOMERS)
@@ -240,7 +237,7 @@ def test_refused_customer_keeps_its_last_good_counts(estate_sim: Simulator, make
 
 
 def test_refused_customer_is_logged_once_per_run(
-    estate_sim: Simulator, make_app: Any, caplog: pytest.LogCaptureFixture
+    estate_sim: Simulator, make_app: MakeApp, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = make_app(config(estate_sim))
     with caplog.at_level(logging.WARNING, logger="exporter.customers"):
@@ -251,7 +248,7 @@ def test_refused_customer_is_logged_once_per_run(
     assert refused[0].__dict__["customer_id"] == DENIED
 
 
-def test_include_and_exclude_scope_calls_and_series(estate_sim: Simulator, make_app: Any) -> None:
+def test_include_and_exclude_scope_calls_and_series(estate_sim: Simulator, make_app: MakeApp) -> None:
     app = make_app(config(estate_sim, {"include": "^(Alpha|Beta|Test)", "exclude": "^Test "}))
     assert app.run(CUSTOMERS)
     counts, _ = published(app)
@@ -263,7 +260,7 @@ def test_include_and_exclude_scope_calls_and_series(estate_sim: Simulator, make_
     ]
 
 
-def test_429_is_retried_and_the_counts_are_exact(estate_sim: Simulator, make_app: Any) -> None:
+def test_429_is_retried_and_the_counts_are_exact(estate_sim: Simulator, make_app: MakeApp) -> None:
     estate_sim.add_fault("429", endpoint="active_issues", count=3)
     estate_sim.add_fault("429", endpoint="devices", count=1, retry_after="0")
     app = make_app(config(estate_sim))
@@ -275,7 +272,7 @@ def test_429_is_retried_and_the_counts_are_exact(estate_sim: Simulator, make_app
     assert sample(samples, "ncentral_patch_report_failures_total", report=CUSTOMERS, reason="rate_limited") == 0
 
 
-def test_at_most_two_calls_in_flight_within_the_concurrency_limit(estate_sim: Simulator, make_app: Any) -> None:
+def test_at_most_two_calls_in_flight_within_the_concurrency_limit(estate_sim: Simulator, make_app: MakeApp) -> None:
     estate_sim.set_latency(0.05)
     estate_sim.set_concurrency_limit(2)
     app = make_app(config(estate_sim))
@@ -285,7 +282,7 @@ def test_at_most_two_calls_in_flight_within_the_concurrency_limit(estate_sim: Si
     assert published(app)[0] == EXPECTED
 
 
-def test_a_failed_scan_keeps_the_last_good_data_and_recovers(estate_sim: Simulator, make_app: Any) -> None:
+def test_a_failed_scan_keeps_the_last_good_data_and_recovers(estate_sim: Simulator, make_app: MakeApp) -> None:
     app = make_app(config(estate_sim, retries=1))
     assert app.run(CUSTOMERS)
     estate_sim.add_fault("500", endpoint="active_issues", count=None)
@@ -308,7 +305,7 @@ def test_a_failed_scan_keeps_the_last_good_data_and_recovers(estate_sim: Simulat
     assert sample(samples, "ncentral_patch_report_last_run_success", report=CUSTOMERS) == 1
 
 
-def test_invalid_device_list_fails_the_run_as_invalid_response(estate_sim: Simulator, make_app: Any) -> None:
+def test_invalid_device_list_fails_the_run_as_invalid_response(estate_sim: Simulator, make_app: MakeApp) -> None:
     app = make_app(config(estate_sim))
     estate_sim.add_fault("garbage", endpoint="devices")
     assert not app.run(CUSTOMERS)
@@ -317,14 +314,14 @@ def test_invalid_device_list_fails_the_run_as_invalid_response(estate_sim: Simul
     assert not select(samples, "ncentral_customer_devices")
 
 
-def test_state_file_round_trip(estate_sim: Simulator, make_app: Any, tmp_path: Path) -> None:
+def test_state_file_round_trip(estate_sim: Simulator, make_app: MakeApp, tmp_path: Path) -> None:
     storage = tmp_path / "state.json"
-    first = make_app(config(estate_sim), storage)
+    first = make_app(config(estate_sim), storage=storage)
     assert first.run(CUSTOMERS)
     first.shutdown()
     before = len(estate_sim.requests)
 
-    restarted = make_app(config(estate_sim), storage)  # no run: what it serves comes from the file
+    restarted = make_app(config(estate_sim), storage=storage)  # no run: what it serves comes from the file
     counts, samples = published(restarted)
     assert counts == EXPECTED
     assert sample(samples, "ncentral_patch_report_last_run_success", report=CUSTOMERS) == 1
@@ -336,36 +333,33 @@ def test_state_file_round_trip(estate_sim: Simulator, make_app: Any, tmp_path: P
     restarted.shutdown()  # releases the state file for the next exporter
 
     # A changed scope starts afresh: the stored counts answered another question.
-    rescoped = make_app(config(estate_sim, {"exclude": "Beta"}), storage)
+    rescoped = make_app(config(estate_sim, {"exclude": "Beta"}), storage=storage)
     assert not select(scrape(rescoped), "ncentral_customer_devices")
 
 
-def test_reload_adds_and_removes_the_scan(estate_sim: Simulator, tmp_path: Path) -> None:
+def test_reload_adds_and_removes_the_scan(estate_sim: Simulator, tmp_path: Path, make_app: MakeApp) -> None:
     document = config(estate_sim)
     del document[CUSTOMERS]
     path = write_yaml(tmp_path / "config.yml", document)
     from exporter.config_file import load_config
 
-    app = Exporter(load_config(str(path), env={}), lambda: load_config(str(path), env={}))
-    try:
-        assert CUSTOMERS not in app.store.snapshot
-        write_yaml(path, config(estate_sim))
-        assert app.reload() is None
-        assert app.run_once()
-        assert published(app)[0] == EXPECTED
-        write_yaml(path, document)
-        assert app.reload() is None
-        samples = scrape(app)
-        assert not select(samples, "ncentral_customer_devices")
-        assert not select(samples, "ncentral_patch_report_runs_total", report=CUSTOMERS)
-    finally:
-        app.shutdown()
+    app = make_app(load_config(str(path), env={}), lambda: load_config(str(path), env={}))
+    assert CUSTOMERS not in app.store.snapshot
+    write_yaml(path, config(estate_sim))
+    assert app.reload() is None
+    assert app.run_once()
+    assert published(app)[0] == EXPECTED
+    write_yaml(path, document)
+    assert app.reload() is None
+    samples = scrape(app)
+    assert not select(samples, "ncentral_customer_devices")
+    assert not select(samples, "ncentral_patch_report_runs_total", report=CUSTOMERS)
 
 
 # --- the landing page and the demo ----------------------------------------------------------------------
 
 
-def test_landing_page_lists_the_20_worst_customers_escaped(sim: Simulator, make_app: Any) -> None:
+def test_landing_page_lists_the_20_worst_customers_escaped(sim: Simulator, make_app: MakeApp) -> None:
     estate = demo_estate()
     worst = EstateCustomer(1, "<script>alert(1)</script> & Co")
     sim.set_estate(Estate(
@@ -473,7 +467,7 @@ def test_simulator_answers_429_beyond_its_concurrency_limit(sim: Simulator) -> N
     assert sim.max_in_flight == 1
 
 
-def test_device_list_refused_fails_the_run_as_forbidden(estate_sim: Simulator, make_app: Any) -> None:
+def test_device_list_refused_fails_the_run_as_forbidden(estate_sim: Simulator, make_app: MakeApp) -> None:
     app = make_app(config(estate_sim))
     estate_sim.add_fault("403", endpoint="devices")
     assert not app.run(CUSTOMERS)
@@ -513,14 +507,14 @@ LIVES = Estate(
 )
 
 
-def test_stale_and_end_of_life_counts_end_to_end(caplog: pytest.LogCaptureFixture) -> None:
+def test_stale_and_end_of_life_counts_end_to_end(caplog: pytest.LogCaptureFixture, make_app: MakeApp) -> None:
     """Exact counts from the simulator over HTTP; the clock (of both) then passes midnight, the day
     Windows Server 2016 and Windows 10 LTSC 2021 reach their end of support."""
     now = [T0]
     with Simulator(jwt=TEST_JWT, wall=lambda: now[0]) as simulator:
         simulator.set_estate(LIVES)
         simulator.set_page_cap(4)
-        app = Exporter(parse_config(config(simulator, {"exclude": "^Test "}), env={}), wall=lambda: now[0])
+        app = make_app(config(simulator, {"exclude": "^Test "}), wall=lambda: now[0])
         try:
             with caplog.at_level(logging.WARNING, logger="exporter.customers"):
                 assert app.run(CUSTOMERS)

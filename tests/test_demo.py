@@ -19,22 +19,20 @@ from typing import Any
 
 import pytest
 import requests
+from conftest import MakeApp
 from helpers import (
     REPO,
     ExporterProcess,
-    metrics_body,
-    parse_samples,
+    config_document,
     run_command,
     sample,
+    scrape,
     select,
-    test_config,
     wait_for,
     write_yaml,
 )
 
 from exporter import landing
-from exporter.app import Exporter
-from exporter.config_file import parse_config
 from exporter.customers import CUSTOMERS, CustomerData
 from exporter.simulator import DEFAULT_DATA, FORBIDDEN_CUSTOMER, Simulator
 from exporter.simulator.filters import CATEGORY_SHARES, window_share
@@ -49,19 +47,17 @@ def _approvals(samples: Any, report: str) -> dict[tuple[str, str], float]:
     }
 
 
-def test_report_filters_narrow_the_simulated_counts(sim: Simulator) -> None:
+def test_report_filters_narrow_the_simulated_counts(sim: Simulator, make_app: MakeApp) -> None:
     """The README's second example report (security updates waiting for approval, 30 days) answers its
     own question, not the unfiltered report's."""
-    document = test_config(sim)
+    document = config_document(sim)
     backlog = {**document["reports"][0], "name": "security-backlog", "start_date": "30d",
                "patch_approvals": ["No Approval"], "patch_categories": ["Security Updates", "Critical Updates"]}
     document["reports"].append(backlog)
-    app = Exporter(parse_config(document, env={}))
-    try:
-        assert app.run("all") and app.run("security-backlog")
-        samples = parse_samples(metrics_body(app.exposition).decode())
-    finally:
-        app.shutdown()
+    app = make_app(document)
+    assert app.run("all") and app.run("security-backlog")
+    samples = scrape(app)
+    app.shutdown()
     everything, backlog_counts = _approvals(samples, "all"), _approvals(samples, "security-backlog")
     laptops = DEFAULT_DATA["deviceClassSummaries"][0]["approvalStatusCounts"]
     assert everything[("Laptops - Windows", "approved_for_install")] == laptops["approvedForInstall"] == 6424
@@ -79,14 +75,12 @@ def test_report_filters_narrow_the_simulated_counts(sim: Simulator) -> None:
     assert {dict(labels)["patch_type"] for labels in installs} == {"security_updates", "critical_updates"}
 
 
-def test_install_status_filter_and_an_old_start_date(sim: Simulator) -> None:
-    document = test_config(sim, start_date="2020-01-01", install_statuses=["Failed"])
-    app = Exporter(parse_config(document, env={}))
-    try:
-        assert app.run("all")
-        samples = parse_samples(metrics_body(app.exposition).decode())
-    finally:
-        app.shutdown()
+def test_install_status_filter_and_an_old_start_date(sim: Simulator, make_app: MakeApp) -> None:
+    document = config_document(sim, start_date="2020-01-01", install_statuses=["Failed"])
+    app = make_app(document)
+    assert app.run("all")
+    samples = scrape(app)
+    app.shutdown()
     counts = _approvals(samples, "all")
     # 2 % of the patches approved for install failed; the patches of other statuses are not installed.
     assert counts[("Laptops - Windows", "approved_for_install")] == int(6424 * 0.02 + 0.5)
@@ -131,7 +125,7 @@ def test_demo_logs_the_server_release_once(demo: ExporterProcess) -> None:
 
 
 def test_check_connection_prints_its_steps_without_the_log_line(sim: Simulator, tmp_path: Path) -> None:
-    config = write_yaml(tmp_path / "config.yaml", test_config(sim))
+    config = write_yaml(tmp_path / "config.yaml", config_document(sim))
     result = run_command("--config.file", str(config), "--check-connection")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ok    server version: N-central" in result.stdout
@@ -146,32 +140,31 @@ def test_demo_landing_page_names_the_refused_customer(demo: ExporterProcess) -> 
                      r"<td><span class=\"bad\">forbidden</span> \(HTTP 403\): the API user may not read", refused)
 
 
-def test_a_refused_customer_is_logged_once_per_change(sim: Simulator, caplog: pytest.LogCaptureFixture) -> None:
-    document = {**test_config(sim), CUSTOMERS: {}}
-    app = Exporter(parse_config(document, env={}))
-    try:
-        with caplog.at_level(logging.INFO, logger="exporter.customers"):
-            assert app.run(CUSTOMERS) and app.run(CUSTOMERS)
-            refused = [r for r in caplog.records if r.getMessage().startswith("customer's active issues refused")]
-            assert [r.__dict__["customer"] for r in refused] == [FORBIDDEN_CUSTOMER]
-            # The customer becomes readable: said once; refused again: warned again.
-            estate = sim.estate
-            sim.set_estate(replace(estate, customers=tuple(replace(c, refused=None) for c in estate.customers)))
-            assert app.run(CUSTOMERS) and app.run(CUSTOMERS)
-            sim.set_estate(estate)
-            assert app.run(CUSTOMERS)
-        messages = [r.getMessage() for r in caplog.records if "active issues" in r.getMessage()]
-        assert messages == [
-            "customer's active issues refused; keeping its last counts",
-            "customer's active issues readable again",
-            "customer's active issues refused; keeping its last counts",
-        ]
-        data = app.store.snapshot[CUSTOMERS].result
-        page = landing.render(app.config, app.store.snapshot, {}, "/metrics", 0.0).decode()
-        assert isinstance(data, CustomerData) and [c.customer for c in data.refused] == [FORBIDDEN_CUSTOMER]
-        assert "its last good counts" in page  # scanned while readable: its counts stay
-    finally:
-        app.shutdown()
+def test_a_refused_customer_is_logged_once_per_change(
+    sim: Simulator, caplog: pytest.LogCaptureFixture, make_app: MakeApp,
+) -> None:
+    document = {**config_document(sim), CUSTOMERS: {}}
+    app = make_app(document)
+    with caplog.at_level(logging.INFO, logger="exporter.customers"):
+        assert app.run(CUSTOMERS) and app.run(CUSTOMERS)
+        refused = [r for r in caplog.records if r.getMessage().startswith("customer's active issues refused")]
+        assert [r.__dict__["customer"] for r in refused] == [FORBIDDEN_CUSTOMER]
+        # The customer becomes readable: said once; refused again: warned again.
+        estate = sim.estate
+        sim.set_estate(replace(estate, customers=tuple(replace(c, refused=None) for c in estate.customers)))
+        assert app.run(CUSTOMERS) and app.run(CUSTOMERS)
+        sim.set_estate(estate)
+        assert app.run(CUSTOMERS)
+    messages = [r.getMessage() for r in caplog.records if "active issues" in r.getMessage()]
+    assert messages == [
+        "customer's active issues refused; keeping its last counts",
+        "customer's active issues readable again",
+        "customer's active issues refused; keeping its last counts",
+    ]
+    data = app.store.snapshot[CUSTOMERS].result
+    page = landing.render(app.config, app.store.snapshot, {}, "/metrics", 0.0).decode()
+    assert isinstance(data, CustomerData) and [c.customer for c in data.refused] == [FORBIDDEN_CUSTOMER]
+    assert "its last good counts" in page  # scanned while readable: its counts stay
 
 
 def test_check_config_without_a_config_file_names_the_flags(tmp_path: Path) -> None:

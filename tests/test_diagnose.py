@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from helpers import free_port, run_command, test_config, write_yaml
+from helpers import config_document, free_port, run_command, write_yaml
 
 from exporter.config import NCentralSettings
 from exporter.diagnose import check_connection
@@ -91,7 +91,7 @@ def test_an_access_token_that_does_not_validate_fails_the_last_step(sim: Simulat
 
 
 def test_the_command_exits_0_or_1_and_never_starts_a_report(sim: Simulator, tmp_path: Path) -> None:
-    config = write_yaml(tmp_path / "config.yaml", test_config(sim))
+    config = write_yaml(tmp_path / "config.yaml", config_document(sim))
     good = run_command("--config.file", str(config), "--check-connection")
     assert good.returncode == 0, good.stdout + good.stderr
     assert len(good.stdout.splitlines()) == 4

@@ -7,9 +7,9 @@ from dataclasses import fields
 from pathlib import Path
 
 import yaml
+from conftest import MakeApp
 from helpers import REPO, metrics_body, parse_samples
 
-from exporter.app import Exporter
 from exporter.cli import build_parser
 from exporter.config import Config, NCentralSettings
 from exporter.config_file import load_config
@@ -22,7 +22,7 @@ from exporter.simulator import Simulator, demo_estate
 README = (REPO / "README.md").read_text(encoding="utf-8")
 
 
-def emitted_metric_names(sim: Simulator) -> set[str]:
+def emitted_metric_names(sim: Simulator, make_app: MakeApp) -> set[str]:
     config = Config(
         ncentral=NCentralSettings(url=sim.url, token=sim.jwt, retries=0),
         collections=(ReportSettings(name="all", poll_interval=0.01), CustomerSettings(), PatchStatusSettings()),
@@ -30,16 +30,14 @@ def emitted_metric_names(sim: Simulator) -> set[str]:
     # every kind in the registry runs here, so a kind added later is checked too
     assert {collection.kind for collection in config.collections} == {kind.name for kind in KINDS}
     sim.set_estate(demo_estate(customers=3, devices=40))
-    app = Exporter(config)
-    try:
-        assert app.run("all")
-        assert app.run(CUSTOMERS)
-        assert app.run(PATCH_STATUS)
-        sim.add_fault("403", endpoint="submit")
-        assert not app.run("all")  # failure metrics too
-        text = metrics_body(app.exposition).decode()
-    finally:
-        app.shutdown()
+    app = make_app(config)
+    assert app.run("all")
+    assert app.run(CUSTOMERS)
+    assert app.run(PATCH_STATUS)
+    sim.add_fault("403", endpoint="submit")
+    assert not app.run("all")  # failure metrics too
+    text = metrics_body(app.exposition).decode()
+    app.shutdown()
     return {name for name, _ in parse_samples(text)}
 
 
@@ -49,8 +47,8 @@ def documented(name: str) -> bool:
     return any(name.startswith(prefix) for prefix in re.findall(r"`([a-z]+_)\*`", README))
 
 
-def test_every_emitted_metric_is_in_the_readme(sim: Simulator) -> None:
-    names = emitted_metric_names(sim)
+def test_every_emitted_metric_is_in_the_readme(sim: Simulator, make_app: MakeApp) -> None:
+    names = emitted_metric_names(sim, make_app)
     assert {"ncentral_patch_installs", "ncentral_customer_stale_devices",
             "ncentral_customer_patch_status_devices"} <= names
     assert "process_resident_memory_bytes" in names

@@ -16,11 +16,11 @@ from helpers import (
     REPO,
     ExporterProcess,
     Samples,
+    config_document,
     parse_samples,
     run_command,
     sample,
     select,
-    test_config,
     wait_for,
     write_yaml,
 )
@@ -76,7 +76,7 @@ def test_demo_serves_the_vendor_numbers_and_promtool_accepts_the_scrape(tmp_path
 
 
 def test_once_prints_parseable_metrics_and_exit_code(sim: Simulator, tmp_path: Path) -> None:
-    config = write_yaml(tmp_path / "config.yaml", test_config(sim))
+    config = write_yaml(tmp_path / "config.yaml", config_document(sim))
     result = run_command("--config.file", str(config), "--once")
     assert result.returncode == 0, result.stderr
     families = {family.name: family for family in text_string_to_metric_families(result.stdout)}
@@ -95,7 +95,7 @@ def test_once_prints_parseable_metrics_and_exit_code(sim: Simulator, tmp_path: P
 
 def test_starts_and_serves_while_n_central_is_unreachable(tmp_path: Path) -> None:
     with Simulator(jwt="unreachable-jwt-0123456789") as sim:
-        config = write_yaml(tmp_path / "config.yaml", test_config(sim, interval="300ms"))
+        config = write_yaml(tmp_path / "config.yaml", config_document(sim, interval="300ms"))
     exporter = ExporterProcess(tmp_path, "--config.file", str(config))
     try:
         exporter.wait_healthy()
@@ -110,7 +110,7 @@ def test_starts_and_serves_while_n_central_is_unreachable(tmp_path: Path) -> Non
 
 def test_sigterm_mid_poll_then_restart_resumes_the_same_report(sim: Simulator, tmp_path: Path) -> None:
     state = tmp_path / "state.json"
-    config = write_yaml(tmp_path / "config.yaml", test_config(sim, interval="1s", poll_interval="50ms",
+    config = write_yaml(tmp_path / "config.yaml", config_document(sim, interval="1s", poll_interval="50ms",
                                                               poll_max_interval="50ms", timeout="5m"))
     first = ExporterProcess(tmp_path, "--config.file", str(config), "--storage.path", str(state))
     first.wait_healthy()
@@ -153,7 +153,7 @@ FLIPS = [
 
 
 def test_counters_add_up_over_many_healthy_and_faulty_runs(sim: Simulator, tmp_path: Path) -> None:
-    config = write_yaml(tmp_path / "config.yaml", test_config(sim, interval="100ms", poll_interval="10ms",
+    config = write_yaml(tmp_path / "config.yaml", config_document(sim, interval="100ms", poll_interval="10ms",
                                                               poll_max_interval="10ms", timeout="1m"))
     exporter = ExporterProcess(tmp_path, "--config.file", str(config), "--log.format", "json")
     try:
@@ -204,7 +204,7 @@ def test_no_token_in_debug_logs_metrics_or_pages_through_every_fault(
     sim: Simulator, tmp_path: Path, log_format: str, faults: list[str]
 ) -> None:
     sim.access_expiry = 1  # refreshes happen too, at 0.8 s
-    config = write_yaml(tmp_path / "config.yaml", test_config(sim, interval="100ms", timeout="1s"))
+    config = write_yaml(tmp_path / "config.yaml", config_document(sim, interval="100ms", timeout="1s"))
     exporter = ExporterProcess(tmp_path, "--config.file", str(config), "--log.level", "debug",
                                "--log.format", log_format)
     pages: list[str] = []
@@ -236,7 +236,7 @@ def test_once_interrupted_by_a_signal_exits_1_quietly(
     sim: Simulator, tmp_path: Path, signum: signal.Signals, where: str
 ) -> None:
     sim.set_generation_time(3600)
-    document = test_config(sim, timeout="5m")
+    document = config_document(sim, timeout="5m")
     if where == "in a slow call":
         document["ncentral"]["request_timeout"] = "60s"
         sim.add_fault("slow", endpoint="submit", delay=60)

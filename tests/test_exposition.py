@@ -14,7 +14,8 @@ from functools import partial
 from types import MappingProxyType
 
 import pytest
-from helpers import Samples, metrics_body, parse_samples, sample, select, wait_for
+from conftest import MakeApp
+from helpers import Samples, metrics_body, parse_samples, sample, scrape, select, wait_for
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -223,7 +224,7 @@ def test_a_reload_that_sets_max_data_age_reaches_the_cached_body_without_a_store
     exposition = Exposition(store, reports, ExporterCollector())
     fill(store, "all", DATA, clock.now - 600)
     snapshot = store.snapshot
-    assert select(parse_samples(metrics_body(exposition).decode()), "ncentral_patch_approvals", report="all")
+    assert select(scrape(exposition), "ncentral_patch_approvals", report="all")
     configured[0] = (replace(REPORTS[0], max_data_age=60.0), REPORTS[1])
     stale = parse_samples(assert_same_as_stock(exposition, reports).decode())
     assert store.snapshot is snapshot
@@ -304,10 +305,10 @@ def test_the_live_part_is_rendered_again_exactly_when_an_input_changes(
 
 
 @pytest.fixture
-def served(clock: Clock) -> Iterator[tuple[Exporter, int]]:
+def served(clock: Clock, make_app: MakeApp) -> Iterator[tuple[Exporter, int]]:
     config = Config(ncentral=NCentralSettings(url="http://127.0.0.1:9", token="not-used-0123456789"),
                     collections=REPORTS)
-    app = Exporter(config)
+    app = make_app(config)
     fill(app.store, "all", DATA, clock.now)
     server = WebServer(app, ("127.0.0.1", 0), "/metrics", WebConfig())
     server.start()
@@ -315,7 +316,6 @@ def served(clock: Clock) -> Iterator[tuple[Exporter, int]]:
         yield app, server.address[1]
     finally:
         server.shutdown()
-        app.shutdown()
 
 
 def fetch(port: int, encoding: str) -> tuple[http.client.HTTPResponse, bytes]:
@@ -362,45 +362,39 @@ def test_a_new_run_reaches_http_scrapes_plain_and_gzipped(served: tuple[Exporter
 
 
 
-def test_every_collection_exports_its_interval_and_a_reload_changes_it() -> None:
+def test_every_collection_exports_its_interval_and_a_reload_changes_it(make_app: MakeApp) -> None:
     """The staleness alert divides by it: one per report and for the customer scan, from the config in force
     (a reload changes it before any run), and in what --once prints."""
     ncentral = NCentralSettings(url="http://127.0.0.1:9", token="not-used-0123456789")
     configs = [Config(ncentral=ncentral, collections=(ReportSettings(name="all", interval=7200.0),
                                                       CustomerSettings(interval=86400.0)))]
-    app = Exporter(configs[0], load_config=lambda: configs[-1])
+    app = make_app(configs[0], load_config=lambda: configs[-1])
 
     def intervals(text: bytes) -> dict[str, float]:
         found = select(parse_samples(text.decode()), "ncentral_patch_report_interval_seconds")
         return {dict(labels)["report"]: value for labels, value in found.items()}
 
-    try:
-        assert intervals(metrics_body(app.exposition)) == {"all": 7200.0, CUSTOMERS: 86400.0}
-        configs.append(replace(configs[0], collections=(ReportSettings(name="all", interval=1800.0),
-                                                        ReportSettings(name="servers", interval=600.0),
-                                                        CustomerSettings(interval=86400.0))))
-        assert app.reload() is None
-        assert intervals(metrics_body(app.exposition)) == {"all": 1800.0, "servers": 600.0, CUSTOMERS: 86400.0}
-        assert intervals(app.exposition.render_collections()) == {"all": 1800.0, "servers": 600.0, CUSTOMERS: 86400.0}
-    finally:
-        app.shutdown()
+    assert intervals(metrics_body(app.exposition)) == {"all": 7200.0, CUSTOMERS: 86400.0}
+    configs.append(replace(configs[0], collections=(ReportSettings(name="all", interval=1800.0),
+                                                    ReportSettings(name="servers", interval=600.0),
+                                                    CustomerSettings(interval=86400.0))))
+    assert app.reload() is None
+    assert intervals(metrics_body(app.exposition)) == {"all": 1800.0, "servers": 600.0, CUSTOMERS: 86400.0}
+    assert intervals(app.exposition.render_collections()) == {"all": 1800.0, "servers": 600.0, CUSTOMERS: 86400.0}
 
 
-def test_the_last_run_failure_reason_is_served_until_a_run_succeeds(sim: Simulator) -> None:
+def test_the_last_run_failure_reason_is_served_until_a_run_succeeds(sim: Simulator, make_app: MakeApp) -> None:
     config = Config(ncentral=NCentralSettings(url=sim.url, token=sim.jwt, retries=0),
                     collections=(ReportSettings(name="all", poll_interval=0.01),))
-    app = Exporter(config)
+    app = make_app(config)
 
     def reasons() -> dict[frozenset[tuple[str, str]], float]:
-        samples = parse_samples(metrics_body(app.exposition).decode())
+        samples = scrape(app)
         return select(samples, "ncentral_patch_report_last_run_failure_reason")
 
-    try:
-        assert reasons() == {}  # no run yet
-        sim.add_fault("403", endpoint="submit")
-        assert not app.run("all")
-        assert reasons() == {frozenset({("report", "all"), ("reason", "forbidden")}): 1.0}
-        assert app.run("all")
-        assert reasons() == {}
-    finally:
-        app.shutdown()
+    assert reasons() == {}  # no run yet
+    sim.add_fault("403", endpoint="submit")
+    assert not app.run("all")
+    assert reasons() == {frozenset({("report", "all"), ("reason", "forbidden")}): 1.0}
+    assert app.run("all")
+    assert reasons() == {}

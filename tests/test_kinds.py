@@ -16,11 +16,11 @@ from typing import Any, ClassVar
 
 import pytest
 import requests
-from helpers import parse_samples, sample, test_config, wait_for, write_yaml
+from conftest import MakeApp
+from helpers import config_file, parse_samples, sample, wait_for
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter import cli, registry
-from exporter.app import Exporter
 from exporter.collection import ResultType
 from exporter.config import ConfigError, Notice, mapping, positive_duration
 from exporter.config_file import load_config
@@ -122,18 +122,18 @@ def toy_kind(monkeypatch: pytest.MonkeyPatch) -> DeviceCountKind:
     return kind
 
 
-def config_file(sim: Simulator, tmp_path: Path, interval: str) -> Path:
-    document = {**test_config(sim), "device_count": {"interval": interval}, "storage": {
-        "path": str(tmp_path / "state.json")}}
-    return write_yaml(tmp_path / "config.yml", document)
+def kind_config_file(sim: Simulator, tmp_path: Path, interval: str) -> str:
+    """The shared test config with the toy kind's section, and a state file."""
+    return config_file(tmp_path, sim, sections={"device_count": {"interval": interval},
+                                                "storage": {"path": str(tmp_path / "state.json")}})
 
 
 def test_a_new_kind_is_scheduled_stored_persisted_published_and_shown(
-    sim: Simulator, tmp_path: Path, toy_kind: DeviceCountKind
+    sim: Simulator, tmp_path: Path, toy_kind: DeviceCountKind, make_app: MakeApp
 ) -> None:
-    config = load_config(str(config_file(sim, tmp_path, "50ms")))
+    config = load_config(kind_config_file(sim, tmp_path, "50ms"))
     assert [collection.kind for collection in config.collections] == ["patch_report", "device_count"]
-    app = Exporter(config)
+    app = make_app(config)
     server = WebServer(app, ("127.0.0.1", 0), "/metrics", WebConfig())
     server.start()
     try:
@@ -155,17 +155,14 @@ def test_a_new_kind_is_scheduled_stored_persisted_published_and_shown(
     finally:
         server.shutdown()
         app.shutdown()
-    restarted = Exporter(config)  # read back from the state file, before any run
-    try:
-        assert restarted.store.snapshot["device_count"].result == DeviceCount(devices)
-    finally:
-        restarted.shutdown()
+    restarted = make_app(config)  # read back from the state file, before any run
+    assert restarted.store.snapshot["device_count"].result == DeviceCount(devices)
 
 
 def test_once_runs_a_new_kind_and_check_config_summarises_it(
     sim: Simulator, tmp_path: Path, toy_kind: DeviceCountKind, capsysbinary: pytest.CaptureFixture[bytes]
 ) -> None:
-    path = config_file(sim, tmp_path, "1h")
+    path = kind_config_file(sim, tmp_path, "1h")
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     try:
         assert cli.main(["--config.file", str(path), "--once"]) == 0

@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import ExporterProcess, parse_samples, sample, select, test_config, wait_for, write_yaml
+from helpers import ExporterProcess, config_document, parse_samples, sample, select, wait_for, write_yaml
 
 from exporter.labels import snake_case
 from exporter.simulator import (
@@ -52,7 +52,7 @@ def test_a_token_in_n_centrals_text_is_scrubbed_before_it_becomes_a_label_or_pag
         (EstateIssue(2_000_000, PATCH_SERVICE),),
     ))
     sim.add_fault("echo_token", endpoint="server_info", count=None)
-    config = write_yaml(tmp_path / "config.yaml", {**test_config(sim), "customers": {}})
+    config = write_yaml(tmp_path / "config.yaml", {**config_document(sim), "customers": {}})
     exporter = ExporterProcess(tmp_path, "--config.file", str(config))
     try:
         exporter.wait_healthy()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import requests
-from helpers import free_port, make_config, metrics_body, sample, scrape, test_config, write_yaml
+from conftest import MakeApp
+from helpers import config_document, free_port, make_config, metrics_body, sample, scrape, write_yaml
 
 from exporter import landing
 from exporter.app import Exporter
@@ -25,17 +25,8 @@ SCHEMA_PROPERTIES = {"startDate", "installStatuses", "patchApprovals", "patchCat
 
 
 
-@pytest.fixture
-def make_exporter() -> Iterator[list[Exporter]]:
-    made: list[Exporter] = []
-    yield made
-    for app in made:
-        app.shutdown()
-
-
-def run_once(made: list[Exporter], config: Config) -> Exporter:
-    app = Exporter(config)
-    made.append(app)
+def run_once(make_app: MakeApp, config: Config) -> Exporter:
+    app = make_app(config)
     app.run_once()
     return app
 
@@ -99,14 +90,14 @@ def test_server_info_and_extra_answer_as_documented(sim: Simulator) -> None:
     assert validate.json() == {"message": "The token is valid."}
 
 
-def test_the_client_sends_only_what_the_schema_has(sim: Simulator, make_exporter: list[Exporter]) -> None:
+def test_the_client_sends_only_what_the_schema_has(sim: Simulator, make_app: MakeApp) -> None:
     config = make_config(sim.url, sim.jwt, retries=1)
     for report in (
         ReportSettings(name="all"),
         ReportSettings(name="all", start_date="2025-02-28", install_statuses=("Failed",),
                        patch_approvals=("Declined",), patch_categories=("Drivers",)),
     ):
-        run_once(make_exporter, replace(config, collections=(replace(report, poll_interval=0.01),)))
+        run_once(make_app, replace(config, collections=(replace(report, poll_interval=0.01),)))
     bodies = [r.json() for r in sim.requests if r.endpoint == "submit"]
     assert len(bodies) == 2
     for body in bodies:
@@ -116,11 +107,11 @@ def test_the_client_sends_only_what_the_schema_has(sim: Simulator, make_exporter
 
 
 def test_field_messages_of_a_400_are_logged_and_kept(
-    sim: Simulator, make_exporter: list[Exporter], caplog: pytest.LogCaptureFixture
+    sim: Simulator, make_app: MakeApp, caplog: pytest.LogCaptureFixture
 ) -> None:
     sim.add_fault("invalid_fields", endpoint="submit")
     with caplog.at_level(logging.WARNING, logger="exporter.reports"):
-        app = run_once(make_exporter, make_config(sim.url, sim.jwt, retries=1))
+        app = run_once(make_app, make_config(sim.url, sim.jwt, retries=1))
     state = app.store.snapshot["all"]
     assert state.last_reason == "http"
     assert state.last_error is not None
@@ -134,24 +125,23 @@ def test_field_messages_of_a_400_are_logged_and_kept(
     assert "startDate: startDate must be in the format YYYY-MM-DD" in page
 
 
-def test_ncentral_server_info_carries_the_version(sim: Simulator, make_exporter: list[Exporter]) -> None:
-    app = run_once(make_exporter, make_config(sim.url, sim.jwt, retries=1))
+def test_ncentral_server_info_carries_the_version(sim: Simulator, make_app: MakeApp) -> None:
+    app = run_once(make_app, make_config(sim.url, sim.jwt, retries=1))
     samples = scrape(app)
     assert sample(samples, "ncentral_server_info", version=DEFAULT_VERSION, api_version=API_SERVICE_VERSION) == 1
     assert app.store.snapshot["all"].last_run_success
 
 
-def test_no_server_info_before_the_first_authentication(sim: Simulator, make_exporter: list[Exporter]) -> None:
-    app = Exporter(make_config(sim.url, sim.jwt, retries=1))
-    make_exporter.append(app)
+def test_no_server_info_before_the_first_authentication(sim: Simulator, make_app: MakeApp) -> None:
+    app = make_app(make_config(sim.url, sim.jwt, retries=1))
     text = metrics_body(app.exposition).decode()
     assert "ncentral_server_info{" not in text
     assert "# TYPE ncentral_server_info gauge" in text
 
 
-def test_a_2024_server_is_named_and_not_supported(make_exporter: list[Exporter]) -> None:
+def test_a_2024_server_is_named_and_not_supported(make_app: MakeApp) -> None:
     with Simulator(jwt="old-server-jwt-0123456789", version="2024.1.0.5") as sim:
-        app = run_once(make_exporter, make_config(sim.url, sim.jwt, retries=1))
+        app = run_once(make_app, make_config(sim.url, sim.jwt, retries=1))
         assert sim.count("submit") == 0  # known to be too old: nothing asked of an API it lacks
         samples = scrape(app)
     state = app.store.snapshot["all"]
@@ -164,19 +154,19 @@ def test_a_2024_server_is_named_and_not_supported(make_exporter: list[Exporter])
 
 
 def test_an_unreadable_version_does_not_stop_the_reports(
-    sim: Simulator, make_exporter: list[Exporter], caplog: pytest.LogCaptureFixture
+    sim: Simulator, make_app: MakeApp, caplog: pytest.LogCaptureFixture
 ) -> None:
     sim.add_fault("403", endpoint="server_info_extra")
     with caplog.at_level(logging.WARNING, logger="exporter.client"):
-        app = run_once(make_exporter, make_config(sim.url, sim.jwt, retries=1))
+        app = run_once(make_app, make_config(sim.url, sim.jwt, retries=1))
     assert app.store.snapshot["all"].last_run_success
     assert any(r.getMessage() == "cannot read the N-central version" for r in caplog.records)
     samples = scrape(app)
     assert sample(samples, "ncentral_server_info", version="unknown", api_version=API_SERVICE_VERSION) == 1
 
 
-def test_a_404_on_authenticate_is_a_url_problem(sim: Simulator, make_exporter: list[Exporter]) -> None:
-    app = run_once(make_exporter, make_config(f"{sim.url}/ncentral", sim.jwt, retries=1))
+def test_a_404_on_authenticate_is_a_url_problem(sim: Simulator, make_app: MakeApp) -> None:
+    app = run_once(make_app, make_config(f"{sim.url}/ncentral", sim.jwt, retries=1))
     state = app.store.snapshot["all"]
     assert state.last_reason == "http"
     assert state.last_error is not None
@@ -187,9 +177,9 @@ def test_a_404_on_authenticate_is_a_url_problem(sim: Simulator, make_exporter: l
 
 @pytest.mark.parametrize("suffix", ["/api", "/api/", "/"])
 def test_a_base_url_as_people_write_it_works(
-    sim: Simulator, make_exporter: list[Exporter], tmp_path: Path, caplog: pytest.LogCaptureFixture, suffix: str
+    sim: Simulator, make_app: MakeApp, tmp_path: Path, caplog: pytest.LogCaptureFixture, suffix: str
 ) -> None:
-    document = test_config(sim)
+    document = config_document(sim)
     document["ncentral"]["url"] = sim.url + suffix
     path = write_yaml(tmp_path / "config.yaml", document)
     with caplog.at_level(logging.INFO, logger="exporter.config"):
@@ -202,7 +192,7 @@ def test_a_base_url_as_people_write_it_works(
     noted = [r for r in caplog.records if r.getMessage().startswith("ncentral.url normalised")]
     assert len(noted) == 1
     assert (noted[0].given, noted[0].url) == (sim.url + suffix, sim.url)  # type: ignore[attr-defined]
-    app = run_once(make_exporter, config)
+    app = run_once(make_app, config)
     assert app.store.snapshot["all"].last_run_success
     assert all(not r.path.startswith("/api/api") for r in sim.requests)
 

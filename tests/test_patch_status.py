@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import REPO, Samples, metrics_body, parse_samples, run_command, sample, select, write_yaml
-from test_customers import config as customers_config
+from conftest import MakeApp
+from helpers import REPO, Samples, config_document, run_command, sample, scrape, select, write_yaml
 
 from exporter import landing
 from exporter.app import Exporter
@@ -121,10 +121,9 @@ def estate_sim(sim: Simulator) -> Simulator:
 
 
 def config(sim: Simulator, section: dict[str, Any] | None = None, **ncentral: Any) -> dict[str, Any]:
-    """The customer scan's test config (see test_customers.py) with this section in place of its own."""
-    document = customers_config(sim, **ncentral)
-    del document[CUSTOMERS]
-    return {**document, PATCH_STATUS: section if section is not None else {"exclude": "^Test "}}
+    """The shared test config with this `patch_status` section (by default: test customers excluded)."""
+    return config_document(sim, sections={PATCH_STATUS: section if section is not None else {"exclude": "^Test "}},
+                       ncentral=ncentral)
 
 
 def settings_of(document: dict[str, Any]) -> PatchStatusSettings:
@@ -135,7 +134,7 @@ def settings_of(document: dict[str, Any]) -> PatchStatusSettings:
 
 def published(app: Exporter) -> tuple[dict[Any, float], dict[Any, tuple[float, float]], Samples]:
     """The states per (customer id, customer, class, state) and the (stale, breached) per class."""
-    samples = parse_samples(metrics_body(app.exposition).decode())
+    samples = scrape(app)
     states = {}
     for labels, value in select(samples, "ncentral_customer_patch_status_devices").items():
         tags = dict(labels)
@@ -302,7 +301,7 @@ def test_answers_of_another_shape_are_invalid(body: dict[str, Any]) -> None:
 # --- end to end against the simulator -------------------------------------------------------------------
 
 
-def test_exact_counts_end_to_end(estate_sim: Simulator, make_app: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_exact_counts_end_to_end(estate_sim: Simulator, make_app: MakeApp, caplog: pytest.LogCaptureFixture) -> None:
     app = make_app(config(estate_sim))
     with caplog.at_level(logging.WARNING, logger="exporter.patch_status"):
         assert app.run(PATCH_STATUS)
@@ -325,7 +324,7 @@ def test_exact_counts_end_to_end(estate_sim: Simulator, make_app: Any, caplog: p
 
 
 def test_429_beyond_the_concurrency_limit_is_retried_and_the_counts_are_exact(
-    estate_sim: Simulator, make_app: Any
+    estate_sim: Simulator, make_app: MakeApp
 ) -> None:
     estate_sim.set_latency(0.02)
     estate_sim.set_concurrency_limit(1, endpoint="service_monitor_status")  # the second call in flight: 429
@@ -337,7 +336,7 @@ def test_429_beyond_the_concurrency_limit_is_retried_and_the_counts_are_exact(
     assert sample(samples, "ncentral_patch_report_failures_total", report=PATCH_STATUS, reason="rate_limited") == 0
 
 
-def test_two_in_flight_within_n_centrals_limit_of_three(estate_sim: Simulator, make_app: Any) -> None:
+def test_two_in_flight_within_n_centrals_limit_of_three(estate_sim: Simulator, make_app: MakeApp) -> None:
     estate_sim.set_latency(0.02)
     app = make_app(config(estate_sim))
     assert app.run(PATCH_STATUS)
@@ -346,7 +345,7 @@ def test_two_in_flight_within_n_centrals_limit_of_three(estate_sim: Simulator, m
 
 
 def test_more_than_5_percent_skipped_fails_the_scan_and_keeps_the_last_counts(
-    estate_sim: Simulator, make_app: Any
+    estate_sim: Simulator, make_app: MakeApp
 ) -> None:
     app = make_app(config(estate_sim))
     assert app.run(PATCH_STATUS)
@@ -362,7 +361,7 @@ def test_more_than_5_percent_skipped_fails_the_scan_and_keeps_the_last_counts(
     assert sample(samples, "ncentral_patch_status_device_errors_total", reason="not_found") == 1
 
 
-def test_an_unreadable_answer_is_skipped_as_invalid_response(estate_sim: Simulator, make_app: Any) -> None:
+def test_an_unreadable_answer_is_skipped_as_invalid_response(estate_sim: Simulator, make_app: MakeApp) -> None:
     estate_sim.add_fault("garbage", endpoint="service_monitor_status")
     estate_sim.set_estate(small_estate(d107=None))
     app = make_app(config(estate_sim))
@@ -373,21 +372,21 @@ def test_an_unreadable_answer_is_skipped_as_invalid_response(estate_sim: Simulat
 
 
 def test_restart_serves_the_last_good_counts_from_the_state_file(
-    estate_sim: Simulator, make_app: Any, tmp_path: Path
+    estate_sim: Simulator, make_app: MakeApp, tmp_path: Path
 ) -> None:
     storage = tmp_path / "state.json"
-    first = make_app(config(estate_sim), storage)
+    first = make_app(config(estate_sim), storage=storage)
     assert first.run(PATCH_STATUS)
     first.shutdown()
     before = len(estate_sim.requests)
-    restarted = make_app(config(estate_sim), storage)  # no run: what it serves comes from the file
+    restarted = make_app(config(estate_sim), storage=storage)  # no run: what it serves comes from the file
     states, groups, samples = published(restarted)
     assert (states, groups) == (EXPECTED_STATES, EXPECTED_GROUPS)
     assert sample(samples, "ncentral_patch_report_last_run_success", report=PATCH_STATUS) == 1
     assert len(estate_sim.requests) == before
     restarted.shutdown()
     # Another SLA answers another question: the stored counts are not served.
-    changed = make_app(config(estate_sim, {"exclude": "^Test ", "sla": "7d"}), storage)
+    changed = make_app(config(estate_sim, {"exclude": "^Test ", "sla": "7d"}), storage=storage)
     assert not published(changed)[0]
 
 
@@ -401,7 +400,7 @@ def test_example_section_is_valid_when_uncommented() -> None:
     assert not settings.wanted("Test Lab") and settings.wanted("Acme Corp")
 
 
-def test_landing_page_shows_the_lowest_compliance(estate_sim: Simulator, make_app: Any) -> None:
+def test_landing_page_shows_the_lowest_compliance(estate_sim: Simulator, make_app: MakeApp) -> None:
     app = make_app(config(estate_sim))
     page = landing.render(app.config, app.store.snapshot, {}, "/metrics", 0.0).decode()
     assert "patch compliance</th>" not in page  # no result yet: the scan's outcome only
@@ -416,10 +415,12 @@ def test_landing_page_shows_the_lowest_compliance(estate_sim: Simulator, make_ap
     assert "12 of 22 devices with a patch service are normal" in section
 
 
-def test_the_customers_table_has_a_compliance_column_when_the_scan_is_on(estate_sim: Simulator, make_app: Any) -> None:
+def test_the_customers_table_has_a_compliance_column_when_the_scan_is_on(
+    estate_sim: Simulator, make_app: MakeApp,
+) -> None:
     """With both scans on, the customer scan's table gains each customer's patch compliance, empty for a
     customer the patch status scan leaves out; rendered again when either result changes."""
-    app = make_app({**customers_config(estate_sim), PATCH_STATUS: {"exclude": "^Test "}})
+    app = make_app(config_document(estate_sim, sections={CUSTOMERS: {}, PATCH_STATUS: {"exclude": "^Test "}}))
     cache = landing.PageCache()
 
     def customers_rows() -> list[tuple[str, str]]:

@@ -20,6 +20,7 @@ from conftest import MakeApp
 from helpers import (
     ExporterProcess,
     Samples,
+    config_document,
     make_config,
     report_result,
     reports_of,
@@ -27,7 +28,6 @@ from helpers import (
     sample,
     scrape,
     select,
-    test_config,
     wait_for,
     with_report,
     write_yaml,
@@ -101,7 +101,7 @@ def run_in_thread(app: Exporter, sim: Simulator, hang_bound: float = 30.0) -> bo
     ("drip_headers", ("not complete within", "headers received")),
 ])
 def test_a_dripping_answer_cannot_hold_a_run(
-    sim: Simulator, bound: str, fault: str, said: tuple[str, ...], caplog: pytest.LogCaptureFixture
+    sim: Simulator, bound: str, fault: str, said: tuple[str, ...], caplog: pytest.LogCaptureFixture, make_app: MakeApp
 ) -> None:
     """Each byte resets a socket timeout (`requests`' timeout bounds each read only), so only the call's
     wall-clock deadline, from the status line to the last body byte, ends it. The bound of 20 s only
@@ -109,24 +109,21 @@ def test_a_dripping_answer_cannot_hold_a_run(
     config = make_config(sim, request_timeout=30.0 if bound == "report-timeout" else 1.0, retries=1)
     timeout = 2.0 if bound == "report-timeout" else 600.0
     config = with_report(config, timeout=timeout)
-    app = Exporter(config)
-    try:
-        assert app.run("all")
-        sim.add_fault(fault, endpoint="poll", count=None, delay=0.3)
-        assert run_in_thread(app, sim, hang_bound=20.0) is False
-        assert failures(app, "connection") == 1
-        line = next(r for r in caplog.records if r.getMessage() == "report run failed").__dict__
-        assert all(text in line["error"] for text in said), line["error"]
-        assert approvals(app)  # the last good data stays
-        sim.clear_faults()
-        assert app.run("all")
-    finally:
-        app.shutdown()
+    app = make_app(config)
+    assert app.run("all")
+    sim.add_fault(fault, endpoint="poll", count=None, delay=0.3)
+    assert run_in_thread(app, sim, hang_bound=20.0) is False
+    assert failures(app, "connection") == 1
+    line = next(r for r in caplog.records if r.getMessage() == "report run failed").__dict__
+    assert all(text in line["error"] for text in said), line["error"]
+    assert approvals(app)  # the last good data stays
+    sim.clear_faults()
+    assert app.run("all")
 
 
 def test_once_ends_by_the_report_timeout_on_a_dripping_body(sim: Simulator, tmp_path: Path) -> None:
     sim.add_fault("drip", endpoint="poll", count=None, delay=0.3)
-    document = test_config(sim, timeout="2s")
+    document = config_document(sim, timeout="2s")
     document["ncentral"]["request_timeout"] = "30s"
     config = write_yaml(tmp_path / "config.yaml", document)
     result = run_command("--once", "--config.file", str(config), timeout=40)
@@ -139,7 +136,7 @@ def test_once_ends_by_the_report_timeout_on_dripping_headers(sim: Simulator, tmp
     """The reviewer's case: request_timeout 2s, no retries, report timeout 3s, headers that would drip for
     hours. The command must end (20 s only catches a hang) and fail with reason connection."""
     sim.add_fault("drip_headers", endpoint="poll", count=None, delay=0.5)
-    document = test_config(sim, timeout="3s")
+    document = config_document(sim, timeout="3s")
     document["ncentral"]["request_timeout"] = "2s"
     document["ncentral"]["retries"] = 0
     config = write_yaml(tmp_path / "config.yaml", document)
@@ -187,7 +184,7 @@ def test_check_connection_ends_on_dripping_headers(sim: Simulator) -> None:
 
 
 def test_dripping_headers_over_tls_cannot_hold_a_run(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, make_app: MakeApp
 ) -> None:
     """The same over HTTPS: the deadline bounds reads through the TLS socket. (REQUESTS_CA_BUNDLE set, as in
     many containers, must not override ncentral.ca_bundle.)"""
@@ -196,7 +193,7 @@ def test_dripping_headers_over_tls_cannot_hold_a_run(
     with Simulator(tls=(str(cert), str(key))) as sim:
         assert sim.url.startswith("https://")
         config = make_config(sim, ca_bundle=str(cert), request_timeout=1.0, retries=1)
-        app = Exporter(config)
+        app = make_app(config)
         try:
             assert app.run("all")
             sim.add_fault("drip_headers", endpoint="poll", count=None, delay=0.3)
@@ -228,10 +225,10 @@ def test_calls_still_share_one_kept_alive_connection(sim: Simulator, tmp_path: P
             client.close()
 
 
-def stored_then_edited(config: Config, edit: Callable[[dict[str, Any]], None]) -> Samples:
+def stored_then_edited(make_app: MakeApp, config: Config, edit: Callable[[dict[str, Any]], None]) -> Samples:
     """Run once with a state file, stop, let `edit` change the stored document, and return what the first
     exporter served."""
-    first = Exporter(config)
+    first = make_app(config)
     assert first.run("all")
     served = scrape(first)
     first.shutdown()
@@ -245,9 +242,9 @@ def stored_then_edited(config: Config, edit: Callable[[dict[str, Any]], None]) -
 # --- 2. stored in-flight ids and results are tied to their server ---
 
 
-def interrupted_in_flight(sim: Simulator, config: Config) -> int:
+def interrupted_in_flight(make_app: MakeApp, sim: Simulator, config: Config) -> int:
     """Run once (data stored), then leave a report in flight at `sim` and stop: its id stays stored."""
-    first = Exporter(config)
+    first = make_app(config)
     assert first.run("all")
     sim.set_generation_time(3600)
     worker = threading.Thread(target=first.run, args=("all",), daemon=True)
@@ -290,14 +287,14 @@ def report_calls(sim: Simulator) -> list[str]:
 
 
 def test_a_restart_against_another_server_drops_the_stored_id_and_results(
-    sim: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    sim: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture, make_app: MakeApp
 ) -> None:
     state = tmp_path / "state.json"
-    report_id = interrupted_in_flight(sim, make_config(sim, storage=state))
+    report_id = interrupted_in_flight(make_app, sim, make_config(sim, storage=state))
     other = another_server()
     try:
         caplog.clear()
-        app = Exporter(replace(make_config(other, storage=state)))
+        app = make_app(replace(make_config(other, storage=state)))
         try:
             changed = [r for r in caplog.records if "server (URL or API user)" in r.getMessage()]
             assert len(changed) == 1
@@ -314,13 +311,13 @@ def test_a_restart_against_another_server_drops_the_stored_id_and_results(
 
 
 def test_a_reload_to_another_server_drops_the_stored_id_and_results(
-    sim: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    sim: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture, make_app: MakeApp
 ) -> None:
     state = tmp_path / "state.json"
     config = make_config(sim, storage=state)
-    app = Exporter(config, lambda: new_config)
     other = another_server()
     new_config = make_config(other, storage=state)
+    app = make_app(config, lambda: new_config)
     try:
         assert app.run("all")
         sim.set_generation_time(3600)
@@ -341,7 +338,6 @@ def test_a_reload_to_another_server_drops_the_stored_id_and_results(
         stored = json.loads(state.read_text())
         assert stored["server"] == server_identity(new_config.ncentral)
     finally:
-        app.shutdown()
         other.stop()
 
 
@@ -366,21 +362,18 @@ def test_server_identity_follows_url_and_api_user_and_never_holds_the_token() ->
 # --- 3. memory: a report with more series than max_series is refused before it is built ---
 
 
-def test_a_report_over_max_series_is_invalid_and_the_good_data_stays(sim: Simulator) -> None:
-    app = Exporter(make_config(sim, max_series=30))
-    try:
-        assert app.run("all")
-        good = approvals(app)
-        assert len(good) == 15
-        sim.set_data({"deviceClassSummaries": [
-            {"deviceClass": f"Class {n}", "approvalStatusCounts": {"declined": n}} for n in range(7)
-        ]})
-        assert not app.run("all")
-        assert failures(app, "invalid_response") == 1
-        assert "max_series=30" in (app.store.snapshot["all"].last_error or "")
-        assert approvals(app) == good
-    finally:
-        app.shutdown()
+def test_a_report_over_max_series_is_invalid_and_the_good_data_stays(sim: Simulator, make_app: MakeApp) -> None:
+    app = make_app(make_config(sim, max_series=30))
+    assert app.run("all")
+    good = approvals(app)
+    assert len(good) == 15
+    sim.set_data({"deviceClassSummaries": [
+        {"deviceClass": f"Class {n}", "approvalStatusCounts": {"declined": n}} for n in range(7)
+    ]})
+    assert not app.run("all")
+    assert failures(app, "invalid_response") == 1
+    assert "max_series=30" in (app.store.snapshot["all"].last_error or "")
+    assert approvals(app) == good
 
 
 # --- 4. header values parsed strictly ---
@@ -421,7 +414,7 @@ def test_an_echoed_token_never_reaches_logs_or_the_landing_page(
     exporter's excerpt and log format)."""
     sim.jwt = jwt
     sim.add_fault("echo_token", endpoint="authenticate", count=None)
-    config = write_yaml(tmp_path / "config.yaml", test_config(sim))
+    config = write_yaml(tmp_path / "config.yaml", config_document(sim))
     exporter = ExporterProcess(tmp_path, "--config.file", str(config), f"--log.format={log_format}")
     try:
         exporter.wait_healthy()
@@ -518,7 +511,7 @@ def test_counts_left_out_or_null_are_zero(sim: Simulator, app: Exporter) -> None
 
 def test_a_second_exporter_on_the_same_state_file_exits_2(sim: Simulator, tmp_path: Path) -> None:
     state = tmp_path / "state.json"
-    config = write_yaml(tmp_path / "config.yaml", test_config(sim))
+    config = write_yaml(tmp_path / "config.yaml", config_document(sim))
     first = ExporterProcess(tmp_path, "--config.file", str(config), f"--storage.path={state}")
     try:
         first.wait_healthy()
@@ -536,7 +529,7 @@ def test_a_second_exporter_on_the_same_state_file_exits_2(sim: Simulator, tmp_pa
 
 
 def test_one_corrupt_entry_does_not_discard_the_others(
-    sim: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    sim: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture, make_app: MakeApp
 ) -> None:
     config = make_config(sim, storage=tmp_path / "state.json")
     config = replace(config, collections=(*config.collections, replace(reports_of(config)[0], name="other")))
@@ -544,50 +537,46 @@ def test_one_corrupt_entry_does_not_discard_the_others(
     def add_corrupt_entry(document: dict[str, Any]) -> None:
         document["collections"]["other"]["result"] = {"data": {"approvals": [["A", "declined", -1]], "installs": []}}
 
-    good = select(stored_then_edited(config, add_corrupt_entry), "ncentral_patch_approvals")
-    second = Exporter(config)
-    try:
-        assert approvals(second) == good
-        assert any(
-            r.getMessage() == "ignoring an unreadable entry of the state file"
-            and r.__dict__["report"] == "other"
-            for r in caplog.records
-        )
-    finally:
-        second.shutdown()
+    good = select(stored_then_edited(make_app, config, add_corrupt_entry), "ncentral_patch_approvals")
+    second = make_app(config)
+    assert approvals(second) == good
+    assert any(
+        r.getMessage() == "ignoring an unreadable entry of the state file"
+        and r.__dict__["report"] == "other"
+        for r in caplog.records
+    )
 
 
 # --- 8. the state is written only on change; a killed writer's temporary files go at start-up ---
 
 
-def test_a_reload_with_nothing_changed_writes_nothing(sim: Simulator, tmp_path: Path) -> None:
+def test_a_reload_with_nothing_changed_writes_nothing(sim: Simulator, tmp_path: Path, make_app: MakeApp) -> None:
     state = tmp_path / "state.json"
     config = make_config(sim, storage=state)
-    app = Exporter(config, lambda: config)
-    try:
-        assert app.run("all")
-        before, text = state.stat(), state.read_text()
-        for _ in range(5):
-            assert app.reload() is None
-        app.store.save()
-        after = state.stat()
-        assert (after.st_ino, after.st_mtime_ns, after.st_ctime_ns) == (
-            before.st_ino, before.st_mtime_ns, before.st_ctime_ns
-        )
-        assert app.run("all")  # a change is still written
-        assert state.read_text() != text
-    finally:
-        app.shutdown()
+    app = make_app(config, lambda: config)
+    assert app.run("all")
+    before, text = state.stat(), state.read_text()
+    for _ in range(5):
+        assert app.reload() is None
+    app.store.save()
+    after = state.stat()
+    assert (after.st_ino, after.st_mtime_ns, after.st_ctime_ns) == (
+        before.st_ino, before.st_mtime_ns, before.st_ctime_ns
+    )
+    assert app.run("all")  # a change is still written
+    assert state.read_text() != text
 
 
-def test_temporary_files_of_a_killed_writer_are_removed_at_start_up(sim: Simulator, tmp_path: Path) -> None:
+def test_temporary_files_of_a_killed_writer_are_removed_at_start_up(
+    sim: Simulator, tmp_path: Path, make_app: MakeApp,
+) -> None:
     state = tmp_path / "state.json"
     left = [tmp_path / ".state.json.k1ll3d", tmp_path / ".state.json.abc_12"]
     for path in left:
         path.write_text('{"version": 1, "rep')  # young: written a moment ago
     unrelated = tmp_path / ".other.json.abc"
     unrelated.write_text("{}")
-    app = Exporter(make_config(sim, storage=state))
+    app = make_app(make_config(sim, storage=state))
     app.shutdown()
     assert not any(path.exists() for path in left)
     assert unrelated.exists()
@@ -598,7 +587,7 @@ def test_temporary_files_of_a_killed_writer_are_removed_at_start_up(sim: Simulat
 
 @pytest.mark.parametrize("key", ["last_success_time", "last_run_time", "in_flight"])
 def test_a_stored_timestamp_in_the_future_is_refused(
-    sim: Simulator, tmp_path: Path, key: str, caplog: pytest.LogCaptureFixture
+    sim: Simulator, tmp_path: Path, key: str, caplog: pytest.LogCaptureFixture, make_app: MakeApp
 ) -> None:
     config = make_config(sim, storage=tmp_path / "state.json")
     future = time.time() + 86400 * 365 * 3000  # the year ~5000
@@ -610,23 +599,17 @@ def test_a_stored_timestamp_in_the_future_is_refused(
         else:
             entry[key] = future
 
-    stored_then_edited(config, set_future)
-    second = Exporter(config)
-    try:
-        stamp = sample(scrape(second), "ncentral_patch_report_last_success_timestamp_seconds", report="all")
-        assert stamp is None or stamp < time.time() + 300
-        assert any("in the future" in str(r.__dict__.get("error", "")) for r in caplog.records)
-    finally:
-        second.shutdown()
+    stored_then_edited(make_app, config, set_future)
+    second = make_app(config)
+    stamp = sample(scrape(second), "ncentral_patch_report_last_success_timestamp_seconds", report="all")
+    assert stamp is None or stamp < time.time() + 300
+    assert any("in the future" in str(r.__dict__.get("error", "")) for r in caplog.records)
 
 
-def test_a_stored_timestamp_within_the_clock_skew_is_kept(sim: Simulator, tmp_path: Path) -> None:
+def test_a_stored_timestamp_within_the_clock_skew_is_kept(sim: Simulator, tmp_path: Path, make_app: MakeApp) -> None:
     config = make_config(sim, storage=tmp_path / "state.json")
-    stored_then_edited(config, lambda document: document["collections"]["all"].update(
+    stored_then_edited(make_app, config, lambda document: document["collections"]["all"].update(
         last_success_time=time.time() + 60))
-    second = Exporter(config)
-    try:
-        assert approvals(second)
-    finally:
-        second.shutdown()
+    second = make_app(config)
+    assert approvals(second)
 

@@ -13,18 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import MakeApp
 from helpers import (
     ExporterProcess,
+    config_document,
     make_config,
     report_result,
     reports_of,
-    test_config,
     wait_for,
     with_report,
     write_yaml,
 )
 
-from exporter.app import Exporter
 from exporter.client import NCentralClient, interruptible_sleep
 from exporter.config import Config
 from exporter.errors import ReportFailed
@@ -142,23 +142,23 @@ def test_a_reload_inside_a_call_is_refused_by_the_store_and_the_run_starts_afres
 # --- the scheduler asks the running config --------------------------------------------------------------
 
 
-def test_a_reload_reschedules_what_changed_removes_what_went_and_keeps_the_rest(sim: Simulator) -> None:
+def test_a_reload_reschedules_what_changed_removes_what_went_and_keeps_the_rest(
+    sim: Simulator, make_app: MakeApp,
+) -> None:
     a = ReportSettings(name="a", interval=3600, poll_interval=0.01, timeout=10)
     b = replace(a, name="b", patch_approvals=("No Approval",))
     c = replace(a, name="c", patch_approvals=("Declined",))
     old = run_config(sim, a, b, c)
     new = replace(old, collections=(replace(a, interval=1800), b))
-    app = Exporter(old, lambda: new)
+    app = make_app(old, lambda: new)
     app.start()
-    try:
-        wait_for(lambda: all(state.runs_total == 1 for state in app.store.snapshot.values()))
-        before = app.next_runs()
-        reloaded_at = dt.datetime.now(dt.UTC)
-        assert app.reload() is None
-        wait_for(lambda: app.store.snapshot["a"].runs_total == 2)  # a new interval runs at once
-        after = app.next_runs()
-    finally:
-        app.shutdown()
+    wait_for(lambda: all(state.runs_total == 1 for state in app.store.snapshot.values()))
+    before = app.next_runs()
+    reloaded_at = dt.datetime.now(dt.UTC)
+    assert app.reload() is None
+    wait_for(lambda: app.store.snapshot["a"].runs_total == 2)  # a new interval runs at once
+    after = app.next_runs()
+    app.shutdown()
     assert set(after) == {"a", "b"}
     assert after["b"] == before["b"]  # unchanged: its schedule goes on as it was
     next_a = after["a"]
@@ -220,7 +220,7 @@ def test_sigterm_while_a_run_is_inside_a_slow_call_exits_0_with_the_state_writte
     sim: Simulator, tmp_path: Path
 ) -> None:
     """The run is not waited for beyond a bound: its call ends by its own deadline, long after."""
-    document = test_config(sim, timeout="5m")
+    document = config_document(sim, timeout="5m")
     document["ncentral"]["request_timeout"] = "60s"
     sim.add_fault("slow", endpoint="submit", delay=60)
     config = write_yaml(tmp_path / "config.yaml", document)

@@ -144,14 +144,14 @@ def sim_listening(sim: Simulator) -> bool:
 
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_fault_keeps_data_counts_reason_and_recovers(
-    sim: Simulator, fault: str, caplog: pytest.LogCaptureFixture
+    sim: Simulator, fault: str, caplog: pytest.LogCaptureFixture, make_app: MakeApp
 ) -> None:
     inject, reason = FAULTS[fault]
     config = runner_config(sim, timeout=0.5 if fault == "never-completes" else 5.0)
     if fault == "read-timeout":
         # A call waits at least 1 s whatever request_timeout says; one attempt instead of three is enough here.
         config = replace(config, ncentral=replace(config.ncentral, retries=0))
-    app = Exporter(config)
+    app = make_app(config)
     jwt = sim.jwt
     try:
         assert app.run("all") is True
@@ -188,7 +188,6 @@ def test_fault_keeps_data_counts_reason_and_recovers(
         assert sample(recovered, "ncentral_patch_report_runs_total", report="all") == 3
     finally:
         heal(sim, jwt)
-        app.shutdown()
 
 
 def test_values_equal_the_report_and_missing_keys_are_zero(sim: Simulator, exporter: Exporter) -> None:
@@ -251,15 +250,13 @@ def test_before_the_first_run_only_outcome_metrics(exporter: Exporter) -> None:
     assert exporter.not_ready() is not None
 
 
-def test_submitted_payload_matches_the_config(sim: Simulator) -> None:
-    app = Exporter(runner_config(
+def test_submitted_payload_matches_the_config(sim: Simulator, make_app: MakeApp) -> None:
+    app = make_app(runner_config(
         sim, start_date="2025-08-01", install_statuses=("Installed", "Failed"),
         patch_categories=("Security Updates",),
     ))
-    try:
-        assert app.run("all")
-    finally:
-        app.shutdown()
+    assert app.run("all")
+    app.shutdown()
     submit = next(r for r in sim.requests if r.endpoint == "submit")
     assert submit.headers["Content-Type"] == "application/json"
     assert submit.json() == {
@@ -267,21 +264,18 @@ def test_submitted_payload_matches_the_config(sim: Simulator) -> None:
     }
 
 
-def test_max_data_age_drops_old_data(sim: Simulator) -> None:
+def test_max_data_age_drops_old_data(sim: Simulator, make_app: MakeApp) -> None:
     now = [1_000_000.0]
-    app = Exporter(runner_config(sim, max_data_age=60.0), wall=lambda: now[0])
-    try:
-        assert app.run("all")
-        assert approvals(scrape(app))
-        now[0] += 61
-        samples = scrape(app)
-        assert approvals(samples) == {}
-        assert sample(samples, "ncentral_patch_report_last_success_timestamp_seconds", report="all") == 1_000_000.0
-    finally:
-        app.shutdown()
+    app = make_app(runner_config(sim, max_data_age=60.0), wall=lambda: now[0])
+    assert app.run("all")
+    assert approvals(scrape(app))
+    now[0] += 61
+    samples = scrape(app)
+    assert approvals(samples) == {}
+    assert sample(samples, "ncentral_patch_report_last_success_timestamp_seconds", report="all") == 1_000_000.0
 
 
-def test_polling_is_polite_for_a_five_minute_report() -> None:
+def test_polling_is_polite_for_a_five_minute_report(make_app: MakeApp) -> None:
     """A 300 s report: at most 15 polls, and COMPLETED seen within 10 % of the generation time."""
     clock = [0.0]
     sleeps: list[float] = []
@@ -291,7 +285,7 @@ def test_polling_is_polite_for_a_five_minute_report() -> None:
         clock[0] += seconds
 
     with Simulator(jwt="polite-jwt-0123456789", generation_time=300.0, clock=lambda: clock[0]) as sim:
-        app = Exporter(runner_config(sim, poll_interval=2.0, poll_max_interval=30.0, timeout=1800.0),
+        app = make_app(runner_config(sim, poll_interval=2.0, poll_max_interval=30.0, timeout=1800.0),
                        sleep=fake_sleep, monotonic=lambda: clock[0])
         try:
             assert app.run("all")
@@ -302,31 +296,29 @@ def test_polling_is_polite_for_a_five_minute_report() -> None:
         assert 300.0 <= clock[0] <= 330.0
 
 
-def test_a_report_that_never_completes_times_out_within_its_timeout(sim: Simulator) -> None:
+def test_a_report_that_never_completes_times_out_within_its_timeout(sim: Simulator, make_app: MakeApp) -> None:
     clock = [0.0]
 
     def fake_sleep(seconds: float) -> None:
         clock[0] += seconds
 
     sim.set_outcome("IN_PROGRESS")
-    app = Exporter(runner_config(sim, poll_interval=2.0, poll_max_interval=30.0, timeout=600.0),
+    app = make_app(runner_config(sim, poll_interval=2.0, poll_max_interval=30.0, timeout=600.0),
                    sleep=fake_sleep, monotonic=lambda: clock[0])
-    try:
-        assert not app.run("all")
-        assert app.store.snapshot["all"].last_reason == "timeout"
-    finally:
-        app.shutdown()
+    assert not app.run("all")
+    assert app.store.snapshot["all"].last_reason == "timeout"
+    app.shutdown()
     assert clock[0] == pytest.approx(600.0)
 
 
-def test_state_file_serves_old_data_and_resumes_in_flight(sim: Simulator, tmp_path: Path) -> None:
+def test_state_file_serves_old_data_and_resumes_in_flight(sim: Simulator, tmp_path: Path, make_app: MakeApp) -> None:
     config = replace(runner_config(sim), storage_path=str(tmp_path / "state.json"))
-    first = Exporter(config)
+    first = make_app(config)
     assert first.run("all")
     good = approvals(scrape(first))
     first.shutdown()
 
-    second = Exporter(config)
+    second = make_app(config)
     assert approvals(scrape(second)) == good
     assert second.not_ready() is None
     second.shutdown()
@@ -335,7 +327,7 @@ def test_state_file_serves_old_data_and_resumes_in_flight(sim: Simulator, tmp_pa
     report = stored["collections"]["all"]
     report["result"]["in_flight"] = {"report_id": 575523, "submitted_at": report["last_success_time"]}
     (tmp_path / "state.json").write_text(json.dumps(stored))
-    third = Exporter(config)
+    third = make_app(config)
     submits = sim.count("submit")
     assert third.run("all")
     assert sim.count("submit") == submits
@@ -343,13 +335,13 @@ def test_state_file_serves_old_data_and_resumes_in_flight(sim: Simulator, tmp_pa
     third.shutdown()
 
 
-def test_changed_filters_invalidate_the_stored_result(sim: Simulator, tmp_path: Path) -> None:
+def test_changed_filters_invalidate_the_stored_result(sim: Simulator, tmp_path: Path, make_app: MakeApp) -> None:
     config = replace(runner_config(sim), storage_path=str(tmp_path / "state.json"))
-    first = Exporter(config)
+    first = make_app(config)
     assert first.run("all")
     first.shutdown()
     changed = with_report(config, patch_approvals=("Declined",))
-    second = Exporter(changed)
+    second = make_app(changed)
     assert approvals(scrape(second)) == {}
     second.shutdown()
 
@@ -369,11 +361,11 @@ CORRUPT_STATES = [
 
 @pytest.mark.parametrize("content", CORRUPT_STATES)
 def test_corrupt_state_file_is_ignored(
-    sim: Simulator, tmp_path: Path, content: str, caplog: pytest.LogCaptureFixture
+    sim: Simulator, tmp_path: Path, content: str, caplog: pytest.LogCaptureFixture, make_app: MakeApp
 ) -> None:
     path = tmp_path / "state.json"
     path.write_text(content)
-    app = Exporter(replace(runner_config(sim), storage_path=str(path)))
+    app = make_app(replace(runner_config(sim), storage_path=str(path)))
     assert any(
         r.getMessage() in ("ignoring unreadable state file", "ignoring an unreadable entry of the state file")
         for r in caplog.records
@@ -384,7 +376,7 @@ def test_corrupt_state_file_is_ignored(
 
 
 def test_a_bug_in_a_run_is_counted_as_internal_and_the_next_run_recovers(
-    sim: Simulator, caplog: pytest.LogCaptureFixture
+    sim: Simulator, caplog: pytest.LogCaptureFixture, make_app: MakeApp
 ) -> None:
     """A bug cannot be produced through N-central, so this one is planted in the client."""
     calls: list[int] = []
@@ -396,17 +388,14 @@ def test_a_bug_in_a_run_is_counted_as_internal_and_the_next_run_recovers(
                 raise KeyError("planted bug")
             return super().poll(report_id, deadline)
 
-    app = Exporter(runner_config(sim),
+    app = make_app(runner_config(sim),
                    client_factory=lambda settings, halt: BuggyClient(settings, sleep=interruptible_sleep(halt)))
-    try:
-        assert not app.run("all")
-        samples = scrape(app)
-        assert sample(samples, "ncentral_patch_report_failures_total", report="all", reason="internal") == 1
-        assert any(r.getMessage() == "unexpected error in a report run" and r.exc_info for r in caplog.records)
-        assert app.run("all")
-        assert len(calls) >= 2
-    finally:
-        app.shutdown()
+    assert not app.run("all")
+    samples = scrape(app)
+    assert sample(samples, "ncentral_patch_report_failures_total", report="all", reason="internal") == 1
+    assert any(r.getMessage() == "unexpected error in a report run" and r.exc_info for r in caplog.records)
+    assert app.run("all")
+    assert len(calls) >= 2
 
 
 @pytest.mark.parametrize(
@@ -434,41 +423,37 @@ def test_implausible_report_data_is_invalid_and_the_good_data_stays(
     assert approvals(samples) == good
 
 
-def test_a_forgotten_in_flight_report_is_submitted_anew(sim: Simulator, tmp_path: Path) -> None:
+def test_a_forgotten_in_flight_report_is_submitted_anew(sim: Simulator, tmp_path: Path, make_app: MakeApp) -> None:
     state = tmp_path / "state.json"
     config = replace(runner_config(sim), storage_path=str(state))
-    first = Exporter(config)
+    first = make_app(config)
     first.shutdown()
     stored = json.loads(state.read_text())
     stored["collections"]["all"]["result"] = {"in_flight": {"report_id": 999_999, "submitted_at": time.time() - 1}}
     state.write_text(json.dumps(stored))
-    app = Exporter(config)
-    try:
-        assert app.run("all")
-    finally:
-        app.shutdown()
+    app = make_app(config)
+    assert app.run("all")
+    app.shutdown()
     assert [r.path for r in sim.requests if r.endpoint in ("poll", "submit")][:2] == [
         "/api/report/999999", "/api/report/patch-comparison"
     ]
     assert app.store.snapshot["all"].failures["not_supported"] == 0
 
 
-def test_reload_during_a_run_restarts_it_with_the_new_filters(sim: Simulator) -> None:
+def test_reload_during_a_run_restarts_it_with_the_new_filters(sim: Simulator, make_app: MakeApp) -> None:
     sim.set_generation_time(3600)
     old = runner_config(sim)
     new = with_report(old, patch_approvals=("Declined",))
     configs = iter([new])
-    app = Exporter(old, lambda: next(configs))
+    app = make_app(old, lambda: next(configs))
     outcome: list[bool] = []
     worker = threading.Thread(target=lambda: outcome.append(app.run("all")))
-    try:
-        worker.start()
-        wait_for(lambda: sim.count("poll") >= 1)
-        sim.set_generation_time(0)
-        assert app.reload() is None
-        worker.join(10)
-    finally:
-        app.shutdown()
+    worker.start()
+    wait_for(lambda: sim.count("poll") >= 1)
+    sim.set_generation_time(0)
+    assert app.reload() is None
+    worker.join(10)
+    app.shutdown()
     assert outcome == [True]
     submits = [r.json() for r in sim.requests if r.endpoint == "submit"]
     assert len(submits) == 2
@@ -495,24 +480,24 @@ def run_reloading_at_first_poll(app: Exporter, sim: Simulator) -> bool:
     return outcome[0]
 
 
-def test_a_report_removed_during_its_run_just_stops(sim: Simulator) -> None:
+def test_a_report_removed_during_its_run_just_stops(sim: Simulator, make_app: MakeApp) -> None:
     sim.set_generation_time(3600)
     old = runner_config(sim)
     other = with_report(old, name="other")
-    app = Exporter(old, lambda: other)
+    app = make_app(old, lambda: other)
     assert run_reloading_at_first_poll(app, sim) is False
     assert set(app.store.snapshot) == {"other"}
 
 
 def test_a_result_the_store_refuses_after_a_reload_is_dropped_and_the_run_starts_afresh(
-    sim: Simulator, caplog: pytest.LogCaptureFixture
+    sim: Simulator, caplog: pytest.LogCaptureFixture, make_app: MakeApp
 ) -> None:
     """The store refuses the outcome of a run whose filters a reload changed while its last call was out:
     that outcome is neither counted nor stored, and the run starts again with the new filters."""
     old = runner_config(sim)
     old = replace(old, ncentral=replace(old.ncentral, request_timeout=5.0, retries=0))
     new = with_report(old, patch_approvals=("Declined",))
-    app = Exporter(old, lambda: new)
+    app = make_app(old, lambda: new)
     # The first poll is held 1.5 s, then the connection closes without an answer: a failure to record.
     sim.add_fault("slow", endpoint="poll", count=1, delay=1.5)
     with caplog.at_level(logging.INFO):

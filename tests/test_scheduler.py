@@ -7,28 +7,26 @@ import itertools
 import threading
 from dataclasses import replace
 
+from conftest import MakeApp
 from helpers import wait_for
 
-from exporter.app import Exporter
 from exporter.config import Config, NCentralSettings
 from exporter.reports import ReportSettings
 from exporter.scheduler import Scheduler
 from exporter.simulator import FIRST_REPORT_ID, Simulator
 
 
-def test_reports_run_at_start_then_on_their_interval_one_at_a_time(sim: Simulator) -> None:
+def test_reports_run_at_start_then_on_their_interval_one_at_a_time(sim: Simulator, make_app: MakeApp) -> None:
     sim.set_generation_time(0.1)
     report = ReportSettings(name="a", interval=0.2, poll_interval=0.02, poll_max_interval=0.02, timeout=10)
     config = Config(
         ncentral=NCentralSettings(url=sim.url, token=sim.jwt, retry_backoff=0.01),
         collections=(report, replace(report, name="b", patch_approvals=("No Approval",))),
     )
-    app = Exporter(config)
+    app = make_app(config)
     app.start()
-    try:
-        wait_for(lambda: all(state.runs_total >= 3 for state in app.store.snapshot.values()))
-    finally:
-        app.shutdown()
+    wait_for(lambda: all(state.runs_total >= 3 for state in app.store.snapshot.values()))
+    app.shutdown()
     # Each report is in flight from its submit to its last poll; no two of those windows overlap, so
     # N-central never has two of this exporter's reports being generated at once.
     requests = sim.requests
@@ -45,41 +43,37 @@ def test_reports_run_at_start_then_on_their_interval_one_at_a_time(sim: Simulato
     assert names == {True, False}  # both reports ran
 
 
-def test_the_first_run_starts_at_once_and_the_next_one_an_interval_later(sim: Simulator) -> None:
+def test_the_first_run_starts_at_once_and_the_next_one_an_interval_later(sim: Simulator, make_app: MakeApp) -> None:
     report = ReportSettings(name="a", interval=3600, poll_interval=0.01)
-    app = Exporter(Config(ncentral=NCentralSettings(url=sim.url, token=sim.jwt), collections=(report,)))
+    app = make_app(Config(ncentral=NCentralSettings(url=sim.url, token=sim.jwt), collections=(report,)))
     before = dt.datetime.now(dt.UTC)
     app.start()
-    try:
-        wait_for(lambda: app.store.snapshot["a"].runs_total == 1)
-        after = dt.datetime.now(dt.UTC)
-        next_run = app.next_runs()["a"]
-    finally:
-        app.shutdown()
+    wait_for(lambda: app.store.snapshot["a"].runs_total == 1)
+    after = dt.datetime.now(dt.UTC)
+    next_run = app.next_runs()["a"]
+    app.shutdown()
     # The first run was due at start-up (between `before` and `after`), the next one an interval later.
     interval = dt.timedelta(seconds=3600)
     assert next_run is not None
     assert before + interval <= next_run <= after + interval
 
 
-def test_a_reload_removes_dropped_jobs_and_reschedules_a_changed_interval(sim: Simulator) -> None:
+def test_a_reload_removes_dropped_jobs_and_reschedules_a_changed_interval(sim: Simulator, make_app: MakeApp) -> None:
     a = ReportSettings(name="a", interval=3600, poll_interval=0.01)
     b = replace(a, name="b", patch_approvals=("No Approval",))
     ncentral = NCentralSettings(url=sim.url, token=sim.jwt)
     new = Config(ncentral=ncentral, collections=(replace(a, interval=7200),))
-    app = Exporter(Config(ncentral=ncentral, collections=(a, b)), lambda: new)
+    app = make_app(Config(ncentral=ncentral, collections=(a, b)), lambda: new)
     app.start()
-    try:
-        wait_for(lambda: all(state.runs_total == 1 for state in app.store.snapshot.values()))
-        assert app.next_runs().keys() == {"a", "b"}
-        before = dt.datetime.now(dt.UTC)
-        assert app.reload() is None
-        assert app.next_runs().keys() == {"a"}  # b's job is gone
-        wait_for(lambda: app.store.snapshot["a"].runs_total == 2)  # a changed interval runs at once
-        after = dt.datetime.now(dt.UTC)
-        next_run = app.next_runs()["a"]
-    finally:
-        app.shutdown()
+    wait_for(lambda: all(state.runs_total == 1 for state in app.store.snapshot.values()))
+    assert app.next_runs().keys() == {"a", "b"}
+    before = dt.datetime.now(dt.UTC)
+    assert app.reload() is None
+    assert app.next_runs().keys() == {"a"}  # b's job is gone
+    wait_for(lambda: app.store.snapshot["a"].runs_total == 2)  # a changed interval runs at once
+    after = dt.datetime.now(dt.UTC)
+    next_run = app.next_runs()["a"]
+    app.shutdown()
     assert set(app.store.snapshot) == {"a"}
     interval = dt.timedelta(seconds=7200)
     assert next_run is not None

@@ -6,13 +6,15 @@ import logging
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import MakeApp
 from helpers import (
     ExporterProcess,
+    config_document,
     free_port,
     make_config,
     report_result,
@@ -21,13 +23,11 @@ from helpers import (
     sample,
     scrape,
     select,
-    test_config,
     wait_for,
     with_report,
     write_yaml,
 )
 
-from exporter.app import Exporter
 from exporter.cli import build_parser
 from exporter.config import Config, ConfigError, parse_duration
 from exporter.config_file import load_config, parse_config
@@ -42,9 +42,9 @@ GOOD_WEB_CONFIG = "basic_auth_users: {}\n"
 class Reloadable:
     """An in-process exporter whose next reload applies `next_config`."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, make_app: MakeApp, config: Config) -> None:
         self.next_config = config
-        self.app = Exporter(config, lambda: self.next_config)
+        self.app = make_app(config, lambda: self.next_config)
 
     def has_data(self) -> bool:
         state = self.app.store.snapshot.get("all")
@@ -55,13 +55,12 @@ class Reloadable:
         return state is not None and state.failures.get(reason, 0) >= 1
 
 
+MakeReloadable = Callable[[Config], Reloadable]
+
+
 @pytest.fixture
-def reloadable() -> Iterator[list[Reloadable]]:
-    made: list[Reloadable] = []
-    yield made
-    for item in made:
-        item.app.shutdown()
-        item.app.close()
+def reloadable(make_app: MakeApp) -> MakeReloadable:
+    return lambda config: Reloadable(make_app, config)
 
 
 # --- recover at once -----------------------------------------------------------------------------------
@@ -69,13 +68,12 @@ def reloadable() -> Iterator[list[Reloadable]]:
 
 @pytest.mark.parametrize("mistake", ["url", "token"])
 def test_a_reload_that_fixes_the_n_central_settings_runs_at_once(
-    sim: Simulator, reloadable: list[Reloadable], mistake: str
+    sim: Simulator, reloadable: MakeReloadable, mistake: str
 ) -> None:
     good = make_config(sim.url, sim.jwt, retries=1)
     wrong = replace(good, ncentral=replace(good.ncentral, url=f"http://127.0.0.1:{free_port()}")) \
         if mistake == "url" else replace(good, ncentral=replace(good.ncentral, token="wrong-jwt-0123456789"))
-    item = Reloadable(wrong)
-    reloadable.append(item)
+    item = reloadable(wrong)
     item.app.start()
     wait_for(lambda: item.failed("connection" if mistake == "url" else "auth"))
     item.next_config = good
@@ -85,13 +83,12 @@ def test_a_reload_that_fixes_the_n_central_settings_runs_at_once(
 
 
 def test_a_reload_interrupts_the_backoff_of_the_old_url(
-    sim: Simulator, reloadable: list[Reloadable], caplog: pytest.LogCaptureFixture
+    sim: Simulator, reloadable: MakeReloadable, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A long backoff against a URL nobody listens on: the run would wait many minutes before it gave up.
     wrong = make_config(f"http://127.0.0.1:{free_port()}", sim.jwt, retries=5, retry_backoff=600.0)
     wrong = with_report(wrong, timeout=3600.0)
-    item = Reloadable(wrong)
-    reloadable.append(item)
+    item = reloadable(wrong)
     with caplog.at_level(logging.DEBUG, logger="exporter.client"):
         item.app.start()
         wait_for(lambda: any(r.getMessage().startswith("retrying in 600.0s") for r in caplog.records))
@@ -102,12 +99,11 @@ def test_a_reload_interrupts_the_backoff_of_the_old_url(
 
 
 def test_a_reload_during_a_failing_run_runs_the_report_again(
-    sim: Simulator, reloadable: list[Reloadable]
+    sim: Simulator, reloadable: MakeReloadable
 ) -> None:
     sim.add_fault("slow", endpoint="authenticate", delay=1.0)  # the run is mid-call when the reload comes
     wrong = make_config(sim.url, sim.jwt, retries=0)
-    item = Reloadable(wrong)
-    reloadable.append(item)
+    item = reloadable(wrong)
     item.app.start()
     wait_for(lambda: sim.count("authenticate") == 1)
     item.next_config = make_config(sim.url, sim.jwt, retries=1)
@@ -118,11 +114,10 @@ def test_a_reload_during_a_failing_run_runs_the_report_again(
     assert state.failures["connection"] == 1
 
 
-def test_a_reload_that_changes_a_failed_report_runs_it_now(sim: Simulator, reloadable: list[Reloadable]) -> None:
+def test_a_reload_that_changes_a_failed_report_runs_it_now(sim: Simulator, reloadable: MakeReloadable) -> None:
     sim.set_outcome("FAILED")
     config = make_config(sim.url, sim.jwt, retries=1)
-    item = Reloadable(config)
-    reloadable.append(item)
+    item = reloadable(config)
     item.app.start()
     wait_for(lambda: item.failed("report_failed"))
     sim.set_outcome("COMPLETED")
@@ -132,11 +127,10 @@ def test_a_reload_that_changes_a_failed_report_runs_it_now(sim: Simulator, reloa
 
 
 def test_a_reload_that_changes_nothing_of_a_good_report_does_not_run_it(
-    sim: Simulator, reloadable: list[Reloadable], caplog: pytest.LogCaptureFixture
+    sim: Simulator, reloadable: MakeReloadable, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = make_config(sim.url, sim.jwt, retries=1)
-    item = Reloadable(config)
-    reloadable.append(item)
+    item = reloadable(config)
     item.app.start()
     wait_for(item.has_data)
     item.next_config = with_report(config, timeout=6.0)
@@ -148,7 +142,7 @@ def test_a_reload_that_changes_nothing_of_a_good_report_does_not_run_it(
 
 
 def test_sighup_after_fixing_the_url_yields_data_within_seconds(sim: Simulator, tmp_path: Path) -> None:
-    document = test_config(sim, interval="10m")
+    document = config_document(sim, interval="10m")
     document["ncentral"]["url"] = f"http://127.0.0.1:{free_port()}/api"
     config = write_yaml(tmp_path / "config.yaml", document)
     exporter = ExporterProcess(tmp_path, "--config.file", str(config))
@@ -177,7 +171,7 @@ def test_sighup_after_fixing_the_url_yields_data_within_seconds(sim: Simulator, 
 
 def _check(tmp_path: Path, sim: Simulator, case: str) -> tuple[list[str], str]:
     """The arguments for `case` and the text its one error line must hold."""
-    config = write_yaml(tmp_path / "config.yaml", test_config(sim))
+    config = write_yaml(tmp_path / "config.yaml", config_document(sim))
     base = ["--config.file", str(config), "--check-config"]
     web = tmp_path / "web.yml"
     if case == "web-config-missing":
@@ -190,7 +184,7 @@ def _check(tmp_path: Path, sim: Simulator, case: str) -> tuple[list[str], str]:
     if case == "listen-host":
         return [*base, "--web.listen-address", "no-such-host.invalid:10120"], "--web.listen-address: cannot resolve"
     if case == "url-port":
-        document = test_config(sim)
+        document = config_document(sim)
         document["ncentral"]["url"] = "https://nc.example.com:99999"
         write_yaml(config, document)
         return base, "ncentral.url: invalid port"
@@ -200,7 +194,7 @@ def _check(tmp_path: Path, sim: Simulator, case: str) -> tuple[list[str], str]:
         # /proc refuses new files even to root, who may write anywhere else.
         return [*base, "--storage.path=/proc/state.json"], "--storage.path: cannot write in /proc"
     if case == "storage-key-unwritable":
-        document = test_config(sim)
+        document = config_document(sim)
         document["storage"] = {"path": "/proc/state.json"}
         write_yaml(config, document)
         return base, "storage.path: cannot write in /proc"
@@ -209,13 +203,13 @@ def _check(tmp_path: Path, sim: Simulator, case: str) -> tuple[list[str], str]:
     if case == "notices-then-bad-report":
         # Parsing notes a normalised URL and warns of a short scan interval before it reaches the bad report:
         # neither may be said for a refused config.
-        document = test_config(sim, interval="1x")
+        document = config_document(sim, interval="1x")
         document["ncentral"]["url"] = f"{sim.url}/api"
         document["customers"] = {"interval": "1m"}
         write_yaml(config, document)
         return base, "reports[0].interval: invalid duration"
     if case == "notices-then-bad-storage":
-        document = test_config(sim)
+        document = config_document(sim)
         document["ncentral"]["url"] = f"{sim.url}/api"
         document["customers"] = {"interval": "1m"}
         write_yaml(config, document)
@@ -254,7 +248,7 @@ def test_start_up_refuses_the_same_with_the_same_line(sim: Simulator, tmp_path: 
 
 
 def test_check_config_passes_a_good_setup(sim: Simulator, tmp_path: Path) -> None:
-    config = write_yaml(tmp_path / "config.yaml", test_config(sim))
+    config = write_yaml(tmp_path / "config.yaml", config_document(sim))
     web = tmp_path / "web.yml"
     web.write_text(GOOD_WEB_CONFIG, encoding="utf-8")
     result = run_command("--config.file", str(config), "--check-config", f"--web.config.file={web}",
@@ -281,25 +275,22 @@ def test_demo_check_config_names_the_built_in_config_not_a_file(tmp_path: Path) 
 
 
 def test_failed_state_writes_are_counted(
-    sim: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    sim: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture, make_app: MakeApp
 ) -> None:
     directory = tmp_path / "state"
     directory.mkdir()
-    app = Exporter(replace(make_config(sim.url, sim.jwt, retries=1), storage_path=str(directory / "state.json")))
-    try:
-        samples = scrape(app)
-        assert sample(samples, "ncentral_patch_exporter_state_write_failures_total") == 0
-        directory.rename(tmp_path / "gone")  # the volume went away: not silently created again
-        with caplog.at_level(logging.ERROR, logger="exporter.store"):
-            assert app.run_once()
-        samples = scrape(app)
-        failures = sample(samples, "ncentral_patch_exporter_state_write_failures_total")
-        assert failures is not None and failures >= 1
-        assert not directory.exists()
-        assert any(r.getMessage() == "cannot write the state file" for r in caplog.records)
-        assert select(samples, "ncentral_patch_approvals")  # the results stay in memory
-    finally:
-        app.shutdown()
+    app = make_app(replace(make_config(sim.url, sim.jwt, retries=1), storage_path=str(directory / "state.json")))
+    samples = scrape(app)
+    assert sample(samples, "ncentral_patch_exporter_state_write_failures_total") == 0
+    directory.rename(tmp_path / "gone")  # the volume went away: not silently created again
+    with caplog.at_level(logging.ERROR, logger="exporter.store"):
+        assert app.run_once()
+    samples = scrape(app)
+    failures = sample(samples, "ncentral_patch_exporter_state_write_failures_total")
+    assert failures is not None and failures >= 1
+    assert not directory.exists()
+    assert any(r.getMessage() == "cannot write the state file" for r in caplog.records)
+    assert select(samples, "ncentral_patch_approvals")  # the results stay in memory
 
 
 # --- habits ----------------------------------------------------------------------------------------------
@@ -386,12 +377,11 @@ def test_an_unknown_log_level_is_still_refused() -> None:
 
 
 def test_short_intervals_are_warned_about_on_reload(
-    sim: Simulator, reloadable: list[Reloadable], caplog: pytest.LogCaptureFixture
+    sim: Simulator, reloadable: MakeReloadable, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = make_config(sim.url, sim.jwt, retries=1)
-    item = Reloadable(config)
-    reloadable.append(item)
-    document = test_config(sim)
+    item = reloadable(config)
+    document = config_document(sim)
     document["reports"] = [{**document["reports"][0], "interval": "1s"},
                            {**document["reports"][0], "name": "other", "interval": "15m"}]
     item.next_config = parse_config(document, env={})  # as the reload's loader gives it
@@ -414,7 +404,7 @@ def _textfile_recipe() -> str:
 @pytest.mark.parametrize("outcome", ["COMPLETED", "FAILED"])
 def test_the_textfile_recipe_leaves_no_temporary_file(sim: Simulator, tmp_path: Path, outcome: str) -> None:
     sim.set_outcome(outcome)
-    config = write_yaml(tmp_path / "config.yaml", test_config(sim))
+    config = write_yaml(tmp_path / "config.yaml", config_document(sim))
     textfile = tmp_path / "textfile"
     textfile.mkdir()
     command = Path(sys.executable).parent / "ncentral-patch-exporter"

@@ -26,11 +26,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from helpers import (
     ExporterProcess,
+    config_document,
     config_file,
     parse_samples,
     sample,
     select,
-    test_config,
     wait_for,
     write_yaml,
 )
@@ -59,7 +59,7 @@ def data_with_classes(*names: str) -> dict[str, object]:
 
 def test_landing_page_shows_reports_and_escapes_device_classes(sim: Simulator, tmp_path: Path) -> None:
     sim.set_data(data_with_classes(SCRIPT_CLASS, "Laptops & Desktops"))
-    config = write_yaml(tmp_path / "config.yaml", test_config(sim, patch_approvals=["No Approval"]))
+    config = write_yaml(tmp_path / "config.yaml", config_document(sim, patch_approvals=["No Approval"]))
     exporter = ExporterProcess(tmp_path, "--config.file", str(config))
     try:
         exporter.wait_healthy()
@@ -233,7 +233,7 @@ def reload_metrics(exporter: ExporterProcess) -> tuple[float | None, float | Non
 @pytest.mark.parametrize("trigger", ["http", "sighup"])
 def test_reload_good_and_bad_config(sim: Simulator, tmp_path: Path, trigger: str) -> None:
     path = tmp_path / "config.yaml"
-    write_yaml(path, test_config(sim))
+    write_yaml(path, config_document(sim))
     exporter = ExporterProcess(tmp_path, "--config.file", str(path))
 
     def reload() -> requests.Response | None:
@@ -249,7 +249,7 @@ def test_reload_good_and_bad_config(sim: Simulator, tmp_path: Path, trigger: str
         assert ok == 1
 
         # A good config: a second report appears, the first one keeps its data (same filters).
-        document = test_config(sim)
+        document = config_document(sim)
         security = {**document["reports"][0], "name": "security", "patch_categories": ["Security Updates"]}
         document["reports"].append(security)
         write_yaml(path, document)
@@ -278,13 +278,13 @@ def test_reload_good_and_bad_config(sim: Simulator, tmp_path: Path, trigger: str
 
 def test_reload_with_changed_filters_starts_the_report_afresh(sim: Simulator, tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
-    write_yaml(path, test_config(sim))
+    write_yaml(path, config_document(sim))
     exporter = ExporterProcess(tmp_path, "--config.file", str(path))
     try:
         exporter.wait_healthy()
         wait_for(lambda: exporter.get("/-/ready").status_code == 200)
         sim.set_generation_time(3600)
-        write_yaml(path, test_config(sim, patch_approvals=["Declined"]))
+        write_yaml(path, config_document(sim, patch_approvals=["Declined"]))
         assert requests.post(f"{exporter.url}/-/reload", timeout=10).status_code == 200
         samples = parse_samples(exporter.get("/metrics").text)
         assert select(samples, "ncentral_patch_approvals") == {}  # the old result answered other filters
@@ -490,13 +490,13 @@ def test_a_reload_still_running_after_its_wait_is_answered_503_and_goes_on(make_
 def test_reloads_onto_a_fifo_token_file_are_refused_and_scrapes_answered(sim: Simulator, tmp_path: Path) -> None:
     """The real command: reloads asked for at once, of a config whose token file is a FIFO nobody writes to,
     each end with a refusal; none holds a web worker, so /metrics and a clean stop still follow."""
-    path = write_yaml(tmp_path / "config.yaml", test_config(sim))
+    path = write_yaml(tmp_path / "config.yaml", config_document(sim))
     exporter = ExporterProcess(tmp_path, "--config.file", str(path))
     try:
         exporter.wait_healthy()
         fifo = tmp_path / "token.fifo"
         os.mkfifo(fifo)
-        document = test_config(sim)
+        document = config_document(sim)
         del document["ncentral"]["api_token"]
         write_yaml(path, {**document, "ncentral": {**document["ncentral"], "api_token_file": str(fifo)}})
         with concurrent.futures.ThreadPoolExecutor(web.WORKERS + 1) as pool:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from helpers import REPO, child_env, free_port, test_config, wait_for, write_yaml
+from helpers import REPO, child_env, config_document, free_port, wait_for, write_yaml
 
 from exporter.simulator import Simulator
 from exporter.web import _listen
@@ -50,7 +50,7 @@ runpy.run_module("exporter", run_name="__main__", alter_sys=True)
 
 
 def test_starts_serves_and_reloads_without_posix_only_calls(sim: Simulator, tmp_path: Path) -> None:
-    config = write_yaml(tmp_path / "config.yaml", test_config(sim))
+    config = write_yaml(tmp_path / "config.yaml", config_document(sim))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     state = tmp_path / "state" / "state.json"
@@ -76,7 +76,7 @@ def test_starts_serves_and_reloads_without_posix_only_calls(sim: Simulator, tmp_
         assert 'ncentral_patch_approvals{approval_status="approved_for_install"' in metrics.text
         assert state.is_file()  # written, its directory's sync left out
 
-        write_yaml(config, test_config(sim, patch_approvals=["Declined"]))
+        write_yaml(config, config_document(sim, patch_approvals=["Declined"]))
         answer = requests.post(f"{url}/-/reload", timeout=10)
         assert answer.status_code == 200, answer.text
         samples = requests.get(f"{url}/metrics", timeout=5).text
