@@ -4,6 +4,8 @@ drips in, status line, headers or body; time is a counter here, advanced at ever
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -69,3 +71,37 @@ def test_an_answer_in_time_is_read_whole_inside_and_outside_a_deadline(
     # Unauthenticated, the simulator answers 401 with a JSON error document: whole, both times.
     assert inside is not None and outside is not None
     assert json.loads(inside)["status"] == json.loads(outside)["status"] == 401
+
+
+def test_a_silent_server_is_left_at_the_deadline_not_at_the_read_timeout(
+    sim: Simulator, http: requests.Session
+) -> None:
+    """Each read waits only for the time left: a server that answers after the deadline (here in one piece,
+    so no later read would notice) is not waited for until the per-read timeout."""
+    sim.add_fault("slow", endpoint="server_info", delay=2.0)
+    with call_deadline(time.monotonic() + 0.2) as clock, pytest.raises(requests.exceptions.Timeout):
+        http.get(f"{sim.url}/api/server-info", timeout=30)
+    assert clock.received == 0
+
+
+def test_a_tls_handshake_nobody_answers_ends_at_the_deadline(http: requests.Session) -> None:
+    """Connecting and the TLS handshake get only the time left too: a listener that never accepts (the kernel
+    completes the TCP handshake, nobody answers the ClientHello) is left at the deadline, not after the
+    per-read timeout (60 s here; the join only catches that wait)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    http.mount("https://", DeadlineAdapter())
+    raised: list[Exception] = []
+
+    def call() -> None:
+        try:
+            with call_deadline(time.monotonic() + 0.2):
+                http.get(f"https://127.0.0.1:{listener.getsockname()[1]}/", timeout=60, verify=False)
+        except requests.exceptions.RequestException as exc:
+            raised.append(exc)
+
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    worker.join(20)
+    listener.close()  # resets the connection, should the call still wait
+    assert not worker.is_alive() and raised, "the handshake was waited for past the call's deadline"
+    assert isinstance(raised[0], requests.exceptions.Timeout | requests.exceptions.ConnectionError), raised
