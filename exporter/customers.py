@@ -43,6 +43,7 @@ from exporter.config import (
     regex,
     string,
 )
+from exporter.devices import Device, optional_text, parse_device
 from exporter.errors import (
     Forbidden,
     InvalidResponse,
@@ -56,14 +57,11 @@ from exporter.report import as_object
 from exporter.scan import Calls, Scan, parse_count, parse_int
 from exporter.scrub import shown
 from exporter.store import CollectionState
-from exporter.timestamps import parse_timestamp
 
 log = logging.getLogger(__name__)
 
 # Per-customer failures that do not fail the run: the customer is skipped and keeps its last counts.
 CUSTOMER_ERROR_REASONS = (Forbidden.reason, NotSupported.reason)
-UNKNOWN_CLASS = "Unknown"
-UNKNOWN_OS = "unknown"
 # Series a scan publishes: per customer and device class (devices, patch issue devices, stale devices),
 # and per customer and operating system.
 SERIES_PER_CLASS = 3
@@ -245,16 +243,6 @@ def _date(value: object, key: str) -> dt.date:
 # --- parsing: N-central JSON → typed values (all validation of upstream data is here) ----------------
 
 
-class Device(NamedTuple):
-    device_id: int
-    customer_id: int
-    customer: str
-    device_class: str
-    os: str
-    last_checkin: float | None  # seconds since the epoch; None: never checked in, or not readable
-    unreadable_checkin: str | None = None  # the value as shown in a log, when it could not be read
-
-
 def customer_data(
     rows: Iterable[Sequence[object]], systems: Iterable[Sequence[object]], where: str
 ) -> CustomerData:
@@ -279,46 +267,10 @@ def customer_data(
     return CustomerData(rows=tuple(counts), systems=tuple(os_counts))
 
 
-def _optional_text(value: object, where: str) -> str | None:
-    if value is None or value == "":
-        return None
-    return label_value(value, where)
-
-
-def checkin_time(value: object) -> float | None:
-    """`lastApplianceCheckinTime` as seconds since the epoch (UTC when it has no offset); None when null or
-    absent (never checked in). Raises ValueError for a value that is not an RFC 3339 date-time."""
-    if value is None:
-        return None
-    stamp = parse_timestamp(value, strict=True)
-    if stamp is None:
-        raise ValueError("not an RFC 3339 date-time")
-    return stamp.seconds()
-
-
-def parse_device(raw: object, where: str) -> Device | None:
-    """A device, or None for one that belongs to no customer (e.g. the service organisation's own). A
-    check-in time that cannot be read is kept as `unreadable_checkin` (the device counts as stale): the
-    rest of the device is still good."""
-    raw = as_object(raw, where)
-    device_id = parse_int(raw.get("deviceId"), f"{where}.deviceId")
-    if raw.get("customerId") is None:
-        return None
-    customer_id = parse_int(raw.get("customerId"), f"{where}.customerId")
-    customer = _optional_text(raw.get("customerName"), f"{where}.customerName") or f"customer {customer_id}"
-    device_class = _optional_text(raw.get("deviceClass"), f"{where}.deviceClass") or UNKNOWN_CLASS
-    os_name = _optional_text(raw.get("supportedOs"), f"{where}.supportedOs") or UNKNOWN_OS
-    checkin = raw.get("lastApplianceCheckinTime")
-    try:
-        return Device(device_id, customer_id, customer, device_class, os_name, checkin_time(checkin))
-    except ValueError:
-        return Device(device_id, customer_id, customer, device_class, os_name, None, shown(checkin))
-
-
 def patch_issue_device(settings: CustomerSettings, raw: object, where: str) -> int | None:
     """The device id of an active issue on a patch service; None for any other issue."""
     raw = as_object(raw, where)
-    service = _optional_text(raw.get("serviceName"), f"{where}.serviceName")
+    service = optional_text(raw.get("serviceName"), f"{where}.serviceName")
     if service is None or not settings.is_patch_service(service):
         return None
     return parse_int(raw.get("deviceId"), f"{where}.deviceId")

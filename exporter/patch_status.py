@@ -40,7 +40,7 @@ from exporter.config import (
     regex,
     string,
 )
-from exporter.customers import Device, parse_device
+from exporter.devices import Device, parse_device
 from exporter.errors import Forbidden, InvalidResponse, NotSupported, UpstreamError
 from exporter.kind import CustomerColumn, Kind, Memo
 from exporter.labels import label_value, snake_case

@@ -94,3 +94,13 @@ def test_no_module_but_a_kind_and_the_registry_names_a_kind() -> None:
                   and (name, node.value) not in ALLOWED_STRINGS):
                 found.append(f"{where} names {node.value!r}")
     assert not found, "\n".join(found)
+
+
+def test_no_kind_imports_another_kind() -> None:
+    """What two kinds share (the device list, paged calls) lives in a module of its own, so each kind can be
+    read, changed or dropped alone."""
+    trees = modules()
+    kind_modules = {type(kind).__module__ for kind in registry.KINDS}
+    crossings = {(name, other) for name in kind_modules
+                 for other in imported(name, trees[name], set(trees)) if other in kind_modules - {name}}
+    assert not crossings, crossings

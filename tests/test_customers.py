@@ -38,10 +38,9 @@ from exporter.customers import (
     CustomerData,
     CustomerSettings,
     OsCount,
-    checkin_time,
     customers_table,
-    parse_device,
 )
+from exporter.devices import checkin_time, parse_device
 from exporter.simulator import (
     LEGACY_PATCH_SERVICE,
     PATCH_SERVICE,
