@@ -9,7 +9,11 @@ with the client that measures. Each scrape is a fresh connection (a new scraper 
 
 - flood: one connection sends `GET /-/healthy` 1,000 times per write, in a loop, and reads the answers;
 - slow headers: N connections each send a partial request head, then one header line every 2 s,
-  reconnecting whenever the server closes them (the server keeps at most 1,000: the rest churn).
+  reconnecting whenever the server closes them (the server keeps at most 1,000: the rest churn);
+- never reading: as many connections as the cap, and 30 more, each pipeline 40 `GET /metrics` and never
+  read an answer, then one fresh scrape is timed (the answers cannot all be written: every slot is taken);
+- reset handshakes: rounds of 1,000 TLS connections that send a ClientHello and end with an RST mid-handshake,
+  the server's resident memory after each round (reused, not grown, round after round).
 
     .venv/bin/python -m benchmarks.bench_abuse [--scrapes 200] [--connections 1000] [--slow 2000]
 """
@@ -17,6 +21,7 @@ with the client that measures. Each scrape is a fresh connection (a new scraper 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import http.client
 import os
@@ -24,6 +29,7 @@ import resource
 import selectors
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import tempfile
@@ -232,6 +238,54 @@ def connection_memory(server: ServerProcess, count: int, context: ssl.SSLContext
     return (after_silent - before) / count, rounds[0] / count, float(rounds[1])
 
 
+def never_reading(server: ServerProcess, count: int) -> float:
+    """Seconds until a fresh scrape is answered while `count` connections each pipeline 40 scrapes and
+    never read (their answers fill the socket buffers, so every one of them is being answered)."""
+    held = []
+    try:
+        for _ in range(count):
+            connection = socket.socket()
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            connection.settimeout(30)
+            connection.connect((HOST, server.port))
+            connection.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 40)
+            held.append(connection)
+        began = time.perf_counter()
+        status, _ = get(server.port, "/metrics", {"Accept-Encoding": "identity"}, timeout=120)
+        if status != 200:
+            raise AssertionError(f"the scrape got {status}")
+        return time.perf_counter() - began
+    finally:
+        for connection in held:
+            connection.close()
+
+
+def reset_handshakes(server: ServerProcess, count: int, context: ssl.SSLContext, rounds: int) -> list[float]:
+    """The server's RSS (KiB) before, and after each of `rounds` rounds of `count` TLS connections that
+    send their ClientHello, get the server's first answer and end with an RST."""
+    pid = server.pid
+    base_fds = _fds(pid)
+    rss: list[float] = [rss_kib(pid)]
+    for _ in range(rounds):
+        held = []
+        for _ in range(count):
+            outgoing = ssl.MemoryBIO()
+            client = context.wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname=HOST)
+            with contextlib.suppress(ssl.SSLWantReadError):
+                client.do_handshake()
+            connection = socket.create_connection((HOST, server.port), timeout=30)
+            connection.sendall(outgoing.read())
+            connection.recv(65536)  # the server is in the handshake
+            held.append(connection)
+        for connection in held:
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            connection.close()
+        _wait_fds(pid, base_fds, more=False)
+        time.sleep(0.5)
+        rss.append(rss_kib(pid))
+    return rss
+
+
 def _certificate(directory: Path) -> tuple[Path, Path]:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -306,11 +360,23 @@ def run(count: int, connections: int, slow_count: int) -> list[Figure]:
             with ServerProcess("ours", "--series", SERIES, "--max-connections", str(3 * connections),
                                *options) as server:
                 rows[name] = connection_memory(server, connections, client)
+        with ServerProcess("ours", "--series", SERIES, "--max-connections", str(3 * connections),
+                           "--web-config", str(web_config)) as server:
+            resets = reset_handshakes(server, connections, context, 4)
+    with ServerProcess("ours", "--series", SERIES, "--max-connections", str(connections)) as server:
+        scrapes(server.port, 5)  # warm-up
+        stuck = never_reading(server, connections + 30)
     print(f"\n## Resident memory per connection, {connections} at a time (KiB)")
     print(f"{'server':6} {'silent':>8} {'served, idle':>13} {'served again, growth (KiB in all)':>35}")
     for name, (silent, served, again) in rows.items():
         print(f"{name:6} {silent:8.1f} {served:13.1f} {again:35.0f}")
+    rounds = [f"{(after - resets[0]) / 1024:+.1f}" for after in resets[1:]]
+    print(f"TLS handshakes reset by the client, {connections} a round: RSS growth after each round "
+          f"{', '.join(rounds)} MiB (from {resets[0] / 1024:.1f} MiB)")
+    print(f"a fresh scrape with {connections + 30} connections pipelining and never reading: answered in "
+          f"{stuck:.1f} s")
     plain, tls = rows["plain"], rows["TLS"]
+    first_round, later = resets[1] - resets[0], resets[-1] - resets[1]
     figures += [
         Figure("web front under abuse", f"RSS per silent connection, {connections} TLS", f"{tls[0]:.1f} KiB",
                f"{plain[0]:.1f} KiB (plain)", tls[0] / plain[0] if plain[0] > 0 else None, "< 50 KiB", tls[0] < 50),
@@ -321,6 +387,11 @@ def run(count: int, connections: int, slow_count: int) -> list[Figure]:
         Figure("web front under abuse", "RSS growth opening as many TLS connections again after closing",
                f"{tls[2] / 1024:+.1f} MiB", f"{tls[1] * connections / 1024:+.1f} MiB (first time)", None,
                "reused (< 10 % of the first, or 1 MiB)", tls[2] < max(1024, 0.1 * tls[1] * connections)),
+        Figure("web front under abuse", f"RSS growth over rounds 2-4 of {connections} TLS handshakes reset by the "
+               "client", f"{later / 1024:+.1f} MiB", f"{first_round / 1024:+.1f} MiB (round 1)", None,
+               "reused (< 10 % of round 1, or 1 MiB)", later < max(1024, 0.1 * first_round)),
+        Figure("web front under abuse", f"a fresh scrape, {connections + 30} connections pipelining, never reading",
+               f"{stuck:.1f} s", "60 s (the write timeout)", stuck / 60, "< 60 s", stuck < 60),
     ]
     return figures
 
