@@ -78,10 +78,11 @@ def shown(value: object, limit: int = 40) -> str:
 def _repr_prefix(value: object, budget: int, margin: int) -> str:
     """repr(value) when it is at most `budget` characters; else a text at least `budget` long that starts as
     repr(value) does, with every string in it scrubbed. `margin` is the longest secret spelling."""
+    keep = max(budget, 0) + margin  # a budget spent by what came before is 0, never a slice from the end
     if isinstance(value, str):
-        return repr(scrub(value[: budget + margin]))
+        return repr(scrub(value[:keep]))
     if isinstance(value, bytes | bytearray):
-        return repr(value[: budget + margin])
+        return repr(value[:keep])
     if isinstance(value, Mapping):
         return _items_prefix(value.items(), "{}", budget, margin, pairs=True)
     if isinstance(value, list | tuple) or (isinstance(value, set) and value):  # YAML's !!set is a set

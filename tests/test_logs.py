@@ -6,6 +6,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -77,6 +78,17 @@ def test_quoting_a_huge_value_builds_only_the_text_it_shows() -> None:
     assert scrub.shown(["x" * 50, Unquotable()]) == "['" + "x" * 35 + "..."
     assert scrub.shown({"key": "v" * 50, "next": Unquotable()}, 30) == "{'key': '" + "v" * 18 + "..."
     assert scrub.shown(["A" * 1_000_000] * 100) == "['" + "A" * 35 + "..."
+    taken: list[int] = []
+
+    class Sliced(str):
+        def __getitem__(self, key: Any) -> str:
+            taken.append(key.stop)
+            return str.__getitem__(self, key)
+
+    # The key uses up the budget: the value after it is cut to nothing (plus the secrets' margin), not
+    # to a slice counted from its end.
+    assert scrub.shown({"k" * 100: Sliced("v" * 1_000_000)}) == "{'" + "k" * 35 + "..."
+    assert taken and all(0 <= stop < 1000 for stop in taken), taken
     assert scrub.shown(b"\0" * 1_000_000, 20) == "b'" + "\\x00" * 3 + "\\x0..."
 
 
