@@ -3,8 +3,7 @@ its inputs change, the runtime part at most once a second.
 
 A collection's result changes once per run, so the collections' text (and gzip form) is rendered once, by
 the job thread after the run (or by a scrape, when a result has aged past its `max_data_age`), and served
-as bytes. The same holds for
-the OpenMetrics form, rendered once a scrape has asked for it.
+as bytes. The same holds for the OpenMetrics form, rendered once a scrape has asked for it.
 
 A gzip answer is one RFC 1952 member (curl and browsers read no further than the first member): the
 cached collections part is raw deflate ended with a sync flush (byte-aligned, not final), so the per-scrape

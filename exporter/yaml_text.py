@@ -89,9 +89,10 @@ def _check_aliases(root: yaml.Node) -> None:
     MAX_ALIAS_CHARACTERS characters (a "billion laughs" bomb), or refer to a node from inside itself; the
     node graph is walked once, each node sized once."""
     sizes: dict[int, tuple[int, int]] = {}
-    distinct = [0, 0]  # values and characters written out
+    written_values = written_characters = 0  # what the document holds without expanding an alias
 
     def size(node: yaml.Node) -> tuple[int, int]:
+        nonlocal written_values, written_characters
         known = sizes.get(id(node))
         if known is not None:
             if known[0] < 0:
@@ -99,9 +100,11 @@ def _check_aliases(root: yaml.Node) -> None:
                                                   node.start_mark)
             return known
         sizes[id(node)] = (-1, 0)
+        written_values += 1
         values, characters = 1, 0
         if isinstance(node, yaml.ScalarNode):
             characters = len(node.value)
+            written_characters += characters
         else:
             children = node.value if isinstance(node, yaml.SequenceNode) else (
                 child for pair in node.value for child in pair)
@@ -109,15 +112,13 @@ def _check_aliases(root: yaml.Node) -> None:
                 child_values, child_characters = size(child)
                 values += child_values
                 characters += child_characters
-        distinct[0] += 1
-        distinct[1] += len(node.value) if isinstance(node, yaml.ScalarNode) else 0
         sizes[id(node)] = (values, characters)
-        if values - distinct[0] > MAX_ALIAS_EXPANSION:
+        if values - written_values > MAX_ALIAS_EXPANSION:
             raise yaml.composer.ComposerError(
                 None, None, f"aliases (*name) expand the document by more than {MAX_ALIAS_EXPANSION} values",
                 node.start_mark,
             )
-        if characters - distinct[1] > MAX_ALIAS_CHARACTERS:
+        if characters - written_characters > MAX_ALIAS_CHARACTERS:
             raise yaml.composer.ComposerError(
                 None, None,
                 f"aliases (*name) expand the document by more than {MAX_ALIAS_CHARACTERS} characters of text",

@@ -57,7 +57,6 @@ def test_report_filters_narrow_the_simulated_counts(sim: Simulator, make_app: Ma
     app = make_app(document)
     assert app.run("all") and app.run("security-backlog")
     samples = scrape(app)
-    app.shutdown()
     everything, backlog_counts = _approvals(samples, "all"), _approvals(samples, "security-backlog")
     laptops = DEFAULT_DATA["deviceClassSummaries"][0]["approvalStatusCounts"]
     assert everything[("Laptops - Windows", "approved_for_install")] == laptops["approvedForInstall"] == 6424
@@ -80,7 +79,6 @@ def test_install_status_filter_and_an_old_start_date(sim: Simulator, make_app: M
     app = make_app(document)
     assert app.run("all")
     samples = scrape(app)
-    app.shutdown()
     counts = _approvals(samples, "all")
     # 2 % of the patches approved for install failed; the patches of other statuses are not installed.
     assert counts[("Laptops - Windows", "approved_for_install")] == int(6424 * 0.02 + 0.5)

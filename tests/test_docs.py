@@ -37,7 +37,6 @@ def emitted_metric_names(sim: Simulator, make_app: MakeApp) -> set[str]:
     sim.add_fault("403", endpoint="submit")
     assert not app.run("all")  # failure metrics too
     text = metrics_body(app.exposition).decode()
-    app.shutdown()
     return {name for name, _ in parse_samples(text)}
 
 

@@ -256,7 +256,6 @@ def test_submitted_payload_matches_the_config(sim: Simulator, make_app: MakeApp)
         patch_categories=("Security Updates",),
     ))
     assert app.run("all")
-    app.shutdown()
     submit = next(r for r in sim.requests if r.endpoint == "submit")
     assert submit.headers["Content-Type"] == "application/json"
     assert submit.json() == {
@@ -307,7 +306,6 @@ def test_a_report_that_never_completes_times_out_within_its_timeout(sim: Simulat
                    sleep=fake_sleep, monotonic=lambda: clock[0])
     assert not app.run("all")
     assert app.store.snapshot["all"].last_reason == "timeout"
-    app.shutdown()
     assert clock[0] == pytest.approx(600.0)
 
 
